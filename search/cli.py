@@ -1,0 +1,77 @@
+"""``python -m search validate|run SPEC [--set a.b=value ...]``.
+
+Exit codes: 0 success, 2 bad input (one line per problem, nothing started), 1 a sweep that
+started but failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from search.spec import SpecError, SweepSpec, load_spec
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m search", description="Search distillation schedules.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, help_text in [("validate", "check a spec"), ("run", "run a sweep")]:
+        cmd = commands.add_parser(name, help=help_text)
+        cmd.add_argument("spec", help="sweep spec (YAML)")
+        cmd.add_argument(
+            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+            help="override a spec field, e.g. --set student.optim.steps=300 (repeatable)",
+        )  # fmt: skip
+        cmd.add_argument("--storage", help="results root (overrides the spec's storage)")
+        cmd.add_argument("--name", help="sweep name (overrides the spec's name)")
+        if name == "run":
+            cmd.add_argument(
+                "--address", help="Ray cluster address; default: RAY_ADDRESS, else embedded local Ray"
+            )
+            cmd.add_argument("--top", type=int, default=5, help="best schedules to print; default 5")
+            cmd.add_argument("--verbose", action="store_true", help="also show Tune's progress tables")
+    return parser
+
+
+def _spec(args: argparse.Namespace) -> SweepSpec:
+    overrides = list(args.overrides)
+    if args.storage is not None:
+        overrides.append(f"storage={args.storage}")
+    if args.name is not None:
+        overrides.append(f"name={args.name}")
+    return load_spec(args.spec, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        spec = _spec(args)
+    except SpecError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    if args.command == "validate":
+        print(f"ok: {args.spec} is a valid sweep spec ({spec.num_samples} trials)")
+        return 0
+    return _run(spec, args)
+
+
+def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
+    from analysis import best_schedules, load_trials
+    from analysis.cli import format_table
+    from search.sweep import SweepExistsError, run_sweep
+
+    try:
+        sweep_dir = run_sweep(spec, address=args.address, verbose=1 if args.verbose else 0)
+    except SweepExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    best = best_schedules(load_trials(sweep_dir), metric=spec.metric, mode=spec.mode, top=args.top)
+    print(f"\nbest schedules by {spec.metric} ({sweep_dir}):")
+    print(format_table(best))
+    return 0

@@ -1,0 +1,80 @@
+"""Teacher phase: train the sweep's teacher once (as a Tune trial) and keep its outputs.
+
+Outputs live under ``<storage>/_teachers/<key>/``, ``key`` a content hash of the data and
+teacher settings, so a later sweep with the same teacher reuses them without training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow as pa
+from ray import tune
+
+from search.sink import write_parquet_atomic
+from search.spec import SweepSpec
+from trainables.distill import read_teacher_outputs, teacher_outputs_complete
+from trainables.teacher import train_teacher
+
+TEACHER_SCHEMA = pa.schema(
+    [
+        ("sweep", pa.string()),
+        ("step", pa.int64()),
+        ("samples_seen", pa.int64()),
+        ("wall_time_s", pa.float64()),
+        ("train_loss", pa.float64()),
+        ("val_accuracy", pa.float64()),
+        ("val_loss", pa.float64()),
+        ("is_kept", pa.bool_()),
+    ]
+)
+
+
+class TeacherError(RuntimeError):
+    pass
+
+
+def teacher_key(spec: SweepSpec) -> str:
+    """Content hash of everything that determines the teacher's outputs."""
+    parts = {"data": spec.data.model_dump(), "teacher": spec.teacher.model_dump()}
+    if spec.data.path:
+        path = Path(spec.data.path)
+        parts["data_file"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    blob = json.dumps(parts, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def ensure_teacher(spec: SweepSpec, *, verbose: int = 0) -> Path:
+    """Train the teacher unless its outputs already exist; write the sweep's ``teacher`` table."""
+    outputs = Path(spec.storage).resolve() / "_teachers" / teacher_key(spec)
+    if teacher_outputs_complete(outputs):
+        print(f"teacher: reusing {outputs}")
+    else:
+        print(f"teacher: training ({spec.teacher.optim.steps} steps) -> {outputs}")
+        config = spec.teacher_config(str(outputs)).model_dump()
+        tuner = tune.Tuner(
+            tune.with_resources(train_teacher, {"cpu": spec.resources.cpus_per_trial}),
+            param_space=config,
+            run_config=tune.RunConfig(
+                name="teacher", storage_path=str(spec.sweep_dir / "tune"), verbose=verbose
+            ),
+        )
+        result = tuner.fit()[0]
+        if result.error is not None or not teacher_outputs_complete(outputs):
+            raise TeacherError(f"teacher training failed: {result.error}")
+    teacher = read_teacher_outputs(outputs)
+    rows = [
+        {"sweep": spec.name, **{k: r.get(k) for k in TEACHER_SCHEMA.names[1:-1]},
+         "is_kept": r["step"] == teacher.step}
+        for r in teacher.history
+    ]  # fmt: skip
+    table_dir = spec.sweep_dir / "teacher"
+    table_dir.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(pa.Table.from_pylist(rows, schema=TEACHER_SCHEMA), table_dir / "teacher.parquet")
+    print(
+        f"teacher: step {teacher.step}, val_accuracy {teacher.metrics['val_accuracy']:.4f}, "
+        f"test_accuracy {teacher.metrics['test_accuracy']:.4f}"
+    )
+    return outputs

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Features (float32, shape ``(n, d)``) and integer labels (int64, shape ``(n,)``)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+    @property
+    def num_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {name!r}")
+        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+
+def load_splits(
+    *,
+    kind: str,
+    path: str | None = None,
+    label_column: str = "label",
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+    standardize: bool = True,
+) -> Splits:
+    """Load a dataset and split it into train / validation / test, deterministically.
+
+    The split is a seeded permutation (same ``split_seed`` -> same split on every node).
+    Standardisation uses the training split's mean and standard deviation only.
+    """
+    if kind == "digits":
+        x, y = _load_digits()
+    elif kind == "file":
+        if path is None:
+            raise ValueError("data.path is required when data.kind is 'file'")
+        x, y = _load_file(Path(path), label_column)
+    else:
+        raise ValueError(f"data.kind must be 'digits' or 'file', got {kind!r}")
+    return _split(x, y, val_fraction, test_fraction, split_seed, standardize)
+
+
+def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.data.astype(np.float32), bunch.target.astype(np.int64)
+
+
+def _load_file(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
+    if path.suffix == ".npz":
+        with np.load(path) as arrays:
+            missing = {"x", "y"} - set(arrays.files)
+            if missing:
+                raise ValueError(f"data.path {str(path)!r}: .npz needs arrays 'x' and 'y'")
+            x, y = arrays["x"], arrays["y"]
+    elif path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        if label_column not in table.column_names:
+            raise ValueError(
+                f"data.label_column: {label_column!r} is not a column of {str(path)!r} "
+                f"(columns: {', '.join(table.column_names)})"
+            )
+        y = table.column(label_column).to_numpy()
+        features = table.drop_columns([label_column])
+        x = np.column_stack([c.to_numpy(zero_copy_only=False) for c in features.columns])
+    else:
+        raise ValueError(f"data.path {str(path)!r} must end in .npz or .parquet")
+    x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+    if not np.issubdtype(np.asarray(y).dtype, np.integer):
+        raise ValueError(f"data.path {str(path)!r}: labels must be integers, got {y.dtype}")
+    y = np.asarray(y, dtype=np.int64)
+    if len(x) != len(y) or len(y) < 10:
+        raise ValueError(f"data.path {str(path)!r}: need >= 10 rows with one label each")
+    if y.min() < 0:
+        raise ValueError(f"data.path {str(path)!r}: labels must be >= 0")
+    if not np.isfinite(x).all():
+        raise ValueError(f"data.path {str(path)!r}: features contain NaN or inf")
+    return x, y
+
+
+def _split(
+    x: np.ndarray,
+    y: np.ndarray,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    standardize: bool,
+) -> Splits:
+    n = len(y)
+    order = np.random.default_rng(seed).permutation(n)
+    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
+    val, test, train = np.split(order, [n_val, n_val + n_test])
+    if min(len(train), len(val), len(test)) == 0:
+        raise ValueError(f"dataset of {n} rows is too small for the requested split")
+    if standardize:
+        mean = x[train].mean(axis=0)
+        std = x[train].std(axis=0)
+        std[std == 0] = 1.0
+        x = (x - mean) / std
+    x = x.astype(np.float32)
+    return Splits(
+        x_train=x[train], y_train=y[train],
+        x_val=x[val], y_val=y[val],
+        x_test=x[test], y_test=y[test],
+        num_classes=int(y.max()) + 1,
+    )

@@ -1,0 +1,22 @@
+"""Ray Tune entry point for the teacher (single worker, runs inline in the Tune trial)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+
+from trainables.config import TeacherConfig
+from trainables.loops import teacher_loop
+
+
+def train_teacher(config: dict[str, Any]) -> None:
+    """Tune function trainable: train a teacher and write its outputs.
+
+    ``config`` is a :class:`~trainables.config.TeacherConfig` as a dict. Reports ``step``,
+    ``samples_seen``, ``wall_time_s``, ``train_loss``, ``val_accuracy``, ``val_loss`` every
+    ``eval_every`` steps; writes the logits to ``output_dir`` at the end.
+    """
+    cfg = TeacherConfig.model_validate(config)
+    for record in teacher_loop(cfg):
+        tune.report(record)
