@@ -1,0 +1,82 @@
+"""ParquetSink: unit tests with stand-in trials, then through a real Tune run."""
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+from ray import tune
+
+from analysis import load_curves, load_trials
+from search.sink import ParquetSink
+
+BASE = {"seed": 3, "model": {"hidden": [16]}, "distill": {"temperature": 4.0, "alpha": 0.5}, "tag": None}
+
+
+class _Trial:  # stand-in for ray.tune.experiment.Trial (only what the sink reads)
+    def __init__(self, trial_id, config, last_result=None):
+        self.trial_id, self.config, self.last_result = trial_id, config, last_result or {}
+        self.error_file = None
+
+    def get_pickled_error(self):
+        return RuntimeError("boom\nValueError: bad thing")
+
+
+def test_curve_rows_are_on_disk_as_soon_as_they_are_flushed(tmp_path):
+    sink = ParquetSink(tmp_path, "s", BASE, flush_every_s=0.0)
+    sink.setup()
+    trial = _Trial("t1", BASE)
+    sink.on_trial_result(0, [], trial, {"step": 10, "val_accuracy": 0.5, "unreported": 1})
+    assert load_curves(tmp_path).num_rows == 1  # before the trial ends
+    sink.on_trial_result(0, [], trial, {"step": 20, "val_accuracy": 0.7})
+    assert load_curves(tmp_path).column("step").to_pylist() == [10, 20]
+
+
+def test_buffered_rows_are_flushed_when_the_trial_ends(tmp_path):
+    sink = ParquetSink(tmp_path, "s", BASE, flush_every_s=3600.0)
+    sink.setup()
+    trial = _Trial("t1", {**BASE, "distill": {"temperature": 2, "alpha": 0}}, {"step": 20, "val_accuracy": 0.9})
+    for step in (10, 20):
+        sink.on_trial_result(0, [], trial, {"step": step})
+    assert not list((tmp_path / "curves").glob("*.parquet"))
+    sink.on_trial_complete(0, [], trial)
+    assert load_curves(tmp_path).num_rows == 2
+    row = load_trials(tmp_path).to_pylist()[0]
+    assert row["status"] == "TERMINATED" and row["seed"] == 3 and row["steps"] == 20
+    # config columns keep the base config's types (int 2 -> float 2.0) and lists become JSON
+    assert row["config.distill.temperature"] == 2.0 and row["config.model.hidden"] == "[16]"
+    schema = pq.read_schema(next((tmp_path / "trials").glob("*.parquet")))
+    assert str(schema.field("config.distill.alpha").type) == "double"
+
+
+def test_failed_trial_gets_a_row_with_the_last_error_line(tmp_path):
+    sink = ParquetSink(tmp_path, "s", BASE)
+    sink.setup()
+    sink.on_trial_error(0, [], _Trial("t9", BASE))
+    row = load_trials(tmp_path).to_pylist()[0]
+    assert (row["status"], row["error"]) == ("ERROR", "ValueError: bad thing")
+
+
+def _reports_then_fails(config):
+    for step in (1, 2, 3):
+        tune.report({"step": step, "val_accuracy": step / 10})
+    if config["fail"]:
+        raise ValueError("diverged on purpose")
+
+
+@pytest.mark.ray
+def test_real_tune_run_keeps_rows_of_a_failed_trial(ray_session, tmp_path):
+    base = {"seed": 0, "fail": False}
+    tuner = tune.Tuner(
+        _reports_then_fails,
+        param_space={"seed": 0, "fail": tune.grid_search([False, True])},
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path / "tune"), callbacks=[ParquetSink(tmp_path, "s", base)], verbose=0
+        ),
+    )
+    tuner.fit()
+    trials = load_trials(tmp_path).to_pandas().set_index("config.fail")
+    assert trials.loc[False, "status"] == "TERMINATED" and trials.loc[True, "status"] == "ERROR"
+    assert "diverged on purpose" in trials.loc[True, "error"]
+    counts = duckdb.sql(
+        f"select trial_id, count(*) as n from read_parquet('{tmp_path}/curves/**/*.parquet') group by 1"
+    ).fetchall()
+    assert sorted(n for _, n in counts) == [3, 3]  # the failed trial's reports survived

@@ -1,0 +1,108 @@
+"""Whole sweeps through the real path: Ray Tune + Optuna + PyTorch training + Parquet."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from analysis import best_schedules, load_curves, load_teacher, load_trials
+from search.spec import load_spec
+from search.sweep import SweepExistsError, run_sweep
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = ROOT / "examples" / "quickstart.yaml"
+SMALL = [
+    "num_samples=4", "teacher.optim.steps=300", "student.optim.steps=200", "student.eval_every=50",
+    "search.n_startup_trials=2",
+]  # fmt: skip
+
+TRIAL_COLUMNS = {
+    "sweep", "trial_id", "status", "error", "seed", "val_accuracy", "best_val_accuracy",
+    "steps_to_target", "steps", "samples_seen", "wall_time_s",
+    "config.curriculum.kind", "config.distill.temperature", "config.distill.alpha",
+}  # fmt: skip
+CURVE_COLUMNS = {
+    "sweep", "trial_id", "step", "samples_seen", "wall_time_s", "val_accuracy", "val_loss",
+    "train_loss", "ce_loss", "kd_loss", "curriculum_fraction", "temperature", "alpha",
+    "teacher_checkpoint", "stage", "easy_accuracy", "hard_accuracy", "teacher_agreement",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sweep(ray_session, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("storage")
+    spec = load_spec(QUICKSTART, [*SMALL, f"storage={storage}", "name=first"])
+    return spec, run_sweep(spec)
+
+
+@pytest.mark.ray
+def test_sweep_writes_every_contract_column_and_a_good_student(sweep):
+    spec, results = sweep
+    trials = load_trials(results)
+    assert trials.num_rows == 4
+    assert TRIAL_COLUMNS <= set(trials.column_names)
+    assert set(trials.column("status").to_pylist()) == {"TERMINATED"}
+    # cover_curricula: both arms were tried
+    assert set(trials.column("config.curriculum.kind").to_pylist()) == {"none", "linear"}
+    curves = load_curves(results)
+    assert CURVE_COLUMNS <= set(curves.column_names)
+    per_trial = curves.group_by("trial_id").aggregate([("step", "count")])
+    assert sorted(per_trial.column("step_count").to_pylist()) == [4, 4, 4, 4]
+    best = best_schedules(trials, top=1)
+    assert best.loc[0, "val_accuracy"] > 0.9
+    assert load_teacher(results).column("is_kept").to_pylist()[-1] is True
+
+
+@pytest.mark.ray
+def test_duckdb_reads_the_tables_unchanged(sweep):
+    _, results = sweep
+    n_trials, best = duckdb.sql(
+        f"select count(*), max(val_accuracy) from read_parquet('{results}/trials/**/*.parquet')"
+    ).fetchall()[0]
+    assert n_trials == 4 and best > 0.9
+    per_trial = duckdb.sql(
+        f"select trial_id, count(*) from read_parquet('{results}/curves/**/*.parquet') group by 1"
+    ).fetchall()
+    assert len(per_trial) == 4 and all(n >= 3 for _, n in per_trial)
+
+
+@pytest.mark.ray
+def test_second_sweep_reuses_the_teacher_and_a_taken_name_is_refused(sweep, capsys):
+    spec, _ = sweep
+    meta = Path(spec.storage) / "_teachers"
+    (teacher_dir,) = meta.iterdir()
+    built_at = (teacher_dir / "meta.json").stat().st_mtime_ns
+    second = load_spec(QUICKSTART, [*SMALL, f"storage={spec.storage}", "name=second", "num_samples=2"])
+    results = run_sweep(second)
+    assert "teacher: reusing" in capsys.readouterr().out
+    assert not (results / "tune" / "teacher").exists()  # no teacher trial ran
+    assert (teacher_dir / "meta.json").stat().st_mtime_ns == built_at
+    assert load_trials(results).num_rows == 2 and load_teacher(results).num_rows == 3
+    with pytest.raises(SweepExistsError, match="already has results"):
+        run_sweep(second)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_cli_run_then_analysis_best(tmp_path):
+    """What a user types, each in its own process with its own embedded Ray."""
+    run = subprocess.run(
+        [sys.executable, "-m", "search", "run", str(QUICKSTART), "--storage", str(tmp_path),
+         "--name", "cli", "--top", "3", *[a for s in SMALL for a in ("--set", s)]],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "best schedules by val_accuracy" in run.stdout
+    best = subprocess.run(
+        [sys.executable, "-m", "analysis", "best", str(tmp_path / "cli"), "--by", "curriculum.kind", "--format", "csv"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert best.returncode == 0, best.stderr
+    assert best.stdout.splitlines()[0].startswith("sweep,trial_id,config.curriculum.kind,val_accuracy")
+    again = subprocess.run(
+        [sys.executable, "-m", "search", "run", str(QUICKSTART), "--storage", str(tmp_path), "--name", "cli"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 2 and "already has results" in again.stderr and "Traceback" not in again.stderr
