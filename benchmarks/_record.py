@@ -1,0 +1,52 @@
+"""Record benchmark figures: ``benchmarks/results.json`` (machine-readable, one key per figure)
+and ``benchmarks/RESULTS.md`` (the same figures as a table, regenerated from the JSON)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS_JSON = HERE / "results.json"
+RESULTS_MD = HERE / "RESULTS.md"
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}"
+
+
+def record(key: str, value: float, unit: str, note: str = "") -> None:
+    results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
+    results[key] = {
+        "value": value,
+        "unit": unit,
+        "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "command": "python " + " ".join([os.path.relpath(sys.argv[0], HERE.parent), *sys.argv[1:]]),
+        **({"note": note} if note else {}),
+    }
+    RESULTS_JSON.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    _write_markdown(results)
+    print(f"{key} = {value:.4g} {unit}" + (f"  ({note})" if note else ""))
+
+
+def _write_markdown(results: dict) -> None:
+    lines = [
+        "# Benchmark results",
+        "",
+        "Generated from `results.json` by the benchmark scripts (`make bench`); figures are",
+        "measured side by side within one run of each script, on the machine named.",
+        "",
+        "| key | value | unit | note | measured at | machine | command |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, r in sorted(results.items()):
+        lines.append(
+            f"| `{key}` | {r['value']:.4g} | {r['unit']} | {r.get('note', '')} | {r['measured_at']} "
+            f"| {r['machine']} | `{r['command']}` |"
+        )
+    RESULTS_MD.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,67 @@
+"""What running a student inside a Ray Tune trial costs, against the same loop run directly.
+
+Side by side in one run: the student loop alone (no Ray) and the same configuration as Tune
+trials (inline single-worker path, reused actors) on embedded local Ray. Prints and records:
+
+- ``student_steps_per_s``: student training throughput of the bare loop.
+- ``tune_trial_over_direct_time``: wall time per trial in a sequential Tune sweep / wall time of
+  the bare loop (1.0 = no overhead).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import ray  # noqa: E402
+from _record import record  # noqa: E402
+from ray import tune  # noqa: E402
+
+from trainables.config import OptimConfig, StudentConfig, TeacherConfig  # noqa: E402
+from trainables.loops import student_loop, teacher_loop  # noqa: E402
+from trainables.student import train_student  # noqa: E402
+
+TRIALS, STEPS = 6, 600
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        teacher = Path(tmp) / "teacher"
+        for _ in teacher_loop(TeacherConfig(optim=OptimConfig(lr=1e-3, batch_size=64, steps=300), output_dir=str(teacher))):
+            pass
+        cfg = StudentConfig(optim=OptimConfig(steps=STEPS), eval_every=100, teacher_outputs=str(teacher))
+        for _ in student_loop(cfg):  # warm-up: imports, data load, allocator
+            pass
+        direct = []
+        for _ in range(3):
+            started = time.perf_counter()
+            for _ in student_loop(cfg):
+                pass
+            direct.append(time.perf_counter() - started)
+        direct_s = min(direct)
+
+        ray.init(num_cpus=1, include_dashboard=False, logging_level="WARNING")
+        tuner = tune.Tuner(
+            train_student,
+            param_space={**cfg.model_dump(), "seed": tune.grid_search(list(range(TRIALS)))},
+            tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=1),
+            run_config=tune.RunConfig(storage_path=str(Path(tmp) / "tune"), verbose=0),
+        )
+        started = time.perf_counter()
+        tuner.fit()
+        per_trial_s = (time.perf_counter() - started) / TRIALS
+        ray.shutdown()
+
+    record("student_steps_per_s", STEPS / direct_s, "steps/s", f"bare loop, {STEPS} steps, digits, MLP [32]")
+    record(
+        "tune_trial_over_direct_time", per_trial_s / direct_s, "ratio",
+        f"{TRIALS} sequential trials, reuse_actors; {per_trial_s:.2f} s vs {direct_s:.2f} s per run",
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
