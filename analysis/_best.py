@@ -44,10 +44,7 @@ def best_schedules(
     if df.empty:
         raise ResultsError(f"no finished trial reports {metric!r}")
     df = df.sort_values([metric, "trial_id"], ascending=[mode == "min", True], kind="stable")
-    if by:
-        df = df.groupby(by, sort=False, dropna=False).head(top)
-    else:
-        df = df.head(top)
+    df = df.groupby(by, sort=False, dropna=False).head(top) if by else df.head(top)
     config = [c for c in df.columns if c.startswith("config.") and c != by]
     varying = [c for c in config if _varies(trials, c)]
     summary = [c for c in _SUMMARY if c in df.columns and c != metric]

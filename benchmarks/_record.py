@@ -16,7 +16,10 @@ RESULTS_MD = HERE / "RESULTS.md"
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}"
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def record(key: str, value: float, unit: str, note: str = "") -> None:
@@ -46,7 +49,7 @@ def _write_markdown(results: dict) -> None:
     ]
     for key, r in sorted(results.items()):
         lines.append(
-            f"| `{key}` | {r['value']:.4g} | {r['unit']} | {r.get('note', '')} | {r['measured_at']} "
-            f"| {r['machine']} | `{r['command']}` |"
+            f"| `{key}` | {r['value']:.4g} | {r['unit']} | {r.get('note', '')} "
+            f"| {r['measured_at']} | {r['machine']} | `{r['command']}` |"
         )
     RESULTS_MD.write_text("\n".join(lines) + "\n")

@@ -31,9 +31,15 @@ TRIALS, STEPS = 6, 600
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         teacher = Path(tmp) / "teacher"
-        for _ in teacher_loop(TeacherConfig(optim=OptimConfig(lr=1e-3, batch_size=64, steps=300), output_dir=str(teacher))):
+        for _ in teacher_loop(
+            TeacherConfig(
+                optim=OptimConfig(lr=1e-3, batch_size=64, steps=300), output_dir=str(teacher)
+            )
+        ):
             pass
-        cfg = StudentConfig(optim=OptimConfig(steps=STEPS), eval_every=100, teacher_outputs=str(teacher))
+        cfg = StudentConfig(
+            optim=OptimConfig(steps=STEPS), eval_every=100, teacher_outputs=str(teacher)
+        )
         for _ in student_loop(cfg):  # warm-up: imports, data load, allocator
             pass
         direct = []
@@ -56,10 +62,15 @@ def main() -> None:
         per_trial_s = (time.perf_counter() - started) / TRIALS
         ray.shutdown()
 
-    record("student_steps_per_s", STEPS / direct_s, "steps/s", f"bare loop, {STEPS} steps, digits, MLP [32]")
+    record(
+        "student_steps_per_s",
+        STEPS / direct_s,
+        "steps/s",
+        f"bare loop, {STEPS} steps, digits, MLP [32]",
+    )
     record(
         "tune_trial_over_direct_time", per_trial_s / direct_s, "ratio",
-        f"{TRIALS} sequential trials, reuse_actors; {per_trial_s:.2f} s vs {direct_s:.2f} s per run",
+        f"{TRIALS} sequential trials, reuse_actors; {per_trial_s:.2f} vs {direct_s:.2f} s per run",
     )  # fmt: skip
 
 

@@ -31,10 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--name", help="sweep name (overrides the spec's name)")
         if name == "run":
             cmd.add_argument(
-                "--address", help="Ray cluster address; default: RAY_ADDRESS, else embedded local Ray"
+                "--address",
+                help="Ray cluster address; default: RAY_ADDRESS, else embedded local Ray",
             )
-            cmd.add_argument("--top", type=int, default=5, help="best schedules to print; default 5")
-            cmd.add_argument("--verbose", action="store_true", help="also show Tune's progress tables")
+            cmd.add_argument(
+                "--top", type=int, default=5, help="best schedules to print; default 5"
+            )
+            cmd.add_argument(
+                "--verbose", action="store_true", help="also show Tune's progress tables"
+            )
     return parser
 
 

@@ -14,7 +14,11 @@ def describe_schedule(config: dict[str, Any]) -> str:
     kind = curriculum.get("kind", "?")
     if kind == "linear":
         kind = f"linear(start={curriculum['start']:.3g}, full_at={curriculum['full_at']:.3g})"
-    return f"{kind} T={distill.get('temperature', float('nan')):.3g} alpha={distill.get('alpha', float('nan')):.3g}"
+    temperature, alpha = (
+        distill.get("temperature", float("nan")),
+        distill.get("alpha", float("nan")),
+    )
+    return f"{kind} T={temperature:.3g} alpha={alpha:.3g}"
 
 
 class ProgressPrinter(tune.Callback):
@@ -37,4 +41,5 @@ class ProgressPrinter(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.done += 1
-        self._print(f"  [{self.done}/{self.total}] {trial.trial_id} FAILED: {describe_schedule(trial.config)}")
+        schedule = describe_schedule(trial.config)
+        self._print(f"  [{self.done}/{self.total}] {trial.trial_id} FAILED: {schedule}")

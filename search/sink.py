@@ -155,7 +155,9 @@ class ParquetSink(tune.Callback):
         if not self._buffer:
             return
         table = pa.Table.from_pylist(self._buffer, schema=CURVE_SCHEMA)
-        write_parquet_atomic(table, self.curves_dir / f"part-{self._token}-{self._parts:06d}.parquet")
+        write_parquet_atomic(
+            table, self.curves_dir / f"part-{self._token}-{self._parts:06d}.parquet"
+        )
         self._parts += 1
         self._buffer = []
 

@@ -43,7 +43,9 @@ class TeacherSpec(_Strict):
     """How the sweep's teacher is trained (its data is the spec's ``data``)."""
 
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(hidden=[256, 256]))
-    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-3, batch_size=64, steps=800))
+    optim: OptimConfig = Field(
+        default_factory=lambda: OptimConfig(lr=1e-3, batch_size=64, steps=800)
+    )
     eval_every: int = Field(default=100, ge=1)
     seed: int = 0
 
@@ -139,18 +141,23 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         line = f" at line {where.line + 1}" if where else ""
         raise SpecError([f"spec: {str(path)!r} is not valid YAML{line}"]) from None
     if not isinstance(raw, dict):
-        raise SpecError([f"spec: {str(path)!r} must be a mapping of keys, got {type(raw).__name__}"])
+        raise SpecError(
+            [f"spec: {str(path)!r} must be a mapping of keys, got {type(raw).__name__}"]
+        )
     return raw
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:
-    """Apply ``a.b.c=value`` overrides in place; the value is parsed as YAML (``1e-3``, ``[1, 2]``)."""
+    """Apply ``a.b.c=value`` overrides in place; values are read as YAML (``1e-3``, ``[1, 2]``)."""
     problems = []
     for item in overrides:
         key, sep, text = item.partition("=")
         parts = key.strip().split(".")
         if not sep or not all(parts):
-            problems.append(f"--set {item!r}: expected KEY=VALUE with a dotted KEY, e.g. student.optim.steps=300")
+            problems.append(
+                f"--set {item!r}: expected KEY=VALUE with a dotted KEY, "
+                "e.g. student.optim.steps=300"
+            )
             continue
         try:
             value = yaml.safe_load(text)

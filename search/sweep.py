@@ -19,7 +19,6 @@ from search.teacher import ensure_teacher
 from spaces import distillation_space
 from trainables.student import train_student
 
-
 STUDY_NAME = "students"
 
 

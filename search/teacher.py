@@ -72,7 +72,9 @@ def ensure_teacher(spec: SweepSpec, *, verbose: int = 0) -> Path:
     ]  # fmt: skip
     table_dir = spec.sweep_dir / "teacher"
     table_dir.mkdir(parents=True, exist_ok=True)
-    write_parquet_atomic(pa.Table.from_pylist(rows, schema=TEACHER_SCHEMA), table_dir / "teacher.parquet")
+    write_parquet_atomic(
+        pa.Table.from_pylist(rows, schema=TEACHER_SCHEMA), table_dir / "teacher.parquet"
+    )
     print(
         f"teacher: step {teacher.step}, val_accuracy {teacher.metrics['val_accuracy']:.4f}, "
         f"test_accuracy {teacher.metrics['test_accuracy']:.4f}"

@@ -66,7 +66,9 @@ def distillation_space(trial: optuna.Trial, bounds: SpaceBounds) -> None:
     trial.suggest_float("distill/alpha", *bounds.alpha)
 
 
-def suggest_config(trial: optuna.Trial, bounds: SpaceBounds, base: dict[str, Any]) -> dict[str, Any]:
+def suggest_config(
+    trial: optuna.Trial, bounds: SpaceBounds, base: dict[str, Any]
+) -> dict[str, Any]:
     """Run the space on ``trial`` and merge its choices into a copy of the nested ``base``
     config (what Ray Tune does with a define-by-run searcher's suggestion)."""
     distillation_space(trial, bounds)

@@ -112,7 +112,9 @@ class TeacherConfig(_Strict):
 
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(hidden=[256, 256]))
-    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-3, batch_size=64, steps=800))
+    optim: OptimConfig = Field(
+        default_factory=lambda: OptimConfig(lr=1e-3, batch_size=64, steps=800)
+    )
     eval_every: int = Field(default=100, ge=1)
     seed: int = 0
     output_dir: str | None = None

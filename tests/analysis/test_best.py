@@ -33,13 +33,18 @@ def test_best_ranks_finished_trials_and_shows_only_varying_config():
 
 def test_best_per_group_and_minimising():
     best = best_schedules(_trials(), by="curriculum.kind", top=1)
-    assert dict(zip(best["config.curriculum.kind"], best["trial_id"])) == {"linear": "b", "none": "d"}
+    assert dict(zip(best["config.curriculum.kind"], best["trial_id"], strict=True)) == {
+        "linear": "b",
+        "none": "d",
+    }
     fastest = best_schedules(_trials(), metric="steps_to_target", mode="min", top=2)
     assert fastest["trial_id"].tolist() == ["b", "d"]
 
 
 def test_unknown_column_lists_the_columns():
-    with pytest.raises(ResultsError, match="column 'accuracy' is not in the trials table; columns: status"):
+    with pytest.raises(
+        ResultsError, match="column 'accuracy' is not in the trials table; columns: status"
+    ):
         best_schedules(_trials(), metric="accuracy")
 
 
@@ -59,9 +64,22 @@ def test_cli_prints_a_table_and_exits_2_on_a_missing_directory(tmp_path):
     (tmp_path / "trials").mkdir()
     pq.write_table(_trials(), tmp_path / "trials" / "part.parquet")
     run = [sys.executable, "-m", "analysis", "best"]
-    ok = subprocess.run([*run, str(tmp_path), "--top", "2", "--by", "curriculum.kind"], capture_output=True, text=True)
+    ok = subprocess.run(
+        [*run, str(tmp_path), "--top", "2", "--by", "curriculum.kind"],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.splitlines()[0].split()[:4] == ["sweep", "trial_id", "curriculum.kind", "val_accuracy"]
+    assert ok.stdout.splitlines()[0].split()[:4] == [
+        "sweep",
+        "trial_id",
+        "curriculum.kind",
+        "val_accuracy",
+    ]
     assert len(ok.stdout.splitlines()) == 5  # header + 2 per group
     missing = subprocess.run([*run, str(tmp_path / "nope")], capture_output=True, text=True)
-    assert missing.returncode == 2 and missing.stderr.startswith("error: results:") and "Traceback" not in missing.stderr
+    assert (
+        missing.returncode == 2
+        and missing.stderr.startswith("error: results:")
+        and "Traceback" not in missing.stderr
+    )

@@ -9,7 +9,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _cli(*args, cwd):
     return subprocess.run(
-        [sys.executable, "-m", "search", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "search", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -43,4 +47,7 @@ def test_usage_errors_exit_2(tmp_path):
     assert _cli("run", cwd=tmp_path).returncode == 2
     assert _cli("explode", "x.yaml", cwd=tmp_path).returncode == 2
     missing = _cli("validate", "nope.yaml", cwd=tmp_path)
-    assert missing.returncode == 2 and missing.stderr.strip() == "error: spec: file 'nope.yaml' does not exist"
+    assert (
+        missing.returncode == 2
+        and missing.stderr.strip() == "error: spec: file 'nope.yaml' does not exist"
+    )

@@ -8,7 +8,12 @@ from ray import tune
 from analysis import load_curves, load_trials
 from search.sink import ParquetSink
 
-BASE = {"seed": 3, "model": {"hidden": [16]}, "distill": {"temperature": 4.0, "alpha": 0.5}, "tag": None}
+BASE = {
+    "seed": 3,
+    "model": {"hidden": [16]},
+    "distill": {"temperature": 4.0, "alpha": 0.5},
+    "tag": None,
+}
 
 
 class _Trial:  # stand-in for ray.tune.experiment.Trial (only what the sink reads)
@@ -33,7 +38,9 @@ def test_curve_rows_are_on_disk_as_soon_as_they_are_flushed(tmp_path):
 def test_buffered_rows_are_flushed_when_the_trial_ends(tmp_path):
     sink = ParquetSink(tmp_path, "s", BASE, flush_every_s=3600.0)
     sink.setup()
-    trial = _Trial("t1", {**BASE, "distill": {"temperature": 2, "alpha": 0}}, {"step": 20, "val_accuracy": 0.9})
+    trial = _Trial(
+        "t1", {**BASE, "distill": {"temperature": 2, "alpha": 0}}, {"step": 20, "val_accuracy": 0.9}
+    )
     for step in (10, 20):
         sink.on_trial_result(0, [], trial, {"step": step})
     assert not list((tmp_path / "curves").glob("*.parquet"))
@@ -69,7 +76,9 @@ def test_real_tune_run_keeps_rows_of_a_failed_trial(ray_session, tmp_path):
         _reports_then_fails,
         param_space={"seed": 0, "fail": tune.grid_search([False, True])},
         run_config=tune.RunConfig(
-            storage_path=str(tmp_path / "tune"), callbacks=[ParquetSink(tmp_path, "s", base)], verbose=0
+            storage_path=str(tmp_path / "tune"),
+            callbacks=[ParquetSink(tmp_path, "s", base)],
+            verbose=0,
         ),
     )
     tuner.fit()

@@ -23,16 +23,34 @@ def _problems(raw):
     ("raw", "expected"),
     [
         ({"name": "a", "bogus": 1}, "bogus: unknown key; allowed: data, metric"),
-        ({"name": "a", "student": {"optim": {"stepz": 3}}}, "student.optim.stepz: unknown key; allowed: batch_size, lr, steps"),
+        (
+            {"name": "a", "student": {"optim": {"stepz": 3}}},
+            "student.optim.stepz: unknown key; allowed: batch_size, lr, steps",
+        ),
         ({"name": "a", "num_samples": "two"}, "num_samples: Input should be a valid integer"),
-        ({"name": "a", "student": {"distill": {"alpha": 1.5}}}, "student.distill.alpha: Input should be less than or equal to 1 (got 1.5)"),
-        ({"name": "a", "student": {"distill": {"temperature": 0}}}, "student.distill.temperature: Input should be greater than 0 (got 0)"),
-        ({"name": "a", "student": {"curriculum": {"kind": "cosine"}}}, "student.curriculum.kind: Input should be 'none' or 'linear' (got 'cosine')"),
-        ({"name": "a", "data": {"kind": "file", "path": "/no/such.parquet"}}, "data.path: '/no/such.parquet' does not exist"),
+        (
+            {"name": "a", "student": {"distill": {"alpha": 1.5}}},
+            "student.distill.alpha: Input should be less than or equal to 1 (got 1.5)",
+        ),
+        (
+            {"name": "a", "student": {"distill": {"temperature": 0}}},
+            "student.distill.temperature: Input should be greater than 0 (got 0)",
+        ),
+        (
+            {"name": "a", "student": {"curriculum": {"kind": "cosine"}}},
+            "student.curriculum.kind: Input should be 'none' or 'linear' (got 'cosine')",
+        ),
+        (
+            {"name": "a", "data": {"kind": "file", "path": "/no/such.parquet"}},
+            "data.path: '/no/such.parquet' does not exist",
+        ),
         ({"name": "a", "data": {"kind": "file"}}, "data.path: required when kind is 'file'"),
         ({"name": "has space"}, "name: must be 1-100 letters"),
         ({}, "name: required field is missing"),
-        ({"name": "a", "space": {"alpha": [0.2, 1.2]}}, "space.alpha: must be [low, high] within [0, 1]"),
+        (
+            {"name": "a", "space": {"alpha": [0.2, 1.2]}},
+            "space.alpha: must be [low, high] within [0, 1]",
+        ),
     ],
 )
 def test_each_problem_names_the_field_and_what_is_allowed(raw, expected):
@@ -41,15 +59,26 @@ def test_each_problem_names_the_field_and_what_is_allowed(raw, expected):
 
 
 def test_every_problem_is_reported_at_once():
-    raw = {"name": "a", "x": 1, "student": {"distill": {"alpha": 2, "temperature": -1}}, "num_samples": 0}
+    raw = {
+        "name": "a",
+        "x": 1,
+        "student": {"distill": {"alpha": 2, "temperature": -1}},
+        "num_samples": 0,
+    }
     assert len(_problems(raw)) == 4
 
 
 def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
     spec_file = tmp_path / "s.yaml"
     spec_file.write_text("name: a\n")
-    spec = load_spec(spec_file, ["student.optim.lr=1e-2", "space.curricula=[linear]", "num_samples=3"])
-    assert spec.student.optim.lr == 0.01 and spec.space.curricula == ["linear"] and spec.num_samples == 3
+    spec = load_spec(
+        spec_file, ["student.optim.lr=1e-2", "space.curricula=[linear]", "num_samples=3"]
+    )
+    assert (
+        spec.student.optim.lr == 0.01
+        and spec.space.curricula == ["linear"]
+        and spec.num_samples == 3
+    )
     with pytest.raises(SpecError) as info:
         load_spec(spec_file, ["student.distill.alpha=7", "nonsense", "name.x=1"])
     problems = info.value.problems

@@ -42,12 +42,12 @@ def test_sweep_writes_every_contract_column_and_a_good_student(sweep):
     spec, results = sweep
     trials = load_trials(results)
     assert trials.num_rows == 4
-    assert TRIAL_COLUMNS <= set(trials.column_names)
+    assert set(trials.column_names) >= TRIAL_COLUMNS
     assert set(trials.column("status").to_pylist()) == {"TERMINATED"}
     # cover_curricula: both arms were tried
     assert set(trials.column("config.curriculum.kind").to_pylist()) == {"none", "linear"}
     curves = load_curves(results)
-    assert CURVE_COLUMNS <= set(curves.column_names)
+    assert set(curves.column_names) >= CURVE_COLUMNS
     per_trial = curves.group_by("trial_id").aggregate([("step", "count")])
     assert sorted(per_trial.column("step_count").to_pylist()) == [4, 4, 4, 4]
     best = best_schedules(trials, top=1)
@@ -74,7 +74,9 @@ def test_second_sweep_reuses_the_teacher_and_a_taken_name_is_refused(sweep, caps
     meta = Path(spec.storage) / "_teachers"
     (teacher_dir,) = meta.iterdir()
     built_at = (teacher_dir / "meta.json").stat().st_mtime_ns
-    second = load_spec(QUICKSTART, [*SMALL, f"storage={spec.storage}", "name=second", "num_samples=2"])
+    second = load_spec(
+        QUICKSTART, [*SMALL, f"storage={spec.storage}", "name=second", "num_samples=2"]
+    )
     results = run_sweep(second)
     assert "teacher: reusing" in capsys.readouterr().out
     assert not (results / "tune" / "teacher").exists()  # no teacher trial ran
@@ -100,9 +102,15 @@ def test_cli_run_then_analysis_best(tmp_path):
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert best.returncode == 0, best.stderr
-    assert best.stdout.splitlines()[0].startswith("sweep,trial_id,config.curriculum.kind,val_accuracy")
+    assert best.stdout.splitlines()[0].startswith(
+        "sweep,trial_id,config.curriculum.kind,val_accuracy"
+    )
     again = subprocess.run(
         [sys.executable, "-m", "search", "run", str(QUICKSTART), "--storage", str(tmp_path), "--name", "cli"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert again.returncode == 2 and "already has results" in again.stderr and "Traceback" not in again.stderr
+    assert (
+        again.returncode == 2
+        and "already has results" in again.stderr
+        and "Traceback" not in again.stderr
+    )

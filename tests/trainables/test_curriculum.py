@@ -67,7 +67,7 @@ def _samplers(seed):
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), stop=st.integers(0, 60))
 def test_resume_from_state_dict_repeats_the_next_100_batches(seed, stop):
-    for original, fresh in zip(_samplers(seed), _samplers(seed)):
+    for original, fresh in zip(_samplers(seed), _samplers(seed), strict=True):
         for _ in range(stop):
             original.next_batch()
         state = original.state_dict()

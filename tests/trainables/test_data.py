@@ -16,7 +16,9 @@ def test_digits_split_is_deterministic_disjoint_and_complete():
     assert a.x_train.dtype == np.float32 and a.y_train.dtype == np.int64
     # standardised on the training split only
     np.testing.assert_allclose(a.x_train.mean(axis=0), 0.0, atol=1e-5)
-    rows = {tuple(r) for r in a.x_train} | {tuple(r) for r in a.x_val} | {tuple(r) for r in a.x_test}
+    rows = (
+        {tuple(r) for r in a.x_train} | {tuple(r) for r in a.x_val} | {tuple(r) for r in a.x_test}
+    )
     assert len(rows) > 1700  # splits hold (nearly all distinct) images, not copies of one another
     c = load_splits(kind="digits", split_seed=1)
     assert not np.array_equal(a.y_val, c.y_val)
@@ -30,9 +32,13 @@ def _toy(n=50):
 def test_npz_and_parquet_files_load_the_same_rows(tmp_path):
     x, y = _toy()
     np.savez(tmp_path / "d.npz", x=x, y=y)
-    pq.write_table(pa.table({"f0": x[:, 0], "f1": x[:, 1], "f2": x[:, 2], "target": y}), tmp_path / "d.parquet")
+    pq.write_table(
+        pa.table({"f0": x[:, 0], "f1": x[:, 1], "f2": x[:, 2], "target": y}), tmp_path / "d.parquet"
+    )
     a = load_splits(kind="file", path=str(tmp_path / "d.npz"), standardize=False)
-    b = load_splits(kind="file", path=str(tmp_path / "d.parquet"), label_column="target", standardize=False)
+    b = load_splits(
+        kind="file", path=str(tmp_path / "d.parquet"), label_column="target", standardize=False
+    )
     np.testing.assert_array_equal(a.x_train, b.x_train)
     np.testing.assert_array_equal(a.y_test, b.y_test)
     assert (len(a.y_train), len(a.y_val), len(a.y_test)) == (30, 10, 10)

@@ -72,7 +72,15 @@ def test_no_gradient_reaches_the_teacher():
     assert t.grad is None and s.grad is not None
 
 
-@pytest.mark.parametrize(("temperature", "alpha"), [(0.0, 0.5), (-1.0, 0.5), (1.0, 1.5), (1.0, -0.1)])
+@pytest.mark.parametrize(
+    ("temperature", "alpha"), [(0.0, 0.5), (-1.0, 0.5), (1.0, 1.5), (1.0, -0.1)]
+)
 def test_rejects_bad_weights(temperature, alpha):
     with pytest.raises(ValueError, match="temperature|alpha"):
-        kd_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([0]), temperature=temperature, alpha=alpha)
+        kd_loss(
+            torch.zeros(1, 2),
+            torch.zeros(1, 2),
+            torch.tensor([0]),
+            temperature=temperature,
+            alpha=alpha,
+        )

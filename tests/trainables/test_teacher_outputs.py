@@ -7,12 +7,17 @@ from trainables.distill import read_teacher_outputs, teacher_outputs_complete, w
 
 def _logits():
     rng = np.random.default_rng(0)
-    return {s: rng.normal(size=(n, 4)).astype(np.float32) for s, n in [("train", 9), ("val", 3), ("test", 2)]}
+    return {
+        s: rng.normal(size=(n, 4)).astype(np.float32)
+        for s, n in [("train", 9), ("val", 3), ("test", 2)]
+    }
 
 
 def test_round_trip(tmp_path):
     logits = _logits()
-    write_teacher_outputs(tmp_path / "t", logits, step=80, metrics={"val_accuracy": 0.5}, history=[{"step": 80}])
+    write_teacher_outputs(
+        tmp_path / "t", logits, step=80, metrics={"val_accuracy": 0.5}, history=[{"step": 80}]
+    )
     out = read_teacher_outputs(tmp_path / "t")
     for split, array in logits.items():
         np.testing.assert_array_equal(out.logits[split], array)

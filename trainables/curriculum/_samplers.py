@@ -30,7 +30,9 @@ class ShuffleSampler:
 
     def __init__(self, num_examples: int, batch_size: int, *, seed: int) -> None:
         if num_examples < 1 or batch_size < 1:
-            raise ValueError(f"need num_examples >= 1 and batch_size >= 1, got {num_examples}, {batch_size}")
+            raise ValueError(
+                f"need num_examples >= 1 and batch_size >= 1, got {num_examples}, {batch_size}"
+            )
         self.num_examples, self.batch_size, self.seed = num_examples, batch_size, seed
         self.step = 0
 
@@ -80,7 +82,7 @@ class PacedSampler:
         return self.pacing(min(1.0, self.step / self.total_steps))
 
     def next_batch(self) -> np.ndarray:
-        # The small epsilon keeps float noise (0.3 * 10 = 3.0000000000000004) from adding an example.
+        # The epsilon keeps float noise (0.3 * 10 = 3.0000000000000004) from adding an example.
         allowed = max(1, math.ceil(self.fraction * len(self.order) - 1e-9))
         rng = np.random.default_rng([self.seed, self.step])
         picks = rng.choice(allowed, size=min(self.batch_size, allowed), replace=False)

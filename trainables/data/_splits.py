@@ -116,8 +116,11 @@ def _split(
         x = (x - mean) / std
     x = x.astype(np.float32)
     return Splits(
-        x_train=x[train], y_train=y[train],
-        x_val=x[val], y_val=y[val],
-        x_test=x[test], y_test=y[test],
+        x_train=x[train],
+        y_train=y[train],
+        x_val=x[val],
+        y_val=y[val],
+        x_test=x[test],
+        y_test=y[test],
         num_classes=int(y.max()) + 1,
     )

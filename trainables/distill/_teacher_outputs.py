@@ -2,8 +2,8 @@
 
 Layout of a teacher-outputs directory::
 
-    <dir>/train.arrow  val.arrow  test.arrow   Arrow IPC, column ``logits``: fixed_size_list<float32>
-    <dir>/meta.json     {"step": ..., "num_classes": ..., "metrics": {...}, "history": [...]}
+    <dir>/{train,val,test}.arrow  Arrow IPC, column ``logits``: fixed_size_list<float32>
+    <dir>/meta.json               {"step", "num_classes", "metrics", "history"}
 
 The directory is built under a temporary name and renamed into place, so a reader never sees
 a half-written one: if ``meta.json`` is there, so is everything else.
@@ -60,9 +60,11 @@ def write_teacher_outputs(
             num_classes = array.shape[1]
             column = pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1)), num_classes)
             table = pa.table({"logits": column})
-            with pa.OSFile(str(tmp / f"{split}.arrow"), "wb") as sink:
-                with pa.ipc.new_file(sink, table.schema) as writer:
-                    writer.write_table(table)
+            with (
+                pa.OSFile(str(tmp / f"{split}.arrow"), "wb") as sink,
+                pa.ipc.new_file(sink, table.schema) as writer,
+            ):
+                writer.write_table(table)
         meta = {
             "step": int(step),
             "num_classes": int(num_classes),

@@ -52,8 +52,9 @@ def student_loop(cfg: StudentConfig) -> Iterator[dict[str, Any]]:
     teacher = read_teacher_outputs(cfg.teacher_outputs)
     if teacher.logits["train"].shape != (len(data.y_train), data.num_classes):
         raise ValueError(
-            f"teacher_outputs {cfg.teacher_outputs!r} do not match the data: logits "
-            f"{teacher.logits['train'].shape}, train split ({len(data.y_train)}, {data.num_classes})"
+            f"teacher_outputs {cfg.teacher_outputs!r} do not match the data: logits of shape "
+            f"{teacher.logits['train'].shape}, train split of {len(data.y_train)} rows and "
+            f"{data.num_classes} classes"
         )
     torch.manual_seed(cfg.seed)
     x_train, y_train, t_train, x_val, y_val, t_val, x_test, y_test = as_tensors(
