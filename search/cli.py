@@ -69,11 +69,11 @@ def main(argv: list[str] | None = None) -> int:
 def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     from analysis import best_schedules, load_trials
     from analysis.cli import format_table
-    from search.sweep import SweepExistsError, run_sweep
+    from search.sweep import SweepInputError, run_sweep
 
     try:
         sweep_dir = run_sweep(spec, address=args.address, verbose=1 if args.verbose else 0)
-    except SweepExistsError as exc:
+    except SweepInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     best = best_schedules(load_trials(sweep_dir), metric=spec.metric, mode=spec.mode, top=args.top)

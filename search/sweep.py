@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
+import socket
 from pathlib import Path
 
 import optuna
@@ -22,8 +24,16 @@ from trainables.student import train_student
 STUDY_NAME = "students"
 
 
-class SweepExistsError(ValueError):
+class SweepInputError(ValueError):
+    """A problem the user can fix (exit code 2 from the CLI)."""
+
+
+class SweepExistsError(SweepInputError):
     """The sweep directory already holds results (nothing is overwritten)."""
+
+
+class RayConnectError(SweepInputError):
+    """``--address`` names no reachable Ray cluster."""
 
 
 def check_new_sweep(spec: SweepSpec) -> None:
@@ -49,8 +59,24 @@ def connect(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS") or "local"
-    ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
+    _check_reachable(address)
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
+    except ConnectionError as exc:
+        raise RayConnectError(f"address: cannot connect to Ray at {address!r}: {exc}") from None
     return True
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a ``host:port`` nobody listens on (ray.init may wait for minutes)."""
+    match = re.fullmatch(r"([\w.-]+):(\d+)", address)
+    if not match:
+        return  # "local", "auto", "ray://..." are Ray's to resolve
+    try:
+        socket.create_connection((match[1], int(match[2])), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise RayConnectError(f"address: cannot connect to Ray at {address!r}: {reason}") from None
 
 
 def run_students(spec: SweepSpec, teacher_outputs: Path, *, verbose: int = 0) -> tune.ResultGrid:

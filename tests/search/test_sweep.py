@@ -114,3 +114,31 @@ def test_cli_run_then_analysis_best(tmp_path):
         and "already has results" in again.stderr
         and "Traceback" not in again.stderr
     )
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_cli_run_on_an_existing_cluster_by_address(external_cluster, tmp_path):
+    address = external_cluster(head_cpus=2)
+    run = subprocess.run(
+        [sys.executable, "-m", "search", "run", str(QUICKSTART), "--storage", str(tmp_path),
+         "--name", "remote", "--address", address, "--set", "num_samples=2",
+         "--set", "student.optim.steps=100", "--set", "teacher.optim.steps=100"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert load_trials(tmp_path / "remote").num_rows == 2
+
+
+@pytest.mark.slow
+def test_cli_run_with_an_unreachable_address_exits_2(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "search", "run", str(QUICKSTART), "--storage", str(tmp_path),
+         "--address", "127.0.0.1:1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert (
+        run.stderr.strip().splitlines()[-1].startswith("error: address: cannot connect to Ray at")
+    )
+    assert "Traceback" not in run.stderr
