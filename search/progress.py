@@ -9,16 +9,34 @@ from ray import tune
 
 
 def describe_schedule(config: dict[str, Any]) -> str:
-    """``linear(start=0.2, full_at=0.5) T=4 alpha=0.5`` for a student config."""
-    curriculum, distill = config.get("curriculum", {}), config.get("distill", {})
-    kind = curriculum.get("kind", "?")
-    if kind == "linear":
-        kind = f"linear(start={curriculum['start']:.3g}, full_at={curriculum['full_at']:.3g})"
-    temperature, alpha = (
+    """A short description of a student config's schedule, e.g.
+    ``paced(easy_first, confidence, linear 0.2->@0.5) T=4 alpha=0.5``."""
+    cur, distill = config.get("curriculum", {}), config.get("distill", {})
+    kind = cur.get("kind", "?")
+    pacing = cur.get("pacing", {})
+    pace = f"{pacing.get('kind')} {pacing.get('start', 0):.2g}->@{pacing.get('full_at', 0):.2g}"
+    details = {
+        "paced": f"{cur.get('order')}, {cur.get('score')}, {pace}",
+        "staged": f"{cur.get('progression')}, {cur.get('order')}, {cur.get('score')}",
+        "self_paced": f"{cur.get('self_paced', {}).get('regularizer')}, {pace}",
+        "focal": f"gamma={cur.get('focal_gamma', 0):.3g}",
+        "confidence": f"beta_max={cur.get('beta_max', 0):.3g}",
+    }.get(kind)
+    text = f"{kind}({details})" if details else kind
+    if cur.get("prune_fraction"):
+        text += f" prune={cur['prune_fraction']:.2g}"
+    t_schedule = distill.get("temperature_schedule", {})
+    t_kind, temperature = (
+        t_schedule.get("kind", "constant"),
         distill.get("temperature", float("nan")),
-        distill.get("alpha", float("nan")),
     )
-    return f"{kind} T={temperature:.3g} alpha={alpha:.3g}"
+    if t_kind in ("linear", "cosine"):
+        t_text = f"T={temperature:.3g}->{t_schedule.get('end'):.3g} ({t_kind})"
+    elif t_kind == "ctkd":
+        t_text = f"T=ctkd({temperature:.3g})"
+    else:
+        t_text = f"T={temperature:.3g}"
+    return f"{text} {t_text} alpha={distill.get('alpha', float('nan')):.3g}"
 
 
 class ProgressPrinter(tune.Callback):

@@ -13,11 +13,14 @@ import json
 import os
 import secrets
 import time
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel
 from ray import tune
 
 CURVE_SCHEMA = pa.schema(
@@ -81,20 +84,32 @@ def flatten_config(config: dict[str, Any], prefix: str = "config.") -> dict[str,
     return flat
 
 
-def _arrow_type(value: Any) -> pa.DataType:
-    if isinstance(value, bool):
-        return pa.bool_()
-    if isinstance(value, int):
-        return pa.int64()
-    if isinstance(value, float):
-        return pa.float64()
-    return pa.string()
+_SCALARS = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
 
 
-def trials_schema(base_config: dict[str, Any]) -> pa.Schema:
+def config_fields(model: type[BaseModel], prefix: str = "config.") -> list[pa.Field]:
+    """One typed column per leaf of a pydantic config model, named like :func:`flatten_config`.
+
+    ``X | None`` is typed as ``X``; literals as strings; lists and tuples as JSON strings.
+    Typing from the model (not from one config's values) keeps every file of the table on
+    the same schema whatever values a trial takes.
+    """
+    fields = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            options = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = options[0] if len(options) == 1 else str
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            fields += config_fields(annotation, f"{prefix}{name}.")
+        else:
+            fields.append(pa.field(f"{prefix}{name}", _SCALARS.get(annotation, pa.string())))
+    return fields
+
+
+def trials_schema(config_model: type[BaseModel]) -> pa.Schema:
     """The trials table's schema: head, one typed column per config leaf, then metrics."""
-    config_fields = [(k, _arrow_type(v)) for k, v in flatten_config(base_config).items()]
-    return pa.schema(list(_TRIAL_HEAD) + config_fields + list(TRIAL_METRICS))
+    return pa.schema(list(_TRIAL_HEAD) + config_fields(config_model) + list(TRIAL_METRICS))
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
@@ -110,20 +125,20 @@ class ParquetSink(tune.Callback):
     Args:
         sweep_dir: ``<storage>/<sweep>``; tables go to its ``curves/`` and ``trials/``.
         sweep: the sweep name, written in every row.
-        base_config: the trainable's full default config; fixes the ``config.*`` columns and
-            their types, so every file of the table has the same schema.
+        config_model: the trainable's config model (e.g. ``StudentConfig``); fixes the
+            ``config.*`` columns and their types, so every file of the table has one schema.
         flush_every_s: curve rows are buffered at most this long (and flushed whenever a trial
             ends and when the experiment ends).
     """
 
     def __init__(
-        self, sweep_dir: str | os.PathLike, sweep: str, base_config: dict[str, Any],
+        self, sweep_dir: str | os.PathLike, sweep: str, config_model: type[BaseModel],
         *, flush_every_s: float = 2.0,
     ) -> None:  # fmt: skip
         self.curves_dir = Path(sweep_dir) / "curves"
         self.trials_dir = Path(sweep_dir) / "trials"
         self.sweep = sweep
-        self.trials_schema = trials_schema(base_config)
+        self.trials_schema = trials_schema(config_model)
         self.flush_every_s = flush_every_s
         self._buffer: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
@@ -166,7 +181,14 @@ class ParquetSink(tune.Callback):
         last = trial.last_result or {}
         row = {"sweep": self.sweep, "trial_id": trial.trial_id, "status": status, "error": error}
         row["seed"] = trial.config.get("seed")
-        row.update(flatten_config(trial.config))
+        for name, value in flatten_config(trial.config).items():
+            if name in self.trials_schema.names:
+                is_text = self.trials_schema.field(name).type == pa.string()
+                row[name] = (
+                    json.dumps(value)
+                    if is_text and not isinstance(value, (str, type(None)))
+                    else value
+                )
         row.update({name: last.get(name) for name in TRIAL_METRICS.names})
         row["steps"] = last.get("step")
         table = pa.Table.from_pylist([row], schema=self.trials_schema)

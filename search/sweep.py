@@ -19,6 +19,7 @@ from search.sink import ParquetSink
 from search.spec import SweepSpec
 from search.teacher import ensure_teacher
 from spaces import distillation_space
+from trainables.config import StudentConfig
 from trainables.student import train_student
 
 STUDY_NAME = "students"
@@ -106,7 +107,7 @@ def run_students(spec: SweepSpec, teacher_outputs: Path, *, verbose: int = 0) ->
             name="students",
             storage_path=str(spec.sweep_dir / "tune"),
             callbacks=[
-                ParquetSink(spec.sweep_dir, spec.name, base),
+                ParquetSink(spec.sweep_dir, spec.name, StudentConfig),
                 ProgressPrinter(spec.num_samples, spec.metric),
             ],
             verbose=verbose,

@@ -4,6 +4,6 @@ A space writes ``/``-separated parameter names (``distill/temperature``) that un
 the student trainable's nested config. Spaces do no computation; they only branch.
 """
 
-from spaces._distillation import SpaceBounds, distillation_space, suggest_config
+from spaces._distillation import PRESETS, SpaceBounds, distillation_space, preset, suggest_config
 
-__all__ = ["SpaceBounds", "distillation_space", "suggest_config"]
+__all__ = ["PRESETS", "SpaceBounds", "distillation_space", "preset", "suggest_config"]

@@ -13,10 +13,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-CURRICULUM_KINDS = ("none", "linear")
-CurriculumKind = Literal["none", "linear"]
+CURRICULUM_KINDS = (
+    "none", "paced", "confidence", "self_paced", "focal", "importance", "rho", "staged",
+)  # fmt: skip
+CurriculumKind = Literal[
+    "none", "paced", "confidence", "self_paced", "focal", "importance", "rho", "staged"
+]
+PACING_KINDS = (
+    "constant", "linear", "quadratic", "root", "exp", "log", "step", "competence", "exp_steps",
+)  # fmt: skip
+PacingKind = Literal[
+    "constant", "linear", "quadratic", "root", "exp", "log", "step", "competence", "exp_steps"
+]
+SCORE_KINDS = ("confidence", "margin", "loss", "entropy", "el2n", "forgetting", "column")
+ScoreKind = Literal["confidence", "margin", "loss", "entropy", "el2n", "forgetting", "column"]
+ScheduleKind = Literal["constant", "linear", "cosine", "step", "stage", "ctkd"]
 
 
 class _Strict(BaseModel):
@@ -38,6 +58,9 @@ class DataConfig(_Strict):
         description="data file for kind=file (.npz with arrays x, y; or .parquet)",
     )
     label_column: str = "label"
+    difficulty_column: str | None = Field(
+        default=None, description="a column of per-example difficulty (score: column)"
+    )
     val_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
     test_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
     split_seed: int = 0
@@ -82,31 +105,183 @@ class OptimConfig(_Strict):
     steps: int = Field(default=600, ge=1)
 
 
+class ScheduleConfig(_Strict):
+    """How a distillation weight moves over the run (``progress`` p in [0, 1]).
+
+    ``constant``: the start value throughout. ``linear`` / ``cosine``: from the start value to
+    ``end``. ``step``: the start value, then ``values[i]`` from ``boundaries[i]`` on.
+    ``stage`` (multi-stage curricula): ``values[i]`` in stage ``i`` if given, else evenly from the
+    start value to ``end`` across the stages. ``ctkd`` (temperature only): learned adversarially
+    (CTKD, Li et al. 2023) from the start value, its gradient reversal ramped up over ``warmup``.
+    """
+
+    kind: ScheduleKind = "constant"
+    end: float | None = Field(default=None, ge=0.0)
+    boundaries: list[float] = Field(default_factory=list, max_length=16)
+    values: list[float] = Field(default_factory=list, max_length=17)
+    warmup: float = Field(default=0.1, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> ScheduleConfig:
+        if self.kind in ("linear", "cosine") and self.end is None:
+            raise ValueError(f"kind {self.kind!r} needs end")
+        if self.kind == "step":
+            if len(self.values) != len(self.boundaries) or not self.values:
+                raise ValueError("kind 'step' needs as many values as boundaries (at least one)")
+            if self.boundaries != sorted(self.boundaries) or any(
+                not 0 < b < 1 for b in self.boundaries
+            ):
+                raise ValueError(f"boundaries must increase within (0, 1), got {self.boundaries}")
+        return self
+
+
 class DistillConfig(_Strict):
-    """KD loss weights: ``alpha * CE + (1 - alpha) * T^2 * KL(teacher_T || student_T)``."""
+    """KD loss weights: ``alpha * CE + (1 - alpha) * T^2 * KL(teacher_T || student_T)``.
+
+    ``temperature`` and ``alpha`` are the values at the start of the run; their schedules say
+    how they move.
+    """
 
     temperature: float = Field(default=4.0, gt=0.0, le=100.0)
     alpha: float = Field(default=0.5, ge=0.0, le=1.0)
+    temperature_schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    alpha_schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> DistillConfig:
+        if self.alpha_schedule.kind == "ctkd":
+            raise ValueError("alpha_schedule: kind 'ctkd' is for the temperature only")
+        a = self.alpha_schedule
+        if any(v > 1 for v in a.values) or (a.end is not None and a.end > 1):
+            raise ValueError("alpha_schedule values and end must lie in [0, 1]")
+        if self.temperature_schedule.kind == "ctkd" and not 1.0 < self.temperature < 21.0:
+            raise ValueError(
+                f"temperature must be in (1, 21) with a ctkd schedule, got {self.temperature}"
+            )
+        t = self.temperature_schedule
+        if any(v <= 0 for v in t.values) or (t.end is not None and t.end <= 0):
+            raise ValueError("temperature_schedule values and end must be > 0")
+        return self
+
+
+class PacingConfig(_Strict):
+    """The fraction c(p) of the ordered data available at fraction p of the run.
+
+    ``constant``: all data. Wu et al. (2021)'s family ``linear``, ``quadratic``, ``root``,
+    ``exp``, ``log``, ``step`` (``num_steps`` jumps): from ``start`` to all data at ``full_at``.
+    ``competence`` (Platanios et al. 2019): ``min(1, (p/full_at (1 - start^power) +
+    start^power)^(1/power))``, power 2 being their square-root competence. ``exp_steps``
+    (Hacohen & Weinshall 2019): ``min(start * inc^floor(p / step_length), 1)``. Fields a kind
+    does not use are ignored.
+    """
+
+    kind: PacingKind = "linear"
+    start: float = Field(default=0.2, gt=0.0, le=1.0)
+    full_at: float = Field(default=0.5, gt=0.0, le=1.0)
+    power: float = Field(default=2.0, gt=0.0, le=10.0)
+    num_steps: int = Field(default=1, ge=1, le=100)
+    inc: float = Field(default=1.9, gt=1.0, le=10.0)
+    step_length: float = Field(default=0.05, gt=0.0, le=1.0)
+
+
+class SelfPacedConfig(_Strict):
+    """Self-paced weights from the student's own loss (Kumar et al. 2010; Jiang et al. 2014).
+
+    ``regularizer``: ``hard`` 1[l < lambda], ``linear`` max(0, 1 - l/lambda), ``log``,
+    ``mixture``. Losses are divided by log(classes) (a uniform guess has loss 1). ``growth``:
+    ``mu`` multiplies lambda (from ``lambda0``) by ``mu`` each epoch; ``pacing`` admits the
+    easiest ``c(p)`` fraction of each batch, c the curriculum's ``pacing``, reaching all data
+    when c reaches 1.
+    """
+
+    regularizer: Literal["hard", "linear", "log", "mixture"] = "hard"
+    growth: Literal["mu", "pacing"] = "pacing"
+    lambda0: float = Field(default=0.5, gt=0.0)
+    mu: float = Field(default=1.3, ge=1.0)
+    mixture_ratio: float = Field(default=0.5, gt=0.0, lt=1.0)
+
+
+class StageConfig(_Strict):
+    """One stage of a multi-stage curriculum: train on examples whose difficulty rank is in
+    ``band``; ``temperature`` / ``alpha`` override the distill schedules when set; ``augment`` is
+    the standard deviation of Gaussian feature noise (in standardised units); ``length`` is the
+    stage's share of the run (with a metric gate: its maximum)."""
+
+    band: tuple[float, float] = (0.0, 1.0)
+    temperature: float | None = Field(default=None, gt=0.0, le=100.0)
+    alpha: float | None = Field(default=None, ge=0.0, le=1.0)
+    augment: float = Field(default=0.0, ge=0.0, le=10.0)
+    length: float = Field(default=1 / 3, gt=0.0, le=1.0)
+
+    @field_validator("band")
+    @classmethod
+    def _check_band(cls, band: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 <= band[0] < band[1] <= 1.0:
+            raise ValueError(f"must satisfy 0 <= low < high <= 1, got {list(band)}")
+        return band
+
+
+def _default_stages() -> list[StageConfig]:
+    """Easy -> medium -> hard, each stage keeping the easier data, augmentation fading out."""
+    return [
+        StageConfig(band=(0.0, 1 / 3), augment=0.3, length=0.25),
+        StageConfig(band=(0.0, 2 / 3), augment=0.15, length=0.25),
+        StageConfig(band=(0.0, 1.0), augment=0.0, length=0.5),
+    ]
 
 
 class CurriculumConfig(_Strict):
-    """Which examples the student may see, as a function of the fraction of the run done.
+    """Which examples the student sees when, and how much each one counts.
 
-    ``none``: uniform shuffling over all data. ``linear``: the easiest fraction
-    ``c(p) = min(1, start + (1 - start) * p / full_at)`` of the data (Wu et al. 2021's linear
-    pacing with b = start, a = full_at); difficulty is the teacher's confidence on the label.
-    ``start`` and ``full_at`` are ignored by ``none``.
+    ``kind``:
+
+    - ``none``: uniform shuffling.
+    - ``paced``: batches drawn uniformly from the first c(p) of the data in ``order``
+      (``easy_first`` curriculum, ``hard_first`` anti-curriculum, ``random`` control), c the
+      ``pacing``; difficulty from ``score``.
+    - ``confidence``: sampling proportional to teacher confidence^beta, beta = ``beta_max``
+      times (1 - the student's running confidence).
+    - ``self_paced``: uniform batches, ``self_paced`` weights from the student's loss.
+    - ``focal``: uniform batches weighted by (1 - p_student(y))^``focal_gamma``.
+    - ``importance``: loss-proportional sampling from a ``pool_factor`` x larger candidate pool,
+      importance-weighted (Katharopoulos & Fleuret 2018).
+    - ``rho``: RHO-LOSS (Mindermann et al. 2022): the batch of highest student loss minus
+      irreducible loss (a model fit for ``rho_holdout_steps`` on the validation split) out of a
+      ``pool_factor`` x larger candidate pool.
+    - ``staged``: multi-stage distillation over ``stages``, advancing by ``progression``:
+      ``fixed`` lengths, ``threshold`` (the stage's validation accuracy reaches
+      ``gate_threshold``) or ``plateau`` (no improvement for ``gate_patience`` evaluations).
+
+    ``score`` (``confidence``, ``margin``, ``loss``, ``entropy``, ``el2n``, ``forgetting``, or
+    ``column``: the data's own difficulty column) orders examples for ``paced`` and ``staged``
+    and picks what ``prune_fraction`` drops first (``prune_by: score``) unless ``prune_by`` is
+    ``forgetting`` (drop the least-forgotten examples).
     """
 
     kind: CurriculumKind = "none"
-    start: float = Field(default=0.2, gt=0.0, le=1.0)
-    full_at: float = Field(default=0.5, gt=0.0, le=1.0)
+    order: Literal["easy_first", "hard_first", "random"] = "easy_first"
+    score: ScoreKind = "confidence"
+    pacing: PacingConfig = Field(default_factory=PacingConfig)
+    self_paced: SelfPacedConfig = Field(default_factory=SelfPacedConfig)
+    focal_gamma: float = Field(default=2.0, ge=0.0, le=10.0)
+    beta_max: float = Field(default=4.0, ge=0.0, le=50.0)
+    pool_factor: int = Field(default=4, ge=1, le=64)
+    importance_smoothing: float = Field(default=0.1, ge=0.0)
+    rho_holdout_steps: int = Field(default=300, ge=1)
+    prune_fraction: float = Field(default=0.0, ge=0.0, le=0.9)
+    prune_by: Literal["score", "forgetting"] = "score"
+    stages: list[StageConfig] = Field(default_factory=_default_stages, min_length=1, max_length=16)
+    progression: Literal["fixed", "threshold", "plateau"] = "fixed"
+    gate_threshold: float = Field(default=0.9, gt=0.0, le=1.0)
+    gate_patience: int = Field(default=3, ge=1)
 
 
 class TeacherConfig(_Strict):
     """Configuration of :func:`trainables.train_teacher`.
 
-    ``output_dir`` is where the teacher's logits on every split are written (Arrow IPC),
+    At every evaluation the teacher also records its training-set predictions, from which the
+    trajectory scores are computed: forgetting events over all evaluations and EL2N averaged
+    over the evaluations in the first ``el2n_fraction`` of the run. ``output_dir`` is where the teacher's logits on every split are written (Arrow IPC),
     atomically: the directory appears only once complete.
     """
 
@@ -116,6 +291,7 @@ class TeacherConfig(_Strict):
         default_factory=lambda: OptimConfig(lr=1e-3, batch_size=64, steps=800)
     )
     eval_every: int = Field(default=100, ge=1)
+    el2n_fraction: float = Field(default=0.25, gt=0.0, le=1.0)
     seed: int = 0
     output_dir: str | None = None
 

@@ -3,17 +3,31 @@
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from pydantic import BaseModel
 from ray import tune
 
 from analysis import load_curves, load_trials
 from search.sink import ParquetSink
 
-BASE = {
-    "seed": 3,
-    "model": {"hidden": [16]},
-    "distill": {"temperature": 4.0, "alpha": 0.5},
-    "tag": None,
-}
+
+class _Model(BaseModel):
+    hidden: list[int] = [16]
+
+
+class _Distill(BaseModel):
+    temperature: float = 4.0
+    alpha: float = 0.5
+    end: float | None = None
+
+
+class _Config(BaseModel):
+    seed: int = 3
+    model: _Model = _Model()
+    distill: _Distill = _Distill()
+    tag: str | None = None
+
+
+BASE = _Config().model_dump()
 
 
 class _Trial:  # stand-in for ray.tune.experiment.Trial (only what the sink reads)
@@ -26,7 +40,7 @@ class _Trial:  # stand-in for ray.tune.experiment.Trial (only what the sink read
 
 
 def test_curve_rows_are_on_disk_as_soon_as_they_are_flushed(tmp_path):
-    sink = ParquetSink(tmp_path, "s", BASE, flush_every_s=0.0)
+    sink = ParquetSink(tmp_path, "s", _Config, flush_every_s=0.0)
     sink.setup()
     trial = _Trial("t1", BASE)
     sink.on_trial_result(0, [], trial, {"step": 10, "val_accuracy": 0.5, "unreported": 1})
@@ -36,10 +50,12 @@ def test_curve_rows_are_on_disk_as_soon_as_they_are_flushed(tmp_path):
 
 
 def test_buffered_rows_are_flushed_when_the_trial_ends(tmp_path):
-    sink = ParquetSink(tmp_path, "s", BASE, flush_every_s=3600.0)
+    sink = ParquetSink(tmp_path, "s", _Config, flush_every_s=3600.0)
     sink.setup()
     trial = _Trial(
-        "t1", {**BASE, "distill": {"temperature": 2, "alpha": 0}}, {"step": 20, "val_accuracy": 0.9}
+        "t1",
+        {**BASE, "distill": {"temperature": 2, "alpha": 0, "end": 1.5}},
+        {"step": 20, "val_accuracy": 0.9},
     )
     for step in (10, 20):
         sink.on_trial_result(0, [], trial, {"step": step})
@@ -50,12 +66,15 @@ def test_buffered_rows_are_flushed_when_the_trial_ends(tmp_path):
     assert row["status"] == "TERMINATED" and row["seed"] == 3 and row["steps"] == 20
     # config columns keep the base config's types (int 2 -> float 2.0) and lists become JSON
     assert row["config.distill.temperature"] == 2.0 and row["config.model.hidden"] == "[16]"
+    assert (
+        row["config.distill.end"] == 1.5
+    )  # typed from the model (float | None), not from defaults
     schema = pq.read_schema(next((tmp_path / "trials").glob("*.parquet")))
     assert str(schema.field("config.distill.alpha").type) == "double"
 
 
 def test_failed_trial_gets_a_row_with_the_last_error_line(tmp_path):
-    sink = ParquetSink(tmp_path, "s", BASE)
+    sink = ParquetSink(tmp_path, "s", _Config)
     sink.setup()
     sink.on_trial_error(0, [], _Trial("t9", BASE))
     row = load_trials(tmp_path).to_pylist()[0]
@@ -71,13 +90,16 @@ def _reports_then_fails(config):
 
 @pytest.mark.ray
 def test_real_tune_run_keeps_rows_of_a_failed_trial(ray_session, tmp_path):
-    base = {"seed": 0, "fail": False}
+    class Config(BaseModel):
+        seed: int = 0
+        fail: bool = False
+
     tuner = tune.Tuner(
         _reports_then_fails,
         param_space={"seed": 0, "fail": tune.grid_search([False, True])},
         run_config=tune.RunConfig(
             storage_path=str(tmp_path / "tune"),
-            callbacks=[ParquetSink(tmp_path, "s", base)],
+            callbacks=[ParquetSink(tmp_path, "s", Config)],
             verbose=0,
         ),
     )

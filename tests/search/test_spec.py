@@ -38,7 +38,7 @@ def _problems(raw):
         ),
         (
             {"name": "a", "student": {"curriculum": {"kind": "cosine"}}},
-            "student.curriculum.kind: Input should be 'none' or 'linear' (got 'cosine')",
+            "student.curriculum.kind: Input should be 'none', 'paced', 'confidence', 'self_paced', 'focal', 'importance', 'rho' or 'staged' (got 'cosine')",
         ),
         (
             {"name": "a", "data": {"kind": "file", "path": "/no/such.parquet"}},
@@ -72,11 +72,11 @@ def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
     spec_file = tmp_path / "s.yaml"
     spec_file.write_text("name: a\n")
     spec = load_spec(
-        spec_file, ["student.optim.lr=1e-2", "space.curricula=[linear]", "num_samples=3"]
+        spec_file, ["student.optim.lr=1e-2", "space.curricula=[paced]", "num_samples=3"]
     )
     assert (
         spec.student.optim.lr == 0.01
-        and spec.space.curricula == ["linear"]
+        and spec.space.curricula == ["paced"]
         and spec.num_samples == 3
     )
     with pytest.raises(SpecError) as info:

@@ -45,7 +45,7 @@ def test_sweep_writes_every_contract_column_and_a_good_student(sweep):
     assert set(trials.column_names) >= TRIAL_COLUMNS
     assert set(trials.column("status").to_pylist()) == {"TERMINATED"}
     # cover_curricula: both arms were tried
-    assert set(trials.column("config.curriculum.kind").to_pylist()) == {"none", "linear"}
+    assert set(trials.column("config.curriculum.kind").to_pylist()) == {"none", "paced"}
     curves = load_curves(results)
     assert set(curves.column_names) >= CURVE_COLUMNS
     per_trial = curves.group_by("trial_id").aggregate([("step", "count")])
@@ -81,7 +81,7 @@ def test_second_sweep_reuses_the_teacher_and_a_taken_name_is_refused(sweep, caps
     assert "teacher: reusing" in capsys.readouterr().out
     assert not (results / "tune" / "teacher").exists()  # no teacher trial ran
     assert (teacher_dir / "meta.json").stat().st_mtime_ns == built_at
-    assert load_trials(results).num_rows == 2 and load_teacher(results).num_rows == 3
+    assert load_trials(results).num_rows == 2 and load_teacher(results).num_rows == 12
     with pytest.raises(SweepExistsError, match="already has results"):
         run_sweep(second)
 
@@ -142,3 +142,20 @@ def test_cli_run_with_an_unreachable_address_exits_2(tmp_path):
         run.stderr.strip().splitlines()[-1].startswith("error: address: cannot connect to Ray at")
     )
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.ray
+def test_every_curriculum_kind_trains_a_good_student_in_a_real_sweep(ray_session, tmp_path):
+    """examples/all_curricula.yaml, shortened: cover_curricula gives each kind one trial."""
+    spec = load_spec(
+        ROOT / "examples" / "all_curricula.yaml",
+        [f"storage={tmp_path}", "num_samples=8", "student.optim.steps=200", "student.eval_every=100",
+         "teacher.optim.steps=300", "space.alpha=[0.0, 0.9]"],
+    )  # fmt: skip
+    trials = load_trials(run_sweep(spec)).to_pandas()
+    assert (trials["status"] == "TERMINATED").all(), trials["error"].dropna().tolist()
+    by_kind = trials.set_index("config.curriculum.kind")["val_accuracy"]
+    assert sorted(by_kind.index) == sorted(
+        ["none", "paced", "confidence", "self_paced", "focal", "importance", "rho", "staged"]
+    )
+    assert (by_kind > 0.85).all(), by_kind.to_dict()

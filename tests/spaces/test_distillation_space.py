@@ -2,48 +2,85 @@ import optuna
 import pytest
 from pydantic import ValidationError
 
-from spaces import SpaceBounds, distillation_space, suggest_config
-from trainables.config import StudentConfig
+from spaces import PRESETS, SpaceBounds, distillation_space, preset, suggest_config
+from trainables.config import CURRICULUM_KINDS, StudentConfig
 
 BASE = StudentConfig(teacher_outputs="/tmp/teacher").model_dump()
 
+# One FixedTrial per branch of the space: every curriculum kind, each pacing and schedule.
+BRANCHES = {
+    "none": {"curriculum/kind": "none"},
+    "paced": {
+        "curriculum/kind": "paced", "curriculum/order": "hard_first", "curriculum/score": "el2n",
+        "curriculum/pacing/kind": "competence", "curriculum/pacing/start": 0.1, "curriculum/pacing/full_at": 0.4,
+    },
+    "paced_exp_steps": {
+        "curriculum/kind": "paced", "curriculum/order": "random", "curriculum/score": "forgetting",
+        "curriculum/pacing/kind": "exp_steps", "curriculum/pacing/start": 0.05,
+    },
+    "confidence": {"curriculum/kind": "confidence", "curriculum/beta_max": 3.0},
+    "self_paced": {
+        "curriculum/kind": "self_paced", "curriculum/pacing/kind": "root", "curriculum/pacing/start": 0.3,
+        "curriculum/pacing/full_at": 0.6, "curriculum/self_paced/regularizer": "mixture",
+    },
+    "focal": {"curriculum/kind": "focal", "curriculum/focal_gamma": 1.5},
+    "importance": {"curriculum/kind": "importance"},
+    "rho": {"curriculum/kind": "rho"},
+    "staged": {
+        "curriculum/kind": "staged", "curriculum/order": "easy_first", "curriculum/score": "margin",
+        "curriculum/progression": "plateau",
+    },
+}  # fmt: skip
+SCHEDULES = {
+    "constant": {"distill/temperature_schedule/kind": "constant"},
+    "cosine": {
+        "distill/temperature_schedule/kind": "cosine",
+        "distill/temperature_schedule/end": 1.5,
+    },
+    "ctkd": {"distill/temperature_schedule/kind": "ctkd"},
+}
 
-def test_none_branch_builds_a_valid_config_without_pacing_parameters():
-    trial = optuna.trial.FixedTrial(
-        {"curriculum/kind": "none", "distill/temperature": 2.0, "distill/alpha": 0.3}
-    )
+
+def _fixed(params):
+    return optuna.trial.FixedTrial({"distill/temperature": 3.0, "distill/alpha": 0.4, **params})
+
+
+@pytest.mark.parametrize("branch", list(BRANCHES))
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+def test_every_branch_builds_a_valid_config(branch, schedule):
+    trial = _fixed({**BRANCHES[branch], **SCHEDULES[schedule]})
     cfg = StudentConfig.model_validate(suggest_config(trial, SpaceBounds(), BASE))
-    assert (cfg.curriculum.kind, cfg.distill.temperature, cfg.distill.alpha) == ("none", 2.0, 0.3)
-    assert set(trial.params) == {"curriculum/kind", "distill/temperature", "distill/alpha"}
+    assert cfg.curriculum.kind == BRANCHES[branch]["curriculum/kind"]
+    assert cfg.distill.temperature_schedule.kind == schedule
+    # the space asked for exactly the parameters of this branch, nothing else
+    assert set(trial.params) == set(BRANCHES[branch]) | set(SCHEDULES[schedule]) | {
+        "distill/temperature",
+        "distill/alpha",
+    }
 
 
-def test_linear_branch_builds_a_valid_config_with_pacing_parameters():
-    params = {"curriculum/kind": "linear", "curriculum/start": 0.3, "curriculum/full_at": 0.7,
-              "distill/temperature": 5.0, "distill/alpha": 0.9}  # fmt: skip
-    cfg = StudentConfig.model_validate(
-        suggest_config(optuna.trial.FixedTrial(params), SpaceBounds(), BASE)
-    )
-    assert (cfg.curriculum.kind, cfg.curriculum.start, cfg.curriculum.full_at) == (
-        "linear",
-        0.3,
-        0.7,
-    )
-    assert BASE["curriculum"]["kind"] == "none"  # the base config is not mutated
+def test_the_all_preset_spans_every_kind_and_base_is_not_mutated():
+    assert set(preset("all").curricula) == set(CURRICULUM_KINDS)
+    assert set(PRESETS) == {"all", "quickstart"}
+    suggest_config(_fixed({**BRANCHES["paced"], **SCHEDULES["constant"]}), SpaceBounds(), BASE)
+    assert BASE["curriculum"]["kind"] == "none"
 
 
-def test_distributions_temperature_is_log_scale_and_within_bounds():
-    bounds = SpaceBounds(curricula=["linear"], temperature=(0.5, 16.0), alpha=(0.25, 0.75))
+def test_sampled_configs_are_valid_and_temperature_is_log_scale():
+    bounds = SpaceBounds(prune_fraction=(0.0, 0.3))
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    for _ in range(20):
+    kinds = set()
+    for _ in range(150):
         trial = study.ask()
         distillation_space(trial, bounds)
         assert trial.distributions["distill/temperature"].log
-        assert 0.5 <= trial.params["distill/temperature"] <= 16.0
-        assert 0.25 <= trial.params["distill/alpha"] <= 0.75
-        StudentConfig.model_validate(
+        cfg = StudentConfig.model_validate(
             suggest_config(optuna.trial.FixedTrial(trial.params), bounds, BASE)
         )
+        kinds.add(cfg.curriculum.kind)
+        assert cfg.curriculum.prune_fraction <= 0.3
         study.tell(trial, 0.0)
+    assert kinds == set(CURRICULUM_KINDS)
 
 
 @pytest.mark.parametrize(
@@ -53,10 +90,17 @@ def test_distributions_temperature_is_log_scale_and_within_bounds():
         ("alpha", (0.5, 1.5), "within \\[0, 1\\]"),
         ("start", (0.6, 0.2), "low <= high"),
         ("curricula", ["none", "none"], "duplicates"),
-        ("curricula", ["cosine"], "'none' or 'linear'"),
+        ("curricula", ["cosine"], "'none', 'paced'"),
         ("curricula", [], "at least 1"),
+        ("orders", ["sideways"], "among easy_first"),
+        ("prune_fraction", (0.0, 0.95), "within \\[0, 0.9\\]"),
     ],
 )
 def test_bounds_reject_bad_ranges(field, value, message):
     with pytest.raises(ValidationError, match=message):
         SpaceBounds(**{field: value})
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="all, quickstart"):
+        preset("everything")

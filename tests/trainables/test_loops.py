@@ -8,6 +8,9 @@ from trainables.config import (
     CurriculumConfig,
     DistillConfig,
     OptimConfig,
+    PacingConfig,
+    ScheduleConfig,
+    StageConfig,
     StudentConfig,
     TeacherConfig,
 )
@@ -60,7 +63,8 @@ def test_student_reports_every_curve_metric_and_learns(teacher_dir):
 
 
 def test_linear_curriculum_grows_the_allowed_fraction(teacher_dir):
-    cfg = _student(teacher_dir, curriculum=CurriculumConfig(kind="linear", start=0.1, full_at=0.5))
+    pacing = PacingConfig(kind="linear", start=0.1, full_at=0.5)
+    cfg = _student(teacher_dir, curriculum=CurriculumConfig(kind="paced", pacing=pacing))
     fractions = [r["curriculum_fraction"] for r in student_loop(cfg)]
     # fraction of the batch drawn at steps 50, 100, 150, 200: c((s-1)/200) = min(1, 0.1 + 0.9 * (s-1)/100)
     expected = [min(1.0, 0.1 + 0.9 * (s - 1) / 100) for s in (50, 100, 150, 200)]
@@ -70,7 +74,7 @@ def test_linear_curriculum_grows_the_allowed_fraction(teacher_dir):
 def test_same_seed_same_run(teacher_dir):
     cfg = _student(
         teacher_dir,
-        curriculum=CurriculumConfig(kind="linear"),
+        curriculum=CurriculumConfig(kind="paced"),
         distill=DistillConfig(temperature=2.0, alpha=0.2),
     )
     a, b = list(student_loop(cfg)), list(student_loop(cfg))
@@ -87,3 +91,62 @@ def test_missing_teacher_outputs_is_a_clear_error(tmp_path):
         next(student_loop(StudentConfig()))
     with pytest.raises(FileNotFoundError, match="missing or incomplete"):
         next(student_loop(StudentConfig(teacher_outputs=str(tmp_path / "none"))))
+
+
+def test_staged_curriculum_moves_through_stages_with_their_settings(teacher_dir):
+    stages = [
+        StageConfig(band=(0.0, 0.5), temperature=8.0, alpha=0.2, augment=0.5, length=0.5),
+        StageConfig(band=(0.0, 1.0), temperature=2.0, alpha=0.8, length=0.5),
+    ]
+    records = list(
+        student_loop(
+            _student(teacher_dir, curriculum=CurriculumConfig(kind="staged", stages=stages))
+        )
+    )
+    assert [(r["stage"], r["temperature"], r["alpha"]) for r in records] == [
+        (0, 8.0, 0.2), (0, 8.0, 0.2), (1, 2.0, 0.8), (1, 2.0, 0.8)
+    ]  # fmt: skip
+    assert [r["curriculum_fraction"] for r in records] == pytest.approx(
+        [0.5, 0.5, 1.0, 1.0], abs=1e-3
+    )
+    assert records[-1]["val_accuracy"] > 0.85
+
+
+def test_threshold_gate_advances_before_the_stage_length(teacher_dir):
+    cur = CurriculumConfig(
+        kind="staged", progression="threshold", gate_threshold=0.5,
+        stages=[StageConfig(band=(0.0, 0.5), length=0.9), StageConfig(band=(0.0, 1.0), length=0.1)],
+    )  # fmt: skip
+    stages = [r["stage"] for r in student_loop(_student(teacher_dir, curriculum=cur))]
+    # the gate opened at the first evaluation (records show the stage trained in), long
+    # before 90% of the run
+    assert stages == [0, 1, 1, 1]
+
+
+def test_temperature_schedules_reach_the_loss(teacher_dir):
+    cosine = DistillConfig(
+        temperature=8.0, temperature_schedule=ScheduleConfig(kind="cosine", end=1.0)
+    )
+    temps = [r["temperature"] for r in student_loop(_student(teacher_dir, distill=cosine))]
+    assert temps == pytest.approx(
+        [1 + 3.5 * (1 + math.cos(math.pi * (s - 1) / 200)) for s in (50, 100, 150, 200)]
+    )
+    ctkd = DistillConfig(temperature=4.0, temperature_schedule=ScheduleConfig(kind="ctkd"))
+    temps = [r["temperature"] for r in student_loop(_student(teacher_dir, distill=ctkd))]
+    assert temps[0] != 4.0 and all(1 < t < 21 for t in temps)  # learned, within CTKD's range
+
+
+@pytest.mark.parametrize(
+    "kind", ["none", "paced", "confidence", "self_paced", "focal", "importance", "rho", "staged"]
+)
+def test_every_curriculum_kind_trains(teacher_dir, kind):
+    records = list(student_loop(_student(teacher_dir, curriculum=CurriculumConfig(kind=kind))))
+    assert records[-1]["val_accuracy"] > 0.85, kind
+
+
+def test_pruning_and_anti_curriculum(teacher_dir):
+    cur = CurriculumConfig(
+        kind="paced", order="hard_first", prune_fraction=0.5, prune_by="forgetting"
+    )
+    records = list(student_loop(_student(teacher_dir, curriculum=cur)))
+    assert records[-1]["samples_seen"] == 200 * 32

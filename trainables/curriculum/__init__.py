@@ -1,16 +1,77 @@
-"""Curricula: difficulty scores, pacing functions and batch samplers (plain NumPy)."""
+"""Curricula: difficulty scores, pacing functions, samplers, loss weightings and stages
+(plain NumPy / PyTorch; no Ray)."""
 
-from trainables.curriculum._pacing import ConstantPacing, LinearPacing, Pacing
-from trainables.curriculum._samplers import PacedSampler, Sampler, ShuffleSampler
-from trainables.curriculum._scores import confidence_difficulty, easy_first_order
+from trainables.curriculum._pacing import (
+    PACING_KINDS,
+    CompetencePacing,
+    ConstantPacing,
+    ExponentialStepPacing,
+    Pacing,
+    WuPacing,
+    make_pacing,
+)
+from trainables.curriculum._samplers import (
+    BandSampler,
+    Batch,
+    ConfidenceSampler,
+    ImportanceSampler,
+    PacedSampler,
+    RhoSampler,
+    Sampler,
+    Scorer,
+    ShuffleSampler,
+    importance_probabilities,
+    prune,
+    rho_select,
+)
+from trainables.curriculum._scores import (
+    SCORE_KINDS,
+    confidence_difficulty,
+    easy_first_order,
+    el2n_difficulty,
+    entropy_difficulty,
+    forgetting_difficulty,
+    loss_difficulty,
+    margin_difficulty,
+    softmax,
+    to_ranks,
+)
+from trainables.curriculum._stages import StageController
+from trainables.curriculum._weights import SPL_KINDS, SelfPacedWeighting, focal_weights, spl_weights
 
 __all__ = [
+    "PACING_KINDS",
+    "SCORE_KINDS",
+    "SPL_KINDS",
+    "Batch",
+    "BandSampler",
+    "CompetencePacing",
+    "ConfidenceSampler",
     "ConstantPacing",
-    "LinearPacing",
+    "ExponentialStepPacing",
+    "ImportanceSampler",
     "PacedSampler",
     "Pacing",
+    "RhoSampler",
     "Sampler",
+    "Scorer",
+    "SelfPacedWeighting",
     "ShuffleSampler",
+    "StageController",
+    "WuPacing",
     "confidence_difficulty",
     "easy_first_order",
+    "el2n_difficulty",
+    "entropy_difficulty",
+    "focal_weights",
+    "forgetting_difficulty",
+    "importance_probabilities",
+    "loss_difficulty",
+    "make_pacing",
+    "margin_difficulty",
+    "prune",
+    "rho_select",
+    "softmax",
+    "spl_weights",
+    "to_ranks",
 ]

@@ -17,6 +17,10 @@ class Splits:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    # Optional per-example difficulty from the user's data (``data.difficulty_column``).
+    difficulty_train: np.ndarray | None = None
+    difficulty_val: np.ndarray | None = None
+    difficulty_test: np.ndarray | None = None
 
     @property
     def num_features(self) -> int:
@@ -33,6 +37,7 @@ def load_splits(
     kind: str,
     path: str | None = None,
     label_column: str = "label",
+    difficulty_column: str | None = None,
     val_fraction: float = 0.2,
     test_fraction: float = 0.2,
     split_seed: int = 0,
@@ -43,15 +48,18 @@ def load_splits(
     The split is a seeded permutation (same ``split_seed`` -> same split on every node).
     Standardisation uses the training split's mean and standard deviation only.
     """
+    difficulty = None
     if kind == "digits":
+        if difficulty_column is not None:
+            raise ValueError("data.difficulty_column: digits has no difficulty column")
         x, y = _load_digits()
     elif kind == "file":
         if path is None:
             raise ValueError("data.path is required when data.kind is 'file'")
-        x, y = _load_file(Path(path), label_column)
+        x, y, difficulty = _load_file(Path(path), label_column, difficulty_column)
     else:
         raise ValueError(f"data.kind must be 'digits' or 'file', got {kind!r}")
-    return _split(x, y, val_fraction, test_fraction, split_seed, standardize)
+    return _split(x, y, difficulty, val_fraction, test_fraction, split_seed, standardize)
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -61,13 +69,23 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     return bunch.data.astype(np.float32), bunch.target.astype(np.int64)
 
 
-def _load_file(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
+def _load_file(
+    path: Path, label_column: str, difficulty_column: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    difficulty = None
     if path.suffix == ".npz":
         with np.load(path) as arrays:
             missing = {"x", "y"} - set(arrays.files)
             if missing:
                 raise ValueError(f"data.path {str(path)!r}: .npz needs arrays 'x' and 'y'")
             x, y = arrays["x"], arrays["y"]
+            if difficulty_column is not None:
+                if difficulty_column not in arrays.files:
+                    raise ValueError(
+                        f"data.difficulty_column: {difficulty_column!r} is not an array of "
+                        f"{str(path)!r} (arrays: {', '.join(arrays.files)})"
+                    )
+                difficulty = arrays[difficulty_column]
     elif path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -78,7 +96,16 @@ def _load_file(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
                 f"(columns: {', '.join(table.column_names)})"
             )
         y = table.column(label_column).to_numpy()
-        features = table.drop_columns([label_column])
+        dropped = [label_column]
+        if difficulty_column is not None:
+            if difficulty_column not in table.column_names:
+                raise ValueError(
+                    f"data.difficulty_column: {difficulty_column!r} is not a column of "
+                    f"{str(path)!r} (columns: {', '.join(table.column_names)})"
+                )
+            difficulty = table.column(difficulty_column).to_numpy()
+            dropped.append(difficulty_column)
+        features = table.drop_columns(dropped)
         x = np.column_stack([c.to_numpy(zero_copy_only=False) for c in features.columns])
     else:
         raise ValueError(f"data.path {str(path)!r} must end in .npz or .parquet")
@@ -92,12 +119,19 @@ def _load_file(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"data.path {str(path)!r}: labels must be >= 0")
     if not np.isfinite(x).all():
         raise ValueError(f"data.path {str(path)!r}: features contain NaN or inf")
-    return x, y
+    if difficulty is not None:
+        difficulty = np.asarray(difficulty, dtype=np.float64).reshape(-1)
+        if len(difficulty) != len(y) or not np.isfinite(difficulty).all():
+            raise ValueError(
+                f"data.difficulty_column: need one finite value per row of {str(path)!r}"
+            )
+    return x, y, difficulty
 
 
 def _split(
     x: np.ndarray,
     y: np.ndarray,
+    difficulty: np.ndarray | None,
     val_fraction: float,
     test_fraction: float,
     seed: int,
@@ -123,4 +157,7 @@ def _split(
         x_test=x[test],
         y_test=y[test],
         num_classes=int(y.max()) + 1,
+        difficulty_train=None if difficulty is None else difficulty[train],
+        difficulty_val=None if difficulty is None else difficulty[val],
+        difficulty_test=None if difficulty is None else difficulty[test],
     )

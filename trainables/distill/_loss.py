@@ -7,11 +7,40 @@ import torch.nn.functional as F
 
 
 class KDLoss(NamedTuple):
-    """The loss and its two parts, each a scalar tensor (``kd`` already includes ``T^2``)."""
+    """The loss and its two parts (``kd`` already includes ``T^2``): scalars from
+    :func:`kd_loss`, ``(batch,)`` tensors from :func:`kd_loss_per_example`."""
 
     total: torch.Tensor
     ce: torch.Tensor
     kd: torch.Tensor
+
+
+def _check(temperature: float | torch.Tensor, alpha: float) -> None:
+    if not isinstance(temperature, torch.Tensor) and temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+
+
+def kd_loss_per_example(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    temperature: float | torch.Tensor,
+    alpha: float,
+) -> KDLoss:
+    """Per-example Hinton et al. (2015) loss, each part of shape ``(batch,)``:
+    ``alpha * CE_i + (1 - alpha) * T^2 * KL_i(p_teacher^T || p_student^T)``, ``KL_i`` summed
+    over classes. Shapes and arguments as :func:`kd_loss`; ``temperature`` may be a scalar
+    tensor that requires grad (a learned temperature)."""
+    _check(temperature, alpha)
+    ce = F.cross_entropy(student_logits, labels, reduction="none")
+    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
+    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1)
+    kd = temperature**2 * kl
+    return KDLoss(total=alpha * ce + (1.0 - alpha) * kd, ce=ce, kd=kd)
 
 
 def kd_loss(
@@ -19,7 +48,7 @@ def kd_loss(
     teacher_logits: torch.Tensor,
     labels: torch.Tensor,
     *,
-    temperature: float,
+    temperature: float | torch.Tensor,
     alpha: float,
 ) -> KDLoss:
     """Hinton et al. (2015) knowledge-distillation loss.
@@ -38,13 +67,7 @@ def kd_loss(
         temperature: ``T > 0``.
         alpha: weight of the label loss, in ``[0, 1]``.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    ce = F.cross_entropy(student_logits, labels)
-    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
-    log_p_teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
-    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
-    kd = temperature**2 * kl
-    return KDLoss(total=alpha * ce + (1.0 - alpha) * kd, ce=ce, kd=kd)
+    parts = kd_loss_per_example(
+        student_logits, teacher_logits, labels, temperature=temperature, alpha=alpha
+    )
+    return KDLoss(*(part.mean() for part in parts))

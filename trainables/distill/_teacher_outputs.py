@@ -3,6 +3,7 @@
 Layout of a teacher-outputs directory::
 
     <dir>/{train,val,test}.arrow  Arrow IPC, column ``logits``: fixed_size_list<float32>
+    <dir>/scores.arrow            per training example: one float64 column per difficulty score
     <dir>/meta.json               {"step", "num_classes", "metrics", "history"}
 
 The directory is built under a temporary name and renamed into place, so a reader never sees
@@ -33,6 +34,7 @@ class TeacherOutputs:
     step: int
     metrics: dict[str, float]
     history: list[dict[str, Any]]
+    scores: dict[str, np.ndarray]  # per training example, higher = harder
 
 
 def write_teacher_outputs(
@@ -42,10 +44,12 @@ def write_teacher_outputs(
     step: int,
     metrics: dict[str, float],
     history: list[dict[str, Any]] = (),
+    scores: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write logits for every split atomically; return the final directory.
 
-    ``history`` is the teacher's evaluation records (kept for the sweep's ``teacher`` table).
+    ``history`` is the teacher's evaluation records (kept for the sweep's ``teacher`` table);
+    ``scores`` are per-training-example difficulty scores, one float array per name.
     If another writer finished the same directory first, its (identical-by-key) result is kept.
     """
     final = Path(directory)
@@ -65,6 +69,12 @@ def write_teacher_outputs(
                 pa.ipc.new_file(sink, table.schema) as writer,
             ):
                 writer.write_table(table)
+        table = pa.table({k: np.asarray(v, dtype=np.float64) for k, v in (scores or {}).items()})
+        with (
+            pa.OSFile(str(tmp / "scores.arrow"), "wb") as sink,
+            pa.ipc.new_file(sink, table.schema) as writer,
+        ):
+            writer.write_table(table)
         meta = {
             "step": int(step),
             "num_classes": int(num_classes),
@@ -99,6 +109,12 @@ def read_teacher_outputs(directory: str | os.PathLike) -> TeacherOutputs:
         table = pa.ipc.open_file(pa.memory_map(str(directory / f"{split}.arrow"))).read_all()
         column = table.column("logits").combine_chunks()
         logits[split] = column.values.to_numpy().reshape(len(column), meta["num_classes"])
+    scores_table = pa.ipc.open_file(pa.memory_map(str(directory / "scores.arrow"))).read_all()
+    scores = {name: scores_table.column(name).to_numpy() for name in scores_table.column_names}
     return TeacherOutputs(
-        logits=logits, step=meta["step"], metrics=meta["metrics"], history=meta["history"]
+        logits=logits,
+        step=meta["step"],
+        metrics=meta["metrics"],
+        history=meta["history"],
+        scores=scores,
     )

@@ -16,6 +16,7 @@ def load_data(cfg: DataConfig) -> Splits:
         kind=cfg.kind,
         path=cfg.path,
         label_column=cfg.label_column,
+        difficulty_column=cfg.difficulty_column,
         val_fraction=cfg.val_fraction,
         test_fraction=cfg.test_fraction,
         split_seed=cfg.split_seed,

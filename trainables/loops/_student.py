@@ -8,31 +8,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.config import CurriculumConfig, StudentConfig
+from trainables.config import StudentConfig
 from trainables.curriculum import (
-    LinearPacing,
-    PacedSampler,
-    Sampler,
-    ShuffleSampler,
+    ConfidenceSampler,
+    StageController,
     confidence_difficulty,
-    easy_first_order,
+    to_ranks,
 )
-from trainables.distill import kd_loss, read_teacher_outputs
+from trainables.distill import kd_loss_per_example, read_teacher_outputs
 from trainables.loops._common import as_tensors, evaluate, load_data, should_evaluate
+from trainables.loops._setup import (
+    fit_irreducible_loss,
+    make_sampler,
+    make_temperature,
+    make_value_schedule,
+    make_weighting,
+)
 from trainables.models import mlp
-
-
-def make_sampler(
-    cfg: CurriculumConfig, difficulty: np.ndarray, *, batch_size: int, total_steps: int, seed: int
-) -> Sampler:
-    """The batch sampler a curriculum config names (difficulty: per training example)."""
-    if cfg.kind == "none":
-        return ShuffleSampler(len(difficulty), batch_size, seed=seed)
-    if cfg.kind == "linear":
-        pacing = LinearPacing(start=cfg.start, full_at=cfg.full_at)
-        order = easy_first_order(difficulty)
-        return PacedSampler(order, pacing, batch_size, total_steps=total_steps, seed=seed)
-    raise ValueError(f"curriculum.kind must be 'none' or 'linear', got {cfg.kind!r}")
 
 
 def student_loop(cfg: StudentConfig) -> Iterator[dict[str, Any]]:
@@ -48,56 +40,104 @@ def student_loop(cfg: StudentConfig) -> Iterator[dict[str, Any]]:
     """
     if cfg.teacher_outputs is None:
         raise ValueError("teacher_outputs is required: a directory written by the teacher")
-    data = load_data(cfg.data)
-    teacher = read_teacher_outputs(cfg.teacher_outputs)
+    data, teacher = load_data(cfg.data), read_teacher_outputs(cfg.teacher_outputs)
     if teacher.logits["train"].shape != (len(data.y_train), data.num_classes):
         raise ValueError(
             f"teacher_outputs {cfg.teacher_outputs!r} do not match the data: logits of shape "
             f"{teacher.logits['train'].shape}, train split of {len(data.y_train)} rows and "
             f"{data.num_classes} classes"
         )
+    cur, steps = cfg.curriculum, cfg.optim.steps
     torch.manual_seed(cfg.seed)
     x_train, y_train, t_train, x_val, y_val, t_val, x_test, y_test = as_tensors(
         data.x_train, data.y_train, teacher.logits["train"],
-        data.x_val, data.y_val, teacher.logits["val"],
-        data.x_test, data.y_test,
+        data.x_val, data.y_val, teacher.logits["val"], data.x_test, data.y_test,
     )  # fmt: skip
-    val_difficulty = confidence_difficulty(teacher.logits["val"], data.y_val)
-    val_hard = torch.from_numpy(val_difficulty > np.median(val_difficulty))
+    val_rank = torch.from_numpy(to_ranks(confidence_difficulty(teacher.logits["val"], data.y_val)))
     teacher_val_pred = t_val.argmax(dim=1)
 
     model = mlp(data.num_features, cfg.model.hidden, data.num_classes)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
-    )
+    learned_t = make_temperature(cfg.distill)  # CTKD, or None
+    params = list(model.parameters()) + (list(learned_t.parameters()) if learned_t else [])
+    optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    irreducible = None
+    if cur.kind == "rho":
+        irreducible = fit_irreducible_loss(
+            data, cfg.model.hidden, steps=cur.rho_holdout_steps, seed=cfg.seed
+        )
     sampler = make_sampler(
-        cfg.curriculum,
-        confidence_difficulty(teacher.logits["train"], data.y_train),
-        batch_size=cfg.optim.batch_size,
-        total_steps=cfg.optim.steps,
-        seed=cfg.seed,
+        cur, teacher, batch_size=cfg.optim.batch_size, total_steps=steps, seed=cfg.seed,
+        irreducible_loss=irreducible,
+    )  # fmt: skip
+    weighting = make_weighting(cur, data.num_classes)
+    staged = cur.kind == "staged"
+    stages = cur.stages if staged else cur.stages[:1]
+    controller = StageController(
+        [s.length for s in stages], progression=cur.progression, threshold=cur.gate_threshold,
+        patience=cur.gate_patience,
+    )  # fmt: skip
+    temperature_at = make_value_schedule(
+        cfg.distill.temperature_schedule,
+        cfg.distill.temperature,
+        [s.temperature if staged else None for s in stages],
     )
-    temperature, alpha = cfg.distill.temperature, cfg.distill.alpha
+    alpha_at = make_value_schedule(
+        cfg.distill.alpha_schedule, cfg.distill.alpha, [s.alpha if staged else None for s in stages]
+    )
+    noise = torch.Generator().manual_seed(cfg.seed + 1)
+
+    def scorer(indices: np.ndarray) -> np.ndarray:  # the student's current per-example loss
+        idx = torch.from_numpy(indices)
+        with torch.no_grad():
+            per = kd_loss_per_example(
+                model(x_train[idx]),
+                t_train[idx],
+                y_train[idx],
+                temperature=temperature,
+                alpha=alpha,
+            )
+        return (per.ce if cur.kind == "rho" else per.total).numpy()
+
     best, steps_to_target, samples = -math.inf, None, 0
     sums, count = torch.zeros(3), 0  # running (total, ce, kd) since the last evaluation
     started = time.perf_counter()
-
-    for step in range(1, cfg.optim.steps + 1):
+    for step in range(1, steps + 1):
+        progress = (step - 1) / steps
+        stage = controller.update(progress)
+        if staged:
+            sampler.set_stage(stage)
+        alpha = alpha_at(progress, stage)
+        temperature = learned_t(progress) if learned_t else temperature_at(progress, stage)
         fraction = sampler.fraction
-        batch = torch.from_numpy(sampler.next_batch())
-        loss = kd_loss(
-            model(x_train[batch]), t_train[batch], y_train[batch],
-            temperature=temperature, alpha=alpha,
-        )  # fmt: skip
+        batch = sampler.next_batch(scorer)
+        idx = torch.from_numpy(batch.indices)
+        x = x_train[idx]
+        if staged and stages[stage].augment > 0:
+            x = x + stages[stage].augment * torch.randn(x.shape, generator=noise)
+        per = kd_loss_per_example(
+            model(x), t_train[idx], y_train[idx], temperature=temperature, alpha=alpha
+        )
+        if batch.weights is not None:
+            weights = torch.from_numpy(batch.weights).to(per.total.dtype)
+        elif weighting is not None:
+            weights = weighting(per.total, per.ce, progress, samples // len(sampler.pool))
+        else:
+            weights = None
+        loss = (per.total * weights).mean() if weights is not None else per.total.mean()
         optimizer.zero_grad(set_to_none=True)
-        loss.total.backward()
+        loss.backward()
         optimizer.step()
-        sums += torch.stack([loss.total.detach(), loss.ce.detach(), loss.kd.detach()])
-        count, samples = count + 1, samples + len(batch)
-        if not should_evaluate(step, cfg.eval_every, cfg.optim.steps):
+        if isinstance(sampler, ConfidenceSampler):
+            sampler.observe(torch.exp(-per.ce.detach()).mean().item())
+        sums += torch.stack([loss.detach(), per.ce.detach().mean(), per.kd.detach().mean()])
+        count, samples = count + 1, samples + len(idx)
+        if not should_evaluate(step, cfg.eval_every, steps):
             continue
 
         val = evaluate(model, x_val, y_val)
+        low, high = stages[stage].band if staged else (0.0, 1.0)
+        in_band = (val_rank >= low) & (val_rank <= high)
+        controller.update(step / steps, val.correct[in_band].float().mean().item())
         train_loss, ce, kd = (sums / count).tolist()  # host sync, once per evaluation
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"training loss is {train_loss} at step {step}")
@@ -114,12 +154,12 @@ def student_loop(cfg: StudentConfig) -> Iterator[dict[str, Any]]:
             "ce_loss": ce,
             "kd_loss": kd,
             "curriculum_fraction": fraction,
-            "temperature": temperature,
+            "temperature": float(temperature.detach() if learned_t else temperature),
             "alpha": alpha,
             "teacher_checkpoint": teacher.step,
-            "stage": 0,
-            "easy_accuracy": val.correct[~val_hard].float().mean().item(),
-            "hard_accuracy": val.correct[val_hard].float().mean().item(),
+            "stage": stage,
+            "easy_accuracy": val.correct[val_rank <= 0.5].float().mean().item(),
+            "hard_accuracy": val.correct[val_rank > 0.5].float().mean().item(),
             "teacher_agreement": (val.logits.argmax(dim=1) == teacher_val_pred)
             .float()
             .mean()
@@ -127,7 +167,7 @@ def student_loop(cfg: StudentConfig) -> Iterator[dict[str, Any]]:
             "best_val_accuracy": best,
             "steps_to_target": steps_to_target,
         }
-        if step == cfg.optim.steps:
+        if step == steps:
             record["test_accuracy"] = evaluate(model, x_test, y_test).accuracy
         yield record
         sums, count = torch.zeros(3), 0

@@ -1,0 +1,164 @@
+"""From a validated :class:`StudentConfig` to the engine objects a student run uses."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainables.config import CurriculumConfig, DistillConfig, ScheduleConfig
+from trainables.curriculum import (
+    BandSampler,
+    ConfidenceSampler,
+    ImportanceSampler,
+    PacedSampler,
+    RhoSampler,
+    Sampler,
+    SelfPacedWeighting,
+    ShuffleSampler,
+    easy_first_order,
+    focal_weights,
+    make_pacing,
+    prune,
+)
+from trainables.data import Splits
+from trainables.distill import TeacherOutputs
+from trainables.distill._schedules import CTKDTemperature, Schedule, make_schedule
+from trainables.models import mlp
+
+Weighting = Callable[[torch.Tensor, torch.Tensor, float, int], torch.Tensor]
+
+
+def train_difficulty(cfg: CurriculumConfig, teacher: TeacherOutputs) -> np.ndarray:
+    """The per-training-example difficulty named by ``cfg.score`` (higher = harder)."""
+    if cfg.score not in teacher.scores:
+        raise ValueError(
+            f"curriculum.score: {cfg.score!r} is not available"
+            + (" (set data.difficulty_column)" if cfg.score == "column" else "")
+            + f"; available: {', '.join(sorted(teacher.scores))}"
+        )
+    return teacher.scores[cfg.score]
+
+
+def pacing_of(cfg: CurriculumConfig):
+    p = cfg.pacing
+    return make_pacing(
+        p.kind, start=p.start, full_at=p.full_at, power=p.power, num_steps=p.num_steps,
+        inc=p.inc, step_length=p.step_length,
+    )  # fmt: skip
+
+
+def make_sampler(
+    cfg: CurriculumConfig,
+    teacher: TeacherOutputs,
+    *,
+    batch_size: int,
+    total_steps: int,
+    seed: int,
+    irreducible_loss: np.ndarray | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Sampler:
+    """The batch sampler for ``cfg.kind`` over the (pruned) training pool."""
+    difficulty = train_difficulty(cfg, teacher)
+    prune_scores = teacher.scores["forgetting"] if cfg.prune_by == "forgetting" else difficulty
+    pool = prune(prune_scores, cfg.prune_fraction)
+    common = {"seed": seed, "rank": rank, "world_size": world_size}
+    if cfg.kind in ("none", "self_paced", "focal"):
+        return ShuffleSampler(pool, batch_size, **common)
+    if cfg.kind in ("paced", "staged"):
+        order = pool[easy_first_order(difficulty[pool])]
+        if cfg.order == "hard_first":
+            order = order[::-1].copy()
+        elif cfg.order == "random":
+            order = np.random.default_rng([seed, 0x0DE5]).permutation(pool)
+        if cfg.kind == "staged":
+            return BandSampler(order, [s.band for s in cfg.stages], batch_size, **common)
+        return PacedSampler(order, pacing_of(cfg), batch_size, total_steps=total_steps, **common)
+    if cfg.kind == "confidence":
+        confidence = 1.0 - teacher.scores["confidence"]
+        return ConfidenceSampler(
+            pool,
+            confidence,
+            batch_size,
+            beta_max=cfg.beta_max,
+            pool_factor=cfg.pool_factor,
+            **common,
+        )
+    if cfg.kind == "importance":
+        return ImportanceSampler(
+            pool,
+            batch_size,
+            pool_factor=cfg.pool_factor,
+            smoothing=cfg.importance_smoothing,
+            **common,
+        )
+    if cfg.kind == "rho":
+        assert irreducible_loss is not None, "rho needs the irreducible loss"
+        return RhoSampler(pool, irreducible_loss, batch_size, pool_factor=cfg.pool_factor, **common)
+    raise ValueError(f"curriculum.kind {cfg.kind!r} is not known")
+
+
+def make_weighting(cfg: CurriculumConfig, num_classes: int) -> Weighting | None:
+    """Per-example loss weights from (total, ce, progress, epoch), or None for uniform."""
+    if cfg.kind == "focal":
+        return lambda total, ce, progress, epoch: focal_weights(ce, cfg.focal_gamma)
+    if cfg.kind == "self_paced":
+        sp = cfg.self_paced
+        spl = SelfPacedWeighting(
+            sp.regularizer, loss_scale=math.log(num_classes), growth=sp.growth,
+            lambda0=sp.lambda0, mu=sp.mu, pacing=pacing_of(cfg), mixture_ratio=sp.mixture_ratio,
+        )  # fmt: skip
+        return lambda total, ce, progress, epoch: spl(total, progress=progress, epoch=epoch)
+    return None
+
+
+def make_value_schedule(
+    cfg: ScheduleConfig, start: float, stage_values: list[float | None]
+) -> Callable[[float, int], float]:
+    """A function of (progress, stage) -> value; explicit per-stage values win."""
+    if cfg.kind == "stage":
+        k = len(stage_values)
+        end = start if cfg.end is None else cfg.end
+        by_stage = list(cfg.values) or [start + (end - start) * i / max(k - 1, 1) for i in range(k)]
+        by_stage += [by_stage[-1]] * (k - len(by_stage))
+    else:
+        schedule: Schedule = make_schedule(
+            "constant" if cfg.kind == "ctkd" else cfg.kind, start=start, end=cfg.end,
+            boundaries=tuple(cfg.boundaries), values=tuple(cfg.values),
+        )  # fmt: skip
+
+    def value(progress: float, stage: int) -> float:
+        if stage_values[stage] is not None:
+            return stage_values[stage]
+        return by_stage[stage] if cfg.kind == "stage" else schedule(progress)
+
+    return value
+
+
+def make_temperature(cfg: DistillConfig) -> CTKDTemperature | None:
+    if cfg.temperature_schedule.kind == "ctkd":
+        return CTKDTemperature(cfg.temperature, warmup=cfg.temperature_schedule.warmup)
+    return None
+
+
+def fit_irreducible_loss(data: Splits, hidden: list[int], *, steps: int, seed: int) -> np.ndarray:
+    """RHO-LOSS's irreducible loss: per-training-example cross-entropy of a model of the
+    student's shape fit with labels on the held-out validation split (Mindermann et al. 2022)."""
+    torch.manual_seed(seed)
+    x_hold, y_hold = torch.from_numpy(data.x_val), torch.from_numpy(data.y_val)
+    model = mlp(data.num_features, hidden, data.num_classes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    sampler = ShuffleSampler(np.arange(len(y_hold)), 32, seed=seed)
+    for _ in range(steps):
+        batch = torch.from_numpy(sampler.next_batch().indices)
+        loss = F.cross_entropy(model(x_hold[batch]), y_hold[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(data.x_train))
+        return F.cross_entropy(logits, torch.from_numpy(data.y_train), reduction="none").numpy()
