@@ -57,6 +57,11 @@ class SpaceBounds(BaseModel):
     focal_gamma: Range = (0.5, 5.0)
     beta_max: Range = (0.5, 8.0)
     prune_fraction: Range = (0.0, 0.0)
+    competence_power: Range = (1.0, 3.0)
+    step_count: tuple[int, int] = (1, 4)
+    exp_steps_inc: Range = (1.2, 3.0)
+    gate_threshold: Range = (0.7, 0.95)
+    gate_patience: tuple[int, int] = (1, 4)
 
     @field_validator(
         "curricula", "orders", "scores", "pacings", "spl_regularizers", "progressions",
@@ -88,6 +93,27 @@ class SpaceBounds(BaseModel):
             "beta_max": 50.0,
         }
         return _check_range(bounds, low=0.0, high=top.get(info.field_name, 1.0), open_low=True)
+
+    @field_validator("step_count", "gate_patience")
+    @classmethod
+    def _count_range(cls, bounds: tuple[int, int], info: ValidationInfo) -> tuple[int, int]:
+        top = 100 if info.field_name == "step_count" else 1000
+        return _check_range(bounds, low=1, high=top, open_low=False)
+
+    @field_validator("competence_power")
+    @classmethod
+    def _power_range(cls, bounds: Range) -> Range:
+        return _check_range(bounds, low=0.0, high=10.0, open_low=True)
+
+    @field_validator("exp_steps_inc")
+    @classmethod
+    def _inc_range(cls, bounds: Range) -> Range:
+        return _check_range(bounds, low=1.0, high=10.0, open_low=True)
+
+    @field_validator("gate_threshold")
+    @classmethod
+    def _gate_range(cls, bounds: Range) -> Range:
+        return _check_range(bounds, low=0.0, high=1.0, open_low=True)
 
     @field_validator("alpha")
     @classmethod
@@ -139,8 +165,14 @@ def distillation_space(trial: optuna.Trial, bounds: SpaceBounds) -> None:
     if kind == "paced" or kind == "self_paced":
         pacing = trial.suggest_categorical("curriculum/pacing/kind", bounds.pacings)
         trial.suggest_float("curriculum/pacing/start", *bounds.start)
-        if pacing != "exp_steps":
+        if pacing == "exp_steps":
+            trial.suggest_float("curriculum/pacing/inc", *bounds.exp_steps_inc)
+        else:
             trial.suggest_float("curriculum/pacing/full_at", *bounds.full_at)
+        if pacing == "competence":
+            trial.suggest_float("curriculum/pacing/power", *bounds.competence_power)
+        elif pacing == "step":
+            trial.suggest_int("curriculum/pacing/num_steps", *bounds.step_count)
     if kind == "self_paced":
         trial.suggest_categorical("curriculum/self_paced/regularizer", bounds.spl_regularizers)
     elif kind == "focal":
@@ -148,7 +180,11 @@ def distillation_space(trial: optuna.Trial, bounds: SpaceBounds) -> None:
     elif kind == "confidence":
         trial.suggest_float("curriculum/beta_max", *bounds.beta_max)
     elif kind == "staged":
-        trial.suggest_categorical("curriculum/progression", bounds.progressions)
+        progression = trial.suggest_categorical("curriculum/progression", bounds.progressions)
+        if progression == "threshold":
+            trial.suggest_float("curriculum/gate_threshold", *bounds.gate_threshold)
+        elif progression == "plateau":
+            trial.suggest_int("curriculum/gate_patience", *bounds.gate_patience)
     if bounds.prune_fraction[1] > 0:
         trial.suggest_float("curriculum/prune_fraction", *bounds.prune_fraction)
 

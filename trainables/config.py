@@ -281,7 +281,8 @@ class TeacherConfig(_Strict):
 
     At every evaluation the teacher also records its training-set predictions, from which the
     trajectory scores are computed: forgetting events over all evaluations and EL2N averaged
-    over the evaluations in the first ``el2n_fraction`` of the run. ``output_dir`` is where the teacher's logits on every split are written (Arrow IPC),
+    over the evaluations in the first ``el2n_fraction`` of the run. ``output_dir`` is where
+    the teacher's logits on every split are written (Arrow IPC),
     atomically: the directory appears only once complete.
     """
 

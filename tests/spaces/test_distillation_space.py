@@ -13,10 +13,16 @@ BRANCHES = {
     "paced": {
         "curriculum/kind": "paced", "curriculum/order": "hard_first", "curriculum/score": "el2n",
         "curriculum/pacing/kind": "competence", "curriculum/pacing/start": 0.1, "curriculum/pacing/full_at": 0.4,
+        "curriculum/pacing/power": 3.0,
+    },
+    "paced_step": {
+        "curriculum/kind": "paced", "curriculum/order": "easy_first", "curriculum/score": "loss",
+        "curriculum/pacing/kind": "step", "curriculum/pacing/start": 0.1, "curriculum/pacing/full_at": 0.4,
+        "curriculum/pacing/num_steps": 3,
     },
     "paced_exp_steps": {
         "curriculum/kind": "paced", "curriculum/order": "random", "curriculum/score": "forgetting",
-        "curriculum/pacing/kind": "exp_steps", "curriculum/pacing/start": 0.05,
+        "curriculum/pacing/kind": "exp_steps", "curriculum/pacing/start": 0.05, "curriculum/pacing/inc": 2.5,
     },
     "confidence": {"curriculum/kind": "confidence", "curriculum/beta_max": 3.0},
     "self_paced": {
@@ -28,7 +34,11 @@ BRANCHES = {
     "rho": {"curriculum/kind": "rho"},
     "staged": {
         "curriculum/kind": "staged", "curriculum/order": "easy_first", "curriculum/score": "margin",
-        "curriculum/progression": "plateau",
+        "curriculum/progression": "plateau", "curriculum/gate_patience": 2,
+    },
+    "staged_threshold": {
+        "curriculum/kind": "staged", "curriculum/order": "easy_first", "curriculum/score": "entropy",
+        "curriculum/progression": "threshold", "curriculum/gate_threshold": 0.8,
     },
 }  # fmt: skip
 SCHEDULES = {

@@ -39,7 +39,8 @@ class WuPacing:
     With ``b = start`` (fraction available at the beginning), ``a = full_at`` (fraction of the
     run at which all data is available) and ``x = p / a``:
 
-    - ``linear``: ``b + (1 - b) x``; ``quadratic``: ``b + (1 - b) x^2``; ``root``: ``b + (1 - b) x^(1/2)``
+    - ``linear``: ``b + (1 - b) x``; ``quadratic``: ``b + (1 - b) x^2``;
+      ``root``: ``b + (1 - b) x^(1/2)``
     - ``exp``: ``b + (1 - b) (e^(10 x) - 1) / (e^10 - 1)``
     - ``log``: ``b + (1 - b) (1 + 0.1 log(x + e^-10))``
     - ``step``: ``b + (1 - b) floor(k x) / k`` with ``k = num_steps`` equal jumps (``k = 1``
@@ -105,7 +106,8 @@ class CompetencePacing:
 
 @dataclass(frozen=True)
 class ExponentialStepPacing:
-    """Fixed exponential pacing (Hacohen & Weinshall 2019): ``min(start * inc^floor(p / step_length), 1)``.
+    """Fixed exponential pacing (Hacohen & Weinshall 2019):
+    ``min(start * inc^floor(p / step_length), 1)``.
 
     Their defaults are ``start = 0.04``, ``inc = 1.9`` and a step length of 100 iterations;
     here the step length is a fraction of the run.
