@@ -14,6 +14,7 @@ from trainables.config import (
     StudentConfig,
     TeacherConfig,
 )
+from trainables.distill import read_teacher_outputs
 from trainables.loops import student_loop, teacher_loop
 
 CURVE_KEYS = {
@@ -27,11 +28,15 @@ CURVE_KEYS = {
 def teacher_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher") / "outputs"
     cfg = TeacherConfig(
-        optim=OptimConfig(lr=1e-3, batch_size=64, steps=300), eval_every=100, output_dir=str(out)
+        optim=OptimConfig(lr=1e-3, batch_size=64, steps=300), eval_every=10, output_dir=str(out)
     )
     records = list(teacher_loop(cfg))
-    assert [r["step"] for r in records] == [100, 200, 300]
+    assert [r["step"] for r in records] == list(range(10, 301, 10))
     assert records[-1]["val_accuracy"] > 0.93
+    scores = read_teacher_outputs(out).scores
+    assert set(scores) == {"confidence", "margin", "loss", "entropy", "el2n", "forgetting"}
+    assert all(len(v) == 1079 for v in scores.values())
+    assert len(set(scores["forgetting"])) > 1  # the trajectory saw examples learned and forgotten
     return str(out)
 
 
@@ -150,3 +155,73 @@ def test_pruning_and_anti_curriculum(teacher_dir):
     )
     records = list(student_loop(_student(teacher_dir, curriculum=cur)))
     assert records[-1]["samples_seen"] == 200 * 32
+
+
+def test_stage_schedule_interpolates_the_temperature_across_stages(teacher_dir):
+    distill = DistillConfig(
+        temperature=8.0, temperature_schedule=ScheduleConfig(kind="stage", end=2.0)
+    )
+    stages = [
+        StageConfig(band=(0.0, 0.5), length=0.25),
+        StageConfig(band=(0.0, 0.8), length=0.25),
+        StageConfig(length=0.5),
+    ]
+    cfg = _student(
+        teacher_dir, distill=distill, curriculum=CurriculumConfig(kind="staged", stages=stages)
+    )
+    assert [(r["stage"], r["temperature"]) for r in student_loop(cfg)] == [
+        (0, 8.0),
+        (1, 5.0),
+        (2, 2.0),
+        (2, 2.0),
+    ]
+
+
+def test_a_users_difficulty_column_orders_the_curriculum(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from trainables.config import DataConfig
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    hardness = np.abs(x[:, 0])  # the user's own (here: arbitrary) difficulty
+    table = pa.table({**{f"f{i}": x[:, i] for i in range(4)}, "label": y, "hardness": hardness})
+    pq.write_table(table, tmp_path / "data.parquet")
+    data = DataConfig(
+        kind="file", path=str(tmp_path / "data.parquet"), difficulty_column="hardness"
+    )
+    out = tmp_path / "teacher"
+    teacher = TeacherConfig(
+        data=data,
+        model={"hidden": [16]},
+        optim=OptimConfig(steps=100),
+        eval_every=50,
+        output_dir=str(out),
+    )
+    list(teacher_loop(teacher))
+    scores = read_teacher_outputs(out).scores["column"]
+    assert len(scores) == 180  # the training split's rows, their values taken from the column
+    assert np.abs(scores[:, None] - hardness[None, :]).min(axis=1).max() < 1e-6
+    cur = CurriculumConfig(
+        kind="paced", score="column", pacing=PacingConfig(kind="linear", start=0.3, full_at=0.5)
+    )
+    student = StudentConfig(
+        data=data,
+        teacher_outputs=str(out),
+        optim=OptimConfig(steps=100),
+        eval_every=50,
+        curriculum=cur,
+    )
+    assert list(student_loop(student))[-1]["val_accuracy"] > 0.8
+
+
+def test_column_score_without_a_difficulty_column_is_a_clear_error(teacher_dir):
+    cfg = _student(teacher_dir, curriculum=CurriculumConfig(kind="paced", score="column"))
+    with pytest.raises(
+        ValueError,
+        match="curriculum.score: 'column' is not available \\(set data.difficulty_column\\)",
+    ):
+        next(student_loop(cfg))
