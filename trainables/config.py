@@ -48,10 +48,13 @@ class DataConfig(_Strict):
 
     ``kind: digits`` uses scikit-learn's handwritten digits (1,797 8x8 images, 10 classes).
     ``kind: file`` reads a user's table: ``.npz`` with arrays ``x`` and ``y``, or ``.parquet``
-    with numeric feature columns plus ``label_column``.
+    with numeric feature columns plus ``label_column``. ``kind: sparse_parity`` generates
+    (``n_bits``, ``k``) sparse parity (Panigrahi et al. 2024): x uniform in {-1, +1}^n_bits,
+    the label the parity of the first ``k`` bits, ``train_size`` training examples (labels
+    flipped with probability ``label_noise``), ``holdout_size`` each for validation and test.
     """
 
-    kind: Literal["digits", "file"] = "digits"
+    kind: Literal["digits", "file", "sparse_parity"] = "digits"
     path: str | None = Field(
         default=None,
         validate_default=True,
@@ -65,6 +68,11 @@ class DataConfig(_Strict):
     test_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
     split_seed: int = 0
     standardize: bool = True
+    n_bits: int = Field(default=50, ge=2, le=10_000)
+    k: int = Field(default=4, ge=1, le=64)
+    train_size: int = Field(default=100_000, ge=10)
+    holdout_size: int = Field(default=4096, ge=10)
+    label_noise: float = Field(default=0.0, ge=0.0, lt=0.5)
 
     @field_validator("path")
     @classmethod
@@ -97,8 +105,10 @@ class ModelConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    """Adam with a fixed step budget."""
+    """The optimiser (``adam`` or ``sgd`` with ``momentum``) and the step budget."""
 
+    kind: Literal["adam", "sgd"] = "adam"
+    momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
     lr: float = Field(default=3e-3, gt=0.0, le=1.0)
     weight_decay: float = Field(default=0.0, ge=0.0)
     batch_size: int = Field(default=32, ge=1)
@@ -135,13 +145,37 @@ class ScheduleConfig(_Strict):
         return self
 
 
+class TeacherScheduleConfig(_Strict):
+    """Which teacher checkpoint the student learns from over its run (progressive
+    distillation, Panigrahi et al. 2024).
+
+    ``final`` (one-shot); ``lockstep`` (the first checkpoint at or after ``ratio`` x the
+    student's step); ``two_shot`` (``checkpoint`` -- a kept step or ``transition``, the one the
+    detector picks inside the teacher's phase transition -- until ``switch_at``, then final);
+    ``uniform_k`` (``k`` checkpoints, evenly); ``explicit`` (``steps`` switching at
+    ``switches``, fractions of the run).
+    """
+
+    kind: Literal["final", "lockstep", "two_shot", "uniform_k", "explicit"] = "final"
+    checkpoint: int | Literal["transition"] = "transition"
+    switch_at: float = Field(default=0.3, gt=0.0, lt=1.0)
+    ratio: float = Field(default=1.0, gt=0.0)
+    k: int = Field(default=4, ge=1, le=64)
+    steps: list[int] = Field(default_factory=list, max_length=64)
+    switches: list[float] = Field(default_factory=list, max_length=63)
+
+
 class DistillConfig(_Strict):
-    """KD loss weights: ``alpha * CE + (1 - alpha) * T^2 * KL(teacher_T || student_T)``.
+    """KD loss weights: ``alpha * CE + (1 - alpha) * T^2 * KL(teacher_T || student_T)``
+    (``loss: hinton``), or the progressive-distillation paper's form ``alpha * CE + (1 - alpha)
+    * CE(softmax(teacher / T), student)`` (``loss: progressive``: T on the teacher only, no
+    T^2, so T near 0 gives hard teacher labels; T down to 1e-20 works).
 
     ``temperature`` and ``alpha`` are the values at the start of the run; their schedules say
     how they move.
     """
 
+    loss: Literal["hinton", "progressive"] = "hinton"
     temperature: float = Field(default=4.0, gt=0.0, le=100.0)
     alpha: float = Field(default=0.5, ge=0.0, le=1.0)
     temperature_schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
@@ -279,7 +313,11 @@ class CurriculumConfig(_Strict):
 class TeacherConfig(_Strict):
     """Configuration of :func:`trainables.train_teacher`.
 
-    At every evaluation the teacher also records its training-set predictions, from which the
+    Checkpoints kept in the bank: every ``checkpoint_every`` steps, ``log_checkpoints``
+    log-spaced steps, and always the final step; the teacher is evaluated at each of them too.
+    ``init_from`` loads a state_dict (of the same MLP) first; ``train: false`` only banks it.
+    ``transition_window`` is the number of evaluation intervals the phase-transition detector
+    looks across. At every evaluation the teacher also records its training-set predictions, from which the
     trajectory scores are computed: forgetting events over all evaluations and EL2N averaged
     over the evaluations in the first ``el2n_fraction`` of the run. ``output_dir`` is where
     the teacher's logits on every split are written (Arrow IPC),
@@ -293,8 +331,21 @@ class TeacherConfig(_Strict):
     )
     eval_every: int = Field(default=100, ge=1)
     el2n_fraction: float = Field(default=0.25, gt=0.0, le=1.0)
+    checkpoint_every: int | None = Field(default=None, ge=1)
+    log_checkpoints: int = Field(default=0, ge=0, le=200)
+    transition_window: int = Field(default=3, ge=1)
+    init_from: str | None = None
+    train: bool = True
     seed: int = 0
     output_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _check_init(self) -> TeacherConfig:
+        if self.init_from is not None and not Path(self.init_from).is_file():
+            raise ValueError(f"init_from: {self.init_from!r} does not exist or is not a file")
+        if not self.train and self.init_from is None:
+            raise ValueError("train: false needs init_from (a state_dict saved with torch.save)")
+        return self
 
 
 class StudentConfig(_Strict):
@@ -309,6 +360,7 @@ class StudentConfig(_Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
+    teacher_schedule: TeacherScheduleConfig = Field(default_factory=TeacherScheduleConfig)
     eval_every: int = Field(default=100, ge=1)
     target_accuracy: float = Field(default=0.9, gt=0.0, le=1.0)
     seed: int = 0

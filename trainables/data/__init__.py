@@ -1,5 +1,5 @@
 """Datasets as three in-memory splits (plain NumPy; no Ray, no torch)."""
 
-from trainables.data._splits import Splits, load_splits
+from trainables.data._splits import Splits, load_splits, sparse_parity
 
-__all__ = ["Splits", "load_splits"]
+__all__ = ["Splits", "load_splits", "sparse_parity"]

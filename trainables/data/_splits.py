@@ -42,6 +42,11 @@ def load_splits(
     test_fraction: float = 0.2,
     split_seed: int = 0,
     standardize: bool = True,
+    n_bits: int = 50,
+    k: int = 4,
+    train_size: int = 100_000,
+    holdout_size: int = 4096,
+    label_noise: float = 0.0,
 ) -> Splits:
     """Load a dataset and split it into train / validation / test, deterministically.
 
@@ -49,6 +54,11 @@ def load_splits(
     Standardisation uses the training split's mean and standard deviation only.
     """
     difficulty = None
+    if kind == "sparse_parity":
+        return sparse_parity(
+            n_bits=n_bits, k=k, train_size=train_size, holdout_size=holdout_size,
+            label_noise=label_noise, seed=split_seed,
+        )  # fmt: skip
     if kind == "digits":
         if difficulty_column is not None:
             raise ValueError("data.difficulty_column: digits has no difficulty column")
@@ -60,6 +70,28 @@ def load_splits(
     else:
         raise ValueError(f"data.kind must be 'digits' or 'file', got {kind!r}")
     return _split(x, y, difficulty, val_fraction, test_fraction, split_seed, standardize)
+
+
+def sparse_parity(
+    *, n_bits: int, k: int, train_size: int, holdout_size: int, label_noise: float, seed: int
+) -> Splits:
+    """(n, k) sparse parity: x uniform in {-1, +1}^n, y = 1 when the product of the first k
+    coordinates is -1 (an odd number of -1s). A finite training set (so a teacher's logits on
+    it can be banked); label noise flips training labels only; validation and test are clean.
+    """
+    if not 1 <= k <= n_bits:
+        raise ValueError(f"data.k must be in [1, n_bits={n_bits}], got {k}")
+    rng = np.random.default_rng([seed, 0x9A11])
+
+    def draw(size: int) -> tuple[np.ndarray, np.ndarray]:
+        x = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(size, n_bits))
+        return x, (np.prod(x[:, :k], axis=1) < 0).astype(np.int64)
+
+    x_train, y_train = draw(train_size)
+    flip = rng.random(train_size) < label_noise
+    y_train = np.where(flip, 1 - y_train, y_train)
+    (x_val, y_val), (x_test, y_test) = draw(holdout_size), draw(holdout_size)
+    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, num_classes=2)
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,7 @@
 
 from trainables.distill._loss import KDLoss, kd_loss, kd_loss_per_example
 from trainables.distill._teacher_outputs import (
+    BankWriter,
     TeacherOutputs,
     read_teacher_outputs,
     teacher_outputs_complete,
@@ -9,6 +10,7 @@ from trainables.distill._teacher_outputs import (
 )
 
 __all__ = [
+    "BankWriter",
     "KDLoss",
     "TeacherOutputs",
     "kd_loss",

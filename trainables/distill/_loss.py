@@ -29,13 +29,25 @@ def kd_loss_per_example(
     *,
     temperature: float | torch.Tensor,
     alpha: float,
+    form: str = "hinton",
 ) -> KDLoss:
     """Per-example Hinton et al. (2015) loss, each part of shape ``(batch,)``:
     ``alpha * CE_i + (1 - alpha) * T^2 * KL_i(p_teacher^T || p_student^T)``, ``KL_i`` summed
     over classes. Shapes and arguments as :func:`kd_loss`; ``temperature`` may be a scalar
-    tensor that requires grad (a learned temperature)."""
+    tensor that requires grad (a learned temperature).
+
+    ``form="progressive"`` is the loss of Panigrahi et al. (2024)'s code instead:
+    ``alpha * CE_i + (1 - alpha) * CE_i(softmax(teacher / T), softmax(student))``, the
+    temperature on the teacher only and no ``T^2``, so a near-zero ``T`` (down to 1e-20) means
+    the teacher's hard argmax labels."""
     _check(temperature, alpha)
     ce = F.cross_entropy(student_logits, labels, reduction="none")
+    if form == "progressive":
+        p_teacher = F.softmax(teacher_logits.detach().double() / temperature, dim=-1).to(student_logits.dtype)
+        kd = -(p_teacher * F.log_softmax(student_logits, dim=-1)).sum(dim=-1)
+        return KDLoss(total=alpha * ce + (1.0 - alpha) * kd, ce=ce, kd=kd)
+    if form != "hinton":
+        raise ValueError(f"form must be 'hinton' or 'progressive', got {form!r}")
     log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
     kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1)
@@ -50,6 +62,7 @@ def kd_loss(
     *,
     temperature: float | torch.Tensor,
     alpha: float,
+    form: str = "hinton",
 ) -> KDLoss:
     """Hinton et al. (2015) knowledge-distillation loss.
 
@@ -66,8 +79,9 @@ def kd_loss(
         labels: ``(batch,)`` integer class indices.
         temperature: ``T > 0``.
         alpha: weight of the label loss, in ``[0, 1]``.
+        form: ``hinton`` (above) or ``progressive`` (see :func:`kd_loss_per_example`).
     """
     parts = kd_loss_per_example(
-        student_logits, teacher_logits, labels, temperature=temperature, alpha=alpha
+        student_logits, teacher_logits, labels, temperature=temperature, alpha=alpha, form=form
     )
     return KDLoss(*(part.mean() for part in parts))

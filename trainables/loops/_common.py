@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -7,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.config import DataConfig
+from trainables.config import DataConfig, OptimConfig
 from trainables.data import Splits, load_splits
 
 
@@ -21,7 +22,18 @@ def load_data(cfg: DataConfig) -> Splits:
         test_fraction=cfg.test_fraction,
         split_seed=cfg.split_seed,
         standardize=cfg.standardize,
+        n_bits=cfg.n_bits,
+        k=cfg.k,
+        train_size=cfg.train_size,
+        holdout_size=cfg.holdout_size,
+        label_noise=cfg.label_noise,
     )
+
+
+def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.kind == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 @dataclass(frozen=True)
@@ -33,12 +45,15 @@ class Evaluation:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Evaluation:
-    """Accuracy and mean cross-entropy of ``model`` on one split (one host sync)."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> Evaluation:
+    """Accuracy and mean cross-entropy of ``model`` on one split (one host sync); with
+    ``y=None`` only the logits (accuracy and loss are NaN)."""
     was_training = model.training
     model.eval()
-    logits = model(x)
+    logits = torch.cat([model(chunk) for chunk in torch.split(x, 65536)])
     model.train(was_training)
+    if y is None:
+        return Evaluation(math.nan, math.nan, logits, torch.zeros(0, dtype=torch.bool))
     correct = logits.argmax(dim=1) == y
     loss = F.cross_entropy(logits, y)
     return Evaluation(

@@ -8,15 +8,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.config import StudentConfig
+from trainables.config import StudentConfig, TeacherScheduleConfig
 from trainables.curriculum import (
     ConfidenceSampler,
     StageController,
     confidence_difficulty,
     to_ranks,
 )
-from trainables.distill import kd_loss_per_example, read_teacher_outputs
-from trainables.loops._common import as_tensors, evaluate, load_data, should_evaluate
+from trainables.distill import TeacherOutputs, kd_loss_per_example, read_teacher_outputs
+from trainables.distill._checkpoints import CheckpointSchedule, transition_checkpoint
+from trainables.loops._common import as_tensors, evaluate, load_data, make_optimizer, should_evaluate
 from trainables.loops._setup import (
     fit_irreducible_loss,
     make_sampler,
@@ -25,6 +26,19 @@ from trainables.loops._setup import (
     make_weighting,
 )
 from trainables.models import mlp
+
+
+def make_checkpoint_schedule(
+    cfg: TeacherScheduleConfig, teacher: TeacherOutputs, total_steps: int
+) -> CheckpointSchedule:
+    """The teacher-checkpoint schedule, with ``transition`` resolved to the detected checkpoint."""
+    first = cfg.checkpoint
+    if first == "transition":
+        first = transition_checkpoint(teacher.transition, teacher.checkpoints)
+    return CheckpointSchedule(
+        cfg.kind, tuple(teacher.checkpoints), total_steps, ratio=cfg.ratio, first=first,
+        switch_at=cfg.switch_at, k=cfg.k, steps=tuple(cfg.steps), switches=tuple(cfg.switches),
+    )  # fmt: skip
 
 
 def student_loop(cfg: StudentConfig) -> Iterator[dict[str, Any]]:
@@ -59,7 +73,9 @@ def student_loop(cfg: StudentConfig) -> Iterator[dict[str, Any]]:
     model = mlp(data.num_features, cfg.model.hidden, data.num_classes)
     learned_t = make_temperature(cfg.distill)  # CTKD, or None
     params = list(model.parameters()) + (list(learned_t.parameters()) if learned_t else [])
-    optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    optimizer = make_optimizer(params, cfg.optim)
+    checkpoint_at = make_checkpoint_schedule(cfg.teacher_schedule, teacher, steps)
+    checkpoint = teacher.step
     irreducible = None
     if cur.kind == "rho":
         irreducible = fit_irreducible_loss(
@@ -86,16 +102,17 @@ def student_loop(cfg: StudentConfig) -> Iterator[dict[str, Any]]:
     )
     noise = torch.Generator().manual_seed(cfg.seed + 1)
 
+    form = cfg.distill.loss
+
+    def distill(x: torch.Tensor, idx: torch.Tensor):
+        return kd_loss_per_example(
+            model(x), t_train[idx], y_train[idx], temperature=temperature, alpha=alpha, form=form
+        )
+
     def scorer(indices: np.ndarray) -> np.ndarray:  # the student's current per-example loss
         idx = torch.from_numpy(indices)
         with torch.no_grad():
-            per = kd_loss_per_example(
-                model(x_train[idx]),
-                t_train[idx],
-                y_train[idx],
-                temperature=temperature,
-                alpha=alpha,
-            )
+            per = distill(x_train[idx], idx)
         return (per.ce if cur.kind == "rho" else per.total).numpy()
 
     best, steps_to_target, samples = -math.inf, None, 0
@@ -104,6 +121,9 @@ def student_loop(cfg: StudentConfig) -> Iterator[dict[str, Any]]:
     for step in range(1, steps + 1):
         progress = (step - 1) / steps
         stage = controller.update(progress)
+        if checkpoint_at(step) != checkpoint:  # switch teacher checkpoint: memory-mapped logits
+            checkpoint = checkpoint_at(step)
+            t_train = torch.from_numpy(np.array(teacher.checkpoint_logits(checkpoint)["train"]))
         if staged:
             sampler.set_stage(stage)
         alpha = alpha_at(progress, stage)
@@ -114,9 +134,7 @@ def student_loop(cfg: StudentConfig) -> Iterator[dict[str, Any]]:
         x = x_train[idx]
         if staged and stages[stage].augment > 0:
             x = x + stages[stage].augment * torch.randn(x.shape, generator=noise)
-        per = kd_loss_per_example(
-            model(x), t_train[idx], y_train[idx], temperature=temperature, alpha=alpha
-        )
+        per = distill(x, idx)
         if batch.weights is not None:
             weights = torch.from_numpy(batch.weights).to(per.total.dtype)
         elif weighting is not None:
@@ -156,7 +174,7 @@ def student_loop(cfg: StudentConfig) -> Iterator[dict[str, Any]]:
             "curriculum_fraction": fraction,
             "temperature": float(temperature.detach() if learned_t else temperature),
             "alpha": alpha,
-            "teacher_checkpoint": teacher.step,
+            "teacher_checkpoint": checkpoint,
             "stage": stage,
             "easy_accuracy": val.correct[val_rank <= 0.5].float().mean().item(),
             "hard_accuracy": val.correct[val_rank > 0.5].float().mean().item(),
