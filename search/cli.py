@@ -70,12 +70,16 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     from analysis import best_schedules, load_trials
     from analysis.cli import format_table
     from search.sweep import SweepInputError, run_sweep
+    from search.teacher import TeacherError
 
     try:
         sweep_dir = run_sweep(spec, address=args.address, verbose=1 if args.verbose else 0)
     except SweepInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except TeacherError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     best = best_schedules(load_trials(sweep_dir), metric=spec.metric, mode=spec.mode, top=args.top)
     print(f"\nbest schedules by {spec.metric} ({sweep_dir}):")
     print(format_table(best))

@@ -52,6 +52,7 @@ TRIAL_METRICS = pa.schema(
         ("val_accuracy", pa.float64()),
         ("best_val_accuracy", pa.float64()),
         ("steps_to_target", pa.int64()),
+        ("steps_to_target_capped", pa.int64()),
         ("steps", pa.int64()),
         ("samples_seen", pa.int64()),
         ("wall_time_s", pa.float64()),

@@ -11,18 +11,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from spaces import SpaceBounds
-from trainables.config import (
-    CurriculumConfig,
-    DataConfig,
-    DistillConfig,
-    ModelConfig,
-    OptimConfig,
-    StudentConfig,
-    TeacherConfig,
-)
+from trainables.config import DataConfig, ModelConfig, OptimConfig, StudentConfig, TeacherConfig
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -37,29 +29,6 @@ class SpecError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TeacherSpec(_Strict):
-    """How the sweep's teacher is trained (its data is the spec's ``data``)."""
-
-    model: ModelConfig = Field(default_factory=lambda: ModelConfig(hidden=[256, 256]))
-    optim: OptimConfig = Field(
-        default_factory=lambda: OptimConfig(lr=1e-3, batch_size=64, steps=800)
-    )
-    eval_every: int = Field(default=100, ge=1)
-    seed: int = 0
-
-
-class StudentSpec(_Strict):
-    """The student's fixed settings; the search space overrides ``distill`` and ``curriculum``."""
-
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    distill: DistillConfig = Field(default_factory=DistillConfig)
-    curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
-    eval_every: int = Field(default=100, ge=1)
-    target_accuracy: float = Field(default=0.9, gt=0.0, le=1.0)
-    seed: int = 0
 
 
 class SearchSpec(_Strict):
@@ -86,11 +55,18 @@ class SweepSpec(_Strict):
     storage: str = "results"
     seed: int = 0
     num_samples: int = Field(default=10, ge=1)
-    metric: Literal["val_accuracy", "best_val_accuracy", "val_loss"] = "val_accuracy"
+    metric: Literal["val_accuracy", "best_val_accuracy", "val_loss", "steps_to_target_capped"] = (
+        "val_accuracy"
+    )
     mode: Literal["max", "min"] = "max"
     data: DataConfig = Field(default_factory=DataConfig)
-    teacher: TeacherSpec = Field(default_factory=TeacherSpec)
-    student: StudentSpec = Field(default_factory=StudentSpec)
+    teacher: TeacherConfig = Field(
+        default_factory=lambda: TeacherConfig(
+            model=ModelConfig(hidden=[256, 256]),
+            optim=OptimConfig(lr=1e-3, batch_size=64, steps=800),
+        )
+    )
+    student: StudentConfig = Field(default_factory=StudentConfig)
     space: SpaceBounds = Field(default_factory=SpaceBounds)
     search: SearchSpec = Field(default_factory=SearchSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
@@ -105,15 +81,27 @@ class SweepSpec(_Strict):
             )
         return name
 
+    @field_validator("teacher", "student")
+    @classmethod
+    def _set_by_the_sweep(cls, value: TeacherConfig | StudentConfig, info: ValidationInfo):
+        owned = {"data", "output_dir", "teacher_outputs"} & value.model_fields_set
+        if owned:
+            raise ValueError(
+                f"{', '.join(sorted(owned))} is set by the sweep, not here (use the top-level data)"
+            )
+        return value
+
     @property
     def sweep_dir(self) -> Path:
         return Path(self.storage).resolve() / self.name
 
     def teacher_config(self, output_dir: str) -> TeacherConfig:
-        return TeacherConfig(data=self.data, output_dir=output_dir, **dict(self.teacher))
+        return self.teacher.model_copy(update={"data": self.data, "output_dir": output_dir})
 
     def student_config(self, teacher_outputs: str) -> StudentConfig:
-        return StudentConfig(data=self.data, teacher_outputs=teacher_outputs, **dict(self.student))
+        return self.student.model_copy(
+            update={"data": self.data, "teacher_outputs": teacher_outputs}
+        )
 
 
 def load_spec(path: str | Path, overrides: list[str] = ()) -> SweepSpec:

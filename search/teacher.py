@@ -15,7 +15,8 @@ from ray import tune
 
 from search.sink import write_parquet_atomic
 from search.spec import SweepSpec
-from trainables.distill import read_teacher_outputs, teacher_outputs_complete
+from trainables.distill import TeacherOutputs, read_teacher_outputs, teacher_outputs_complete
+from trainables.distill._teacher_outputs import FORMAT as BANK_FORMAT
 from trainables.teacher import train_teacher
 
 TEACHER_SCHEMA = pa.schema(
@@ -28,6 +29,8 @@ TEACHER_SCHEMA = pa.schema(
         ("val_accuracy", pa.float64()),
         ("val_loss", pa.float64()),
         ("is_kept", pa.bool_()),
+        ("in_transition", pa.bool_()),
+        ("is_transition_checkpoint", pa.bool_()),
     ]
 )
 
@@ -38,7 +41,11 @@ class TeacherError(RuntimeError):
 
 def teacher_key(spec: SweepSpec) -> str:
     """Content hash of everything that determines the teacher's outputs."""
-    parts = {"data": spec.data.model_dump(), "teacher": spec.teacher.model_dump()}
+    parts = {
+        "format": BANK_FORMAT,
+        "data": spec.data.model_dump(),
+        "teacher": spec.teacher.model_dump(),
+    }
     if spec.data.path:
         path = Path(spec.data.path)
         parts["data_file"] = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -65,18 +72,38 @@ def ensure_teacher(spec: SweepSpec, *, verbose: int = 0) -> Path:
         if result.error is not None or not teacher_outputs_complete(outputs):
             raise TeacherError(f"teacher training failed: {result.error}")
     teacher = read_teacher_outputs(outputs)
-    rows = [
-        {"sweep": spec.name, **{k: r.get(k) for k in TEACHER_SCHEMA.names[1:-1]},
-         "is_kept": r["step"] == teacher.step}
-        for r in teacher.history
-    ]  # fmt: skip
     table_dir = spec.sweep_dir / "teacher"
     table_dir.mkdir(parents=True, exist_ok=True)
-    write_parquet_atomic(
-        pa.Table.from_pylist(rows, schema=TEACHER_SCHEMA), table_dir / "teacher.parquet"
+    write_parquet_atomic(teacher_table(spec.name, teacher), table_dir / "teacher.parquet")
+    transition = teacher.transition
+    where = (
+        f"; phase transition {transition['start']}-{transition['end']}, checkpoint "
+        f"{transition['checkpoint']}"
+        if transition
+        else ""
     )
     print(
         f"teacher: step {teacher.step}, val_accuracy {teacher.metrics['val_accuracy']:.4f}, "
-        f"test_accuracy {teacher.metrics['test_accuracy']:.4f}"
+        f"test_accuracy {teacher.metrics['test_accuracy']:.4f}, "
+        f"{len(teacher.checkpoints)} checkpoints kept{where}"
     )
     return outputs
+
+
+def teacher_table(sweep: str, teacher: TeacherOutputs) -> pa.Table:
+    """One row per teacher evaluation, marking kept checkpoints and the phase transition."""
+    transition = teacher.transition or {}
+    rows = []
+    for record in teacher.history:
+        step = record["step"]
+        rows.append(
+            {
+                "sweep": sweep,
+                **{k: record.get(k) for k in TEACHER_SCHEMA.names[1:7]},
+                "is_kept": step in teacher.checkpoints,
+                "in_transition": bool(transition)
+                and transition["start"] <= step <= transition["end"],
+                "is_transition_checkpoint": step == transition.get("checkpoint"),
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=TEACHER_SCHEMA)

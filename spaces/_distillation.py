@@ -49,6 +49,10 @@ class SpaceBounds(BaseModel):
     temperature_schedules: list[str] = Field(
         default_factory=lambda: ["constant", "linear", "cosine", "ctkd"], min_length=1
     )
+    losses: list[str] = Field(default_factory=lambda: ["hinton"], min_length=1)
+    teacher_schedules: list[str] = Field(default_factory=lambda: ["final"], min_length=1)
+    switch_at: Range = (0.05, 0.5)
+    uniform_k: tuple[int, int] = (2, 8)
     temperature: Range = (1.0, 8.0)
     temperature_end: Range = (1.0, 8.0)
     alpha: Range = (0.0, 1.0)
@@ -65,7 +69,7 @@ class SpaceBounds(BaseModel):
 
     @field_validator(
         "curricula", "orders", "scores", "pacings", "spl_regularizers", "progressions",
-        "temperature_schedules",
+        "temperature_schedules", "losses", "teacher_schedules",
     )  # fmt: skip
     @classmethod
     def _unique_and_known(cls, kinds: list[str], info: ValidationInfo) -> list[str]:
@@ -74,6 +78,8 @@ class SpaceBounds(BaseModel):
             "spl_regularizers": ("hard", "linear", "log", "mixture"),
             "progressions": ("fixed", "threshold", "plateau"),
             "temperature_schedules": ("constant", "linear", "cosine", "ctkd"),
+            "losses": ("hinton", "progressive"),
+            "teacher_schedules": ("final", "lockstep", "two_shot", "uniform_k"),
         }.get(info.field_name)
         if allowed and any(k not in allowed for k in kinds):
             raise ValueError(f"entries must be among {', '.join(allowed)}; got {kinds}")
@@ -94,10 +100,15 @@ class SpaceBounds(BaseModel):
         }
         return _check_range(bounds, low=0.0, high=top.get(info.field_name, 1.0), open_low=True)
 
-    @field_validator("step_count", "gate_patience")
+    @field_validator("switch_at")
+    @classmethod
+    def _switch_range(cls, bounds: Range) -> Range:
+        return _check_range(bounds, low=0.0, high=0.99, open_low=True)
+
+    @field_validator("step_count", "gate_patience", "uniform_k")
     @classmethod
     def _count_range(cls, bounds: tuple[int, int], info: ValidationInfo) -> tuple[int, int]:
-        top = 100 if info.field_name == "step_count" else 1000
+        top = {"step_count": 100, "uniform_k": 64}.get(info.field_name, 1000)
         return _check_range(bounds, low=1, high=top, open_low=False)
 
     @field_validator("competence_power")
@@ -156,8 +167,9 @@ def preset(name: str, **overrides: Any) -> SpaceBounds:
 
 
 def distillation_space(trial: optuna.Trial, bounds: SpaceBounds) -> None:
-    """Define-by-run space over the curriculum kind and its conditional parameters, the
-    temperature (log scale) and its schedule, and alpha. Names unflatten into StudentConfig."""
+    """Define-by-run space over the curriculum kind and its conditional parameters, the loss
+    form, the teacher-checkpoint schedule, the temperature (log scale) and its schedule, and
+    alpha. Names unflatten into StudentConfig."""
     kind = trial.suggest_categorical("curriculum/kind", bounds.curricula)
     if kind in ("paced", "staged"):
         trial.suggest_categorical("curriculum/order", bounds.orders)
@@ -187,6 +199,13 @@ def distillation_space(trial: optuna.Trial, bounds: SpaceBounds) -> None:
             trial.suggest_int("curriculum/gate_patience", *bounds.gate_patience)
     if bounds.prune_fraction[1] > 0:
         trial.suggest_float("curriculum/prune_fraction", *bounds.prune_fraction)
+
+    trial.suggest_categorical("distill/loss", bounds.losses)
+    teacher_schedule = trial.suggest_categorical("teacher_schedule/kind", bounds.teacher_schedules)
+    if teacher_schedule == "two_shot":  # from the checkpoint detected inside the transition
+        trial.suggest_float("teacher_schedule/switch_at", *bounds.switch_at)
+    elif teacher_schedule == "uniform_k":
+        trial.suggest_int("teacher_schedule/k", *bounds.uniform_k)
 
     schedule = trial.suggest_categorical(
         "distill/temperature_schedule/kind", bounds.temperature_schedules

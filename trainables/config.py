@@ -352,7 +352,9 @@ class StudentConfig(_Strict):
     """Configuration of :func:`trainables.train_student`.
 
     ``teacher_outputs`` is a directory written by the teacher trainable. ``target_accuracy``
-    defines ``steps_to_target``: the first evaluated step whose validation accuracy reaches it.
+    defines ``steps_to_target``: the first evaluated step whose validation accuracy reaches it
+    (``steps_to_target_capped`` is the same, or ``steps + eval_every`` when never reached, a
+    number a searcher can minimise). ``stop_at_target`` ends the run there.
     """
 
     data: DataConfig = Field(default_factory=DataConfig)
@@ -363,5 +365,6 @@ class StudentConfig(_Strict):
     teacher_schedule: TeacherScheduleConfig = Field(default_factory=TeacherScheduleConfig)
     eval_every: int = Field(default=100, ge=1)
     target_accuracy: float = Field(default=0.9, gt=0.0, le=1.0)
+    stop_at_target: bool = False
     seed: int = 0
     teacher_outputs: str | None = None

@@ -25,7 +25,7 @@ def _problems(raw):
         ({"name": "a", "bogus": 1}, "bogus: unknown key; allowed: data, metric"),
         (
             {"name": "a", "student": {"optim": {"stepz": 3}}},
-            "student.optim.stepz: unknown key; allowed: batch_size, lr, steps",
+            "student.optim.stepz: unknown key; allowed: batch_size, kind, lr, momentum, steps",
         ),
         ({"name": "a", "num_samples": "two"}, "num_samples: Input should be a valid integer"),
         (

@@ -51,8 +51,14 @@ SCHEDULES = {
 }
 
 
+COMMON = {
+    "distill/temperature": 3.0, "distill/alpha": 0.4, "distill/loss": "hinton",
+    "teacher_schedule/kind": "final",
+}  # fmt: skip
+
+
 def _fixed(params):
-    return optuna.trial.FixedTrial({"distill/temperature": 3.0, "distill/alpha": 0.4, **params})
+    return optuna.trial.FixedTrial({**COMMON, **params})
 
 
 @pytest.mark.parametrize("branch", list(BRANCHES))
@@ -63,10 +69,28 @@ def test_every_branch_builds_a_valid_config(branch, schedule):
     assert cfg.curriculum.kind == BRANCHES[branch]["curriculum/kind"]
     assert cfg.distill.temperature_schedule.kind == schedule
     # the space asked for exactly the parameters of this branch, nothing else
-    assert set(trial.params) == set(BRANCHES[branch]) | set(SCHEDULES[schedule]) | {
-        "distill/temperature",
-        "distill/alpha",
-    }
+    assert set(trial.params) == set(BRANCHES[branch]) | set(SCHEDULES[schedule]) | set(COMMON)
+
+
+@pytest.mark.parametrize(
+    "teacher",
+    [
+        {"teacher_schedule/kind": "lockstep"},
+        {"teacher_schedule/kind": "two_shot", "teacher_schedule/switch_at": 0.2},
+        {"teacher_schedule/kind": "uniform_k", "teacher_schedule/k": 3},
+    ],
+)
+def test_teacher_schedule_branches(teacher):
+    params = {**BRANCHES["none"], **SCHEDULES["constant"], "distill/loss": "progressive", **teacher}
+    trial = _fixed(params)
+    bounds = SpaceBounds(
+        losses=["hinton", "progressive"],
+        teacher_schedules=["final", "lockstep", "two_shot", "uniform_k"],
+    )
+    cfg = StudentConfig.model_validate(suggest_config(trial, bounds, BASE))
+    assert cfg.teacher_schedule.kind == teacher["teacher_schedule/kind"]
+    assert cfg.distill.loss == "progressive"
+    assert set(trial.params) == set(COMMON) | set(params)
 
 
 def test_the_all_preset_spans_every_kind_and_base_is_not_mutated():

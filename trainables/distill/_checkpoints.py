@@ -16,7 +16,9 @@ from typing import Any
 CHECKPOINT_SCHEDULES = ("final", "lockstep", "two_shot", "uniform_k", "explicit")
 
 
-def detect_transition(steps: list[int], accuracies: list[float], *, window: int = 3) -> dict[str, Any] | None:
+def detect_transition(
+    steps: list[int], accuracies: list[float], *, window: int = 3
+) -> dict[str, Any] | None:
     """The window of ``window`` consecutive evaluation intervals with the steepest rise in
     accuracy: ``{"start", "end", "rise", "step"}``, ``step`` being the first evaluation in the
     window at or above the midpoint of the window's accuracies. None with fewer than two
@@ -38,7 +40,9 @@ def transition_checkpoint(transition: dict[str, Any] | None, checkpoints: list[i
     the transition window; the final checkpoint when there is no transition."""
     if not transition:
         return checkpoints[-1]
-    inside = [c for c in checkpoints if transition["start"] <= c <= transition["end"]] or checkpoints
+    inside = [
+        c for c in checkpoints if transition["start"] <= c <= transition["end"]
+    ] or checkpoints
     return min(inside, key=lambda c: (abs(c - transition["step"]), c))
 
 
@@ -67,17 +71,31 @@ class CheckpointSchedule:
 
     def __post_init__(self) -> None:
         if self.kind not in CHECKPOINT_SCHEDULES:
-            raise ValueError(f"kind must be one of {', '.join(CHECKPOINT_SCHEDULES)}; got {self.kind!r}")
+            raise ValueError(
+                f"kind must be one of {', '.join(CHECKPOINT_SCHEDULES)}; got {self.kind!r}"
+            )
         if not self.checkpoints or list(self.checkpoints) != sorted(set(self.checkpoints)):
-            raise ValueError(f"checkpoints must be increasing and non-empty, got {list(self.checkpoints)}")
-        missing = [s for s in (*self.steps, *([self.first] if self.first is not None else [])) if s not in self.checkpoints]
+            raise ValueError(
+                f"checkpoints must be increasing and non-empty, got {list(self.checkpoints)}"
+            )
+        missing = [
+            s
+            for s in (*self.steps, *([self.first] if self.first is not None else []))
+            if s not in self.checkpoints
+        ]
         if missing:
-            raise ValueError(f"teacher checkpoints {missing} are not in the bank; kept: {list(self.checkpoints)}")
+            raise ValueError(
+                f"teacher checkpoints {missing} are not in the bank; kept: {list(self.checkpoints)}"
+            )
         if self.kind == "two_shot" and self.first is None:
             raise ValueError("two_shot needs a first checkpoint")
-        if self.kind == "explicit" and (not self.steps or len(self.switches) != len(self.steps) - 1):
+        if self.kind == "explicit" and (
+            not self.steps or len(self.switches) != len(self.steps) - 1
+        ):
             raise ValueError("explicit needs steps and one switch fraction fewer than steps")
-        if list(self.switches) != sorted(self.switches) or any(not 0 < s < 1 for s in self.switches):
+        if list(self.switches) != sorted(self.switches) or any(
+            not 0 < s < 1 for s in self.switches
+        ):
             raise ValueError(f"switches must increase within (0, 1), got {list(self.switches)}")
 
     def __call__(self, step: int) -> int:
@@ -94,6 +112,9 @@ class CheckpointSchedule:
             k = min(self.k, len(self.checkpoints))
             if k == 1:
                 return final
-            picks = [self.checkpoints[round(j * (len(self.checkpoints) - 1) / max(k - 1, 1))] for j in range(k)]
+            picks = [
+                self.checkpoints[round(j * (len(self.checkpoints) - 1) / max(k - 1, 1))]
+                for j in range(k)
+            ]
             return picks[min(math.floor(progress * k), k - 1)]
         return self.steps[bisect.bisect_right(self.switches, progress)]

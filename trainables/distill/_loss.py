@@ -43,7 +43,9 @@ def kd_loss_per_example(
     _check(temperature, alpha)
     ce = F.cross_entropy(student_logits, labels, reduction="none")
     if form == "progressive":
-        p_teacher = F.softmax(teacher_logits.detach().double() / temperature, dim=-1).to(student_logits.dtype)
+        p_teacher = F.softmax(teacher_logits.detach().double() / temperature, dim=-1).to(
+            student_logits.dtype
+        )
         kd = -(p_teacher * F.log_softmax(student_logits, dim=-1)).sum(dim=-1)
         return KDLoss(total=alpha * ce + (1.0 - alpha) * kd, ce=ce, kd=kd)
     if form != "hinton":

@@ -132,7 +132,9 @@ class TeacherOutputs:
 
     def checkpoint_logits(self, step: int) -> dict[str, np.ndarray]:
         if step not in self.checkpoints or self.directory is None:
-            raise ValueError(f"teacher checkpoint {step} is not in the bank; kept: {self.checkpoints}")
+            raise ValueError(
+                f"teacher checkpoint {step} is not in the bank; kept: {self.checkpoints}"
+            )
         return _read_checkpoint(self.directory, step)
 
 

@@ -32,7 +32,9 @@ def load_data(cfg: DataConfig) -> Splits:
 
 def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.kind == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 

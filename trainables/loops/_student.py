@@ -17,7 +17,13 @@ from trainables.curriculum import (
 )
 from trainables.distill import TeacherOutputs, kd_loss_per_example, read_teacher_outputs
 from trainables.distill._checkpoints import CheckpointSchedule, transition_checkpoint
-from trainables.loops._common import as_tensors, evaluate, load_data, make_optimizer, should_evaluate
+from trainables.loops._common import (
+    as_tensors,
+    evaluate,
+    load_data,
+    make_optimizer,
+    should_evaluate,
+)
 from trainables.loops._setup import (
     fit_irreducible_loss,
     make_sampler,
@@ -184,8 +190,12 @@ def student_loop(cfg: StudentConfig) -> Iterator[dict[str, Any]]:
             .item(),
             "best_val_accuracy": best,
             "steps_to_target": steps_to_target,
+            "steps_to_target_capped": steps_to_target or steps + cfg.eval_every,
         }
-        if step == steps:
+        last = step == steps or (cfg.stop_at_target and steps_to_target is not None)
+        if last:
             record["test_accuracy"] = evaluate(model, x_test, y_test).accuracy
         yield record
+        if last:
+            return
         sums, count = torch.zeros(3), 0

@@ -20,7 +20,13 @@ from trainables.curriculum import (
 )
 from trainables.distill import BankWriter
 from trainables.distill._checkpoints import detect_transition, transition_checkpoint
-from trainables.loops._common import as_tensors, evaluate, load_data, make_optimizer, should_evaluate
+from trainables.loops._common import (
+    as_tensors,
+    evaluate,
+    load_data,
+    make_optimizer,
+    should_evaluate,
+)
 from trainables.models import mlp
 
 
@@ -60,7 +66,9 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
     def bank(step: int) -> None:
         if writer is not None:
             splits = {"train": x_train, "val": x_val, "test": x_test}
-            writer.add_checkpoint(step, {s: evaluate(model, x, None).logits.numpy() for s, x in splits.items()})
+            writer.add_checkpoint(
+                step, {s: evaluate(model, x, None).logits.numpy() for s, x in splits.items()}
+            )
 
     optimizer = make_optimizer(model.parameters(), cfg.optim)
     sampler = ShuffleSampler(np.arange(len(y_train)), cfg.optim.batch_size, seed=cfg.seed)
@@ -99,15 +107,23 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
         if steps == 0:  # a loaded teacher, banked as it is
             bank(0)
             trajectory.record(0, evaluate(model, x_train, y_train).logits.numpy())
-        train, val, test = (evaluate(model, x, y) for x, y in ((x_train, y_train), (x_val, y_val), (x_test, y_test)))
+        train, val, test = (
+            evaluate(model, x, y) for x, y in ((x_train, y_train), (x_val, y_val), (x_test, y_test))
+        )
         transition = detect_transition(
-            [r["step"] for r in history], [r["val_accuracy"] for r in history], window=cfg.transition_window
+            [r["step"] for r in history],
+            [r["val_accuracy"] for r in history],
+            window=cfg.transition_window,
         )
         if transition is not None:
             transition["checkpoint"] = transition_checkpoint(transition, writer.checkpoints)
         torch.save(model.state_dict(), writer.tmp / "teacher.pt")
         writer.commit(
-            metrics={"train_accuracy": train.accuracy, "val_accuracy": val.accuracy, "test_accuracy": test.accuracy},
+            metrics={
+                "train_accuracy": train.accuracy,
+                "val_accuracy": val.accuracy,
+                "test_accuracy": test.accuracy,
+            },
             history=history,
             scores=trajectory.scores(train.logits.numpy(), data.difficulty_train),
             transition=transition,
