@@ -46,14 +46,15 @@ ARMS = {
     "labels": {"distill": {"loss": "progressive", "temperature": 1.0, "alpha": 1.0}},
     "oneshot": {"distill": HARD, "teacher_schedule": {"kind": "final"}},
     "lockstep": {"distill": HARD, "teacher_schedule": {"kind": "lockstep"}},
-    "twoshot": {"distill": HARD, "teacher_schedule": {"kind": "two_shot", "checkpoint": "transition", "switch_at": 0.1}},
+    "twoshot": {
+        "distill": HARD,
+        "teacher_schedule": {"kind": "two_shot", "checkpoint": "transition", "switch_at": 0.1},
+    },
 }  # fmt: skip
 
 
 def steps_to_target(config: dict) -> int:
-    last = None
-    for last in student_loop(StudentConfig.model_validate(config)):
-        pass
+    *_, last = student_loop(StudentConfig.model_validate(config))
     return last["steps_to_target_capped"]
 
 
@@ -93,7 +94,8 @@ def main() -> None:
     for arm in arms:
         print(f"{arm:>9}: {[done[(arm, s)] for s in SEEDS]} median {medians[arm]}")
     print(
-        f"searched schedule ({best_id}, {trials.loc[best_id, 'steps_to_target_capped']} steps in the sweep): {searched}"
+        f"searched schedule ({best_id}, "
+        f"{trials.loc[best_id, 'steps_to_target_capped']} steps in the sweep): {searched}"
     )
     print(f"total {time.perf_counter() - started:.0f} s")
     one = medians["oneshot"]

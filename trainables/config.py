@@ -317,10 +317,10 @@ class TeacherConfig(_Strict):
     log-spaced steps, and always the final step; the teacher is evaluated at each of them too.
     ``init_from`` loads a state_dict (of the same MLP) first; ``train: false`` only banks it.
     ``transition_window`` is the number of evaluation intervals the phase-transition detector
-    looks across. At every evaluation the teacher also records its training-set predictions, from which the
-    trajectory scores are computed: forgetting events over all evaluations and EL2N averaged
-    over the evaluations in the first ``el2n_fraction`` of the run. ``output_dir`` is where
-    the teacher's logits on every split are written (Arrow IPC),
+    looks across. At every evaluation the teacher also records its training-set predictions,
+    from which the trajectory scores are computed: forgetting events over all evaluations and
+    EL2N averaged over the evaluations in the first ``el2n_fraction`` of the run.
+    ``output_dir`` is where the teacher's logits on every split are written (Arrow IPC),
     atomically: the directory appears only once complete.
     """
 

@@ -22,6 +22,26 @@ def _check(temperature: float | torch.Tensor, alpha: float) -> None:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
 
 
+def _check_form(form: str) -> None:
+    if form not in ("hinton", "progressive"):
+        raise ValueError(f"form must be 'hinton' or 'progressive', got {form!r}")
+
+
+def teacher_log_probs(
+    teacher_logits: torch.Tensor, temperature: float | torch.Tensor, form: str = "hinton"
+) -> torch.Tensor:
+    """``log softmax(teacher / T)``, the teacher's side of the KD loss; no gradient.
+
+    Computed in float64 for ``form="progressive"`` so that near-zero ``T`` gives exact hard
+    labels. The student loop calls this once per (checkpoint, T) for the whole training set
+    when ``T`` is constant, instead of once per batch."""
+    _check_form(form)
+    logits = teacher_logits.detach()
+    if form == "progressive":
+        return F.log_softmax(logits.double() / temperature, dim=-1).to(teacher_logits.dtype)
+    return F.log_softmax(logits / temperature, dim=-1)
+
+
 def kd_loss_per_example(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -31,29 +51,34 @@ def kd_loss_per_example(
     alpha: float,
     form: str = "hinton",
 ) -> KDLoss:
-    """Per-example Hinton et al. (2015) loss, each part of shape ``(batch,)``:
-    ``alpha * CE_i + (1 - alpha) * T^2 * KL_i(p_teacher^T || p_student^T)``, ``KL_i`` summed
-    over classes. Shapes and arguments as :func:`kd_loss`; ``temperature`` may be a scalar
-    tensor that requires grad (a learned temperature).
-
-    ``form="progressive"`` is the loss of Panigrahi et al. (2024)'s code instead:
-    ``alpha * CE_i + (1 - alpha) * CE_i(softmax(teacher / T), softmax(student))``, the
-    temperature on the teacher only and no ``T^2``, so a near-zero ``T`` (down to 1e-20) means
-    the teacher's hard argmax labels."""
+    """:func:`kd_loss` per example, each part of shape ``(batch,)`` (``KL_i`` summed over
+    classes); ``temperature`` may be a scalar tensor that requires grad (a learned temperature).
+    """
     _check(temperature, alpha)
+    return kd_loss_from_log_probs(
+        student_logits, teacher_log_probs(teacher_logits, temperature, form), labels,
+        temperature=temperature, alpha=alpha, form=form,
+    )  # fmt: skip
+
+
+def kd_loss_from_log_probs(
+    student_logits: torch.Tensor,
+    log_p_teacher: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    temperature: float | torch.Tensor,
+    alpha: float,
+    form: str = "hinton",
+) -> KDLoss:
+    """:func:`kd_loss_per_example` from the teacher's :func:`teacher_log_probs` at the same
+    ``temperature`` and ``form`` (arguments are not re-checked: this is the per-step path)."""
     ce = F.cross_entropy(student_logits, labels, reduction="none")
     if form == "progressive":
-        p_teacher = F.softmax(teacher_logits.detach().double() / temperature, dim=-1).to(
-            student_logits.dtype
-        )
-        kd = -(p_teacher * F.log_softmax(student_logits, dim=-1)).sum(dim=-1)
-        return KDLoss(total=alpha * ce + (1.0 - alpha) * kd, ce=ce, kd=kd)
-    if form != "hinton":
-        raise ValueError(f"form must be 'hinton' or 'progressive', got {form!r}")
-    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
-    log_p_teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
-    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1)
-    kd = temperature**2 * kl
+        kd = -(log_p_teacher.exp() * F.log_softmax(student_logits, dim=-1)).sum(dim=-1)
+    else:
+        log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
+        kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1)
+        kd = temperature**2 * kl
     return KDLoss(total=alpha * ce + (1.0 - alpha) * kd, ce=ce, kd=kd)
 
 
@@ -81,7 +106,10 @@ def kd_loss(
         labels: ``(batch,)`` integer class indices.
         temperature: ``T > 0``.
         alpha: weight of the label loss, in ``[0, 1]``.
-        form: ``hinton`` (above) or ``progressive`` (see :func:`kd_loss_per_example`).
+        form: ``hinton`` (above) or ``progressive``: the loss of Panigrahi et al. (2024)'s
+            code, ``alpha * CE + (1 - alpha) * CE(softmax(teacher / T), softmax(student))``,
+            the temperature on the teacher only and no ``T^2``, so a near-zero ``T`` (down to
+            1e-20) means the teacher's hard argmax labels.
     """
     parts = kd_loss_per_example(
         student_logits, teacher_logits, labels, temperature=temperature, alpha=alpha, form=form

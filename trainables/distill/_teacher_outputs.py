@@ -3,10 +3,13 @@ and memory-mapped by every student, plus per-example difficulty scores.
 
 Layout of a bank directory::
 
-    <dir>/step-<step:09d>/{train,val,test}.arrow   Arrow IPC, column ``logits``: fixed_size_list<float32>
-    <dir>/scores.arrow                              per training example, one float64 column per score
-    <dir>/meta.json                                 {"format", "step", "checkpoints", "num_classes",
-                                                     "metrics", "history", "transition"}
+    <dir>/step-<step:09d>/{train,val,test}.arrow  Arrow IPC, column ``logits``:
+                                                  fixed_size_list<float32>
+    <dir>/scores.arrow                             per training example, one float64 column
+                                                  per score
+    <dir>/meta.json                                {"format", "step", "checkpoints",
+                                                  "num_classes", "metrics", "history",
+                                                  "transition"}
 
 A bank is built under a hidden temporary name beside its final place and renamed into place
 once complete, so a reader never sees a half-written one: if ``meta.json`` is there, so is
