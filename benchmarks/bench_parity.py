@@ -97,7 +97,9 @@ def main() -> None:
         f"searched schedule ({best_id}, "
         f"{trials.loc[best_id, 'steps_to_target_capped']} steps in the sweep): {searched}"
     )
-    print(f"total {time.perf_counter() - started:.0f} s")
+    wall = time.perf_counter() - started
+    print(f"total {wall:.0f} s")
+    record("parity_bench_wall_s", wall, "s", "the whole script on 2 cores; target <= 600")
     one = medians["oneshot"]
     for arm, key in [
         ("lockstep", "lockstep"),

@@ -51,7 +51,7 @@ class ProgressPrinter(tune.Callback):
         self.done += 1
         last = trial.last_result or {}
         value = last.get(self.metric)
-        shown = f"{value:.4f}" if isinstance(value, float) else "n/a"
+        shown = f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
         self._print(
             f"  [{self.done}/{self.total}] {trial.trial_id} {describe_schedule(trial.config)}: "
             f"{self.metric} {shown}, steps_to_target {last.get('steps_to_target')}"

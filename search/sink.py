@@ -46,7 +46,8 @@ CURVE_SCHEMA = pa.schema(
     ]
 )
 
-# Final and best metrics of a trial; ``steps`` is the last reported ``step``.
+# Final and best metrics of a trial; ``steps`` is the last reported ``step``; ``*_seeds``: each
+# repeat's final value (the scalar columns are their mean).
 TRIAL_METRICS = pa.schema(
     [
         ("val_accuracy", pa.float64()),
@@ -57,6 +58,11 @@ TRIAL_METRICS = pa.schema(
         ("samples_seen", pa.int64()),
         ("wall_time_s", pa.float64()),
         ("test_accuracy", pa.float64()),
+        ("repeats", pa.int64()),
+        ("val_accuracy_seeds", pa.list_(pa.float64())),
+        ("best_val_accuracy_seeds", pa.list_(pa.float64())),
+        ("test_accuracy_seeds", pa.list_(pa.float64())),
+        ("steps_to_target_capped_seeds", pa.list_(pa.int64())),
     ]
 )
 

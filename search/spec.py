@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from spaces import SpaceBounds
 from trainables.config import DataConfig, ModelConfig, OptimConfig, StudentConfig, TeacherConfig
@@ -31,34 +39,107 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SearchSpec(_Strict):
-    """Optuna's TPE sampler, seeded; ``n_startup_trials`` random trials before TPE kicks in.
+Metric = Literal[
+    "val_accuracy", "best_val_accuracy", "val_loss", "steps_to_target_capped", "wall_time_s",
+    "samples_seen",
+]  # fmt: skip
+Mode = Literal["max", "min"]
+BASELINES = ("oneshot", "labels_only", "no_curriculum")
 
-    ``cover_curricula``: the first trials try each curriculum kind of the space once (their
-    other parameters sampled), so no arm goes untried by chance.
+
+class Objective(_Strict):
+    metric: Metric
+    mode: Mode
+
+
+class SearchSpec(_Strict):
+    """The search algorithm: an Optuna sampler, seeded with the sweep's ``seed``.
+
+    ``tpe`` (multivariate and grouped by default, for conditional spaces), ``cmaes`` (the
+    continuous parameters; categorical ones sampled independently), ``nsga2`` (multi-objective),
+    ``random``, ``grid`` (over ``grid``: parameter name -> values, e.g.
+    ``{"curriculum/kind": [none, paced]}``; parameters not in it are drawn at random).
+    ``n_startup_trials`` random trials come before TPE / CMA-ES model the space.
+    ``cover_curricula``: the first trials try each curriculum kind of the space once;
+    ``points``: starting points (parameter name -> value, the rest sampled), tried first.
+    ``study_storage``: an RDB URL for the Optuna study; default a journal file in the sweep
+    directory (``optuna.journal``), so the study survives a crash and a re-run continues it.
     """
 
-    algorithm: Literal["tpe"] = "tpe"
+    algorithm: Literal["tpe", "cmaes", "nsga2", "random", "grid"] = "tpe"
     n_startup_trials: int = Field(default=10, ge=0)
+    multivariate: bool = True
+    group: bool = True
+    population_size: int = Field(default=20, ge=2)
     cover_curricula: bool = True
+    points: list[dict[str, Any]] = Field(default_factory=list)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    study_storage: str | None = None
+
+    @model_validator(mode="after")
+    def _check_grid(self) -> SearchSpec:
+        if self.algorithm == "grid" and not self.grid:
+            raise ValueError("algorithm 'grid' needs grid: parameter name -> list of values")
+        if any(not values for values in self.grid.values()):
+            raise ValueError("every grid parameter needs at least one value")
+        return self
+
+
+class SchedulerSpec(_Strict):
+    """Early stopping on the student's own ``step`` counter (not ``training_iteration``).
+
+    ``fifo``: none. ``asha``: asynchronous successive halving, rungs from ``grace_period``
+    (a fraction of ``student.optim.steps``) by ``reduction_factor``. ``median``: stop a trial
+    whose best result so far is below the median of the others' running averages at the same
+    step, after ``grace_period`` and once ``min_samples`` trials have reported.
+    """
+
+    kind: Literal["fifo", "asha", "median"] = "fifo"
+    grace_period: float = Field(default=0.1, gt=0.0, le=1.0)
+    reduction_factor: float = Field(default=3.0, gt=1.0)
+    min_samples: int = Field(default=3, ge=1)
 
 
 class ResourcesSpec(_Strict):
+    """Per trial: ``workers`` Ray Train workers of ``cpus_per_trial`` CPUs each (1: the loop
+    runs inline in the Tune trial; more: TorchTrainer with DDP over gloo). ``max_concurrent``
+    defaults to what the cluster's CPUs hold. ``start_timeout_s``: a multi-worker trial whose
+    workers cannot be placed in time fails with a clear message. ``max_failures``: retries
+    of a failed trial (e.g. after a lost node) before it counts as failed."""
+
     cpus_per_trial: float = Field(default=1.0, gt=0.0)
+    workers: int = Field(default=1, ge=1, le=256)
+    gpus_per_trial: float = Field(default=0.0, ge=0.0)
     max_concurrent: int | None = Field(default=None, ge=1)
+    start_timeout_s: float = Field(default=120.0, gt=0.0)
+    max_failures: int = Field(default=1, ge=0)
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _no_gpu_yet(cls, gpus: float) -> float:
+        if gpus > 0:
+            raise ValueError(
+                f"GPU trials are not supported yet (the student loop keeps its tensors on the "
+                f"host), got {gpus}; use 0"
+            )
+        return gpus
 
 
 class SweepSpec(_Strict):
-    """A whole sweep: data, teacher, student, search space, search and budget."""
+    """A whole sweep: data, teacher, student, search space, search, scheduler, budget, repeats,
+    baselines, resources and storage."""
 
     name: str = Field(description="sweep name: results go to <storage>/<name>/")
     storage: str = "results"
     seed: int = 0
-    num_samples: int = Field(default=10, ge=1)
-    metric: Literal["val_accuracy", "best_val_accuracy", "val_loss", "steps_to_target_capped"] = (
-        "val_accuracy"
+    num_samples: int = Field(default=10, ge=1, description="searched trials (baselines extra)")
+    metric: Metric = "val_accuracy"
+    mode: Mode = "max"
+    objectives: list[Objective] = Field(default_factory=list, max_length=4)
+    repeats: int = Field(default=1, ge=1, le=64)
+    baselines: list[Literal["oneshot", "labels_only", "no_curriculum"]] = Field(
+        default_factory=lambda: list(BASELINES)
     )
-    mode: Literal["max", "min"] = "max"
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(
         default_factory=lambda: TeacherConfig(
@@ -69,7 +150,32 @@ class SweepSpec(_Strict):
     student: StudentConfig = Field(default_factory=StudentConfig)
     space: SpaceBounds = Field(default_factory=SpaceBounds)
     search: SearchSpec = Field(default_factory=SearchSpec)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> SweepSpec:
+        multi = len(self.objectives) > 1
+        if multi and self.scheduler.kind != "fifo":
+            raise ValueError(
+                f"scheduler.kind {self.scheduler.kind!r} stops trials on one metric; "
+                "use fifo with several objectives"
+            )
+        if multi and self.search.algorithm in ("cmaes",):
+            raise ValueError(
+                "search.algorithm 'cmaes' is single-objective; use nsga2, tpe or random"
+            )
+        if len({o.metric for o in self.objectives}) != len(self.objectives):
+            raise ValueError("objectives: each metric at most once")
+        return self
+
+    @property
+    def objective_metrics(self) -> list[str]:
+        return [o.metric for o in self.objectives] or [self.metric]
+
+    @property
+    def objective_modes(self) -> list[str]:
+        return [o.mode for o in self.objectives] or [self.mode]
 
     @field_validator("name")
     @classmethod
@@ -84,10 +190,11 @@ class SweepSpec(_Strict):
     @field_validator("teacher", "student")
     @classmethod
     def _set_by_the_sweep(cls, value: TeacherConfig | StudentConfig, info: ValidationInfo):
-        owned = {"data", "output_dir", "teacher_outputs"} & value.model_fields_set
+        owned = {"data", "output_dir", "teacher_outputs", "repeats"} & value.model_fields_set
         if owned:
             raise ValueError(
-                f"{', '.join(sorted(owned))} is set by the sweep, not here (use the top-level data)"
+                f"{', '.join(sorted(owned))} is set by the sweep, not here (use the top-level "
+                "data / repeats)"
             )
         return value
 
@@ -100,7 +207,7 @@ class SweepSpec(_Strict):
 
     def student_config(self, teacher_outputs: str) -> StudentConfig:
         return self.student.model_copy(
-            update={"data": self.data, "teacher_outputs": teacher_outputs}
+            update={"data": self.data, "teacher_outputs": teacher_outputs, "repeats": self.repeats}
         )
 
 

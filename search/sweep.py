@@ -12,38 +12,25 @@ from pathlib import Path
 import optuna
 import ray
 from ray import tune
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
 
+from search._resume import Manifest, ResumePlan, plan_resume, probe_storage
+from search._study import (
+    WithBaselines,
+    baseline_configs,
+    open_study,
+    optuna_searcher,
+    study_storage,
+)
+from search.errors import RayConnectError, SweepExistsError, SweepInputError
 from search.progress import ProgressPrinter
 from search.sink import ParquetSink
 from search.spec import SweepSpec
 from search.teacher import ensure_teacher
-from spaces import distillation_space
 from trainables.config import StudentConfig
-from trainables.student import train_student
+from trainables.student import distributed_student, train_student
 
-STUDY_NAME = "students"
-
-
-class SweepInputError(ValueError):
-    """A problem the user can fix (exit code 2 from the CLI)."""
-
-
-class SweepExistsError(SweepInputError):
-    """The sweep directory already holds results (nothing is overwritten)."""
-
-
-class RayConnectError(SweepInputError):
-    """``--address`` names no reachable Ray cluster."""
-
-
-def check_new_sweep(spec: SweepSpec) -> None:
-    trials = spec.sweep_dir / "trials"
-    if trials.is_dir() and any(trials.iterdir()):
-        raise SweepExistsError(
-            f"name: sweep {spec.name!r} already has results in {spec.sweep_dir}; "
-            "choose another --name or remove that directory"
-        )
+__all__ = ["RayConnectError", "SweepExistsError", "SweepInputError", "connect", "run_sweep"]
 
 
 @functools.cache
@@ -80,35 +67,76 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         raise RayConnectError(f"address: cannot connect to Ray at {address!r}: {reason}") from None
 
 
-def run_students(spec: SweepSpec, teacher_outputs: Path, *, verbose: int = 0) -> tune.ResultGrid:
-    """The student phase: ``num_samples`` trials proposed by Optuna's TPE over ``spec.space``."""
+def _concurrency(spec: SweepSpec) -> int:
+    """``resources.max_concurrent``, else as many trials as the cluster's CPUs hold."""
+    if spec.resources.max_concurrent:
+        return spec.resources.max_concurrent
+    per_trial = spec.resources.cpus_per_trial * spec.resources.workers
+    return max(1, int(ray.cluster_resources().get("CPU", 1.0) // per_trial))
+
+
+def _trainable(spec: SweepSpec):
+    res = spec.resources
+    if res.workers == 1:  # the loop runs inline in the Tune trial
+        return tune.with_resources(train_student, {"cpu": res.cpus_per_trial})
+    trainable = distributed_student(
+        res.workers, cpus_per_worker=res.cpus_per_trial, start_timeout_s=res.start_timeout_s
+    )
+    # The trial itself only coordinates; its workers reserve their own CPUs. (Tune refuses an
+    # empty request, so it holds a token of memory.)
+    return tune.with_resources(trainable, {"cpu": 0, "memory": 2**20})
+
+
+def _scheduler(spec: SweepSpec):
+    """FIFO, ASHA or median stopping on the student's ``step`` (survives trial restarts)."""
+    sched, steps = spec.scheduler, spec.student.optim.steps
+    grace = max(spec.student.eval_every, round(sched.grace_period * steps))
+    if sched.kind == "asha":
+        return ASHAScheduler(
+            time_attr="step", metric=spec.metric, mode=spec.mode, max_t=steps,
+            grace_period=min(grace, steps), reduction_factor=sched.reduction_factor,
+        )  # fmt: skip
+    if sched.kind == "median":
+        return MedianStoppingRule(
+            time_attr="step", metric=spec.metric, mode=spec.mode, grace_period=grace,
+            min_samples_required=sched.min_samples,
+        )  # fmt: skip
+    return None
+
+
+def run_students(
+    spec: SweepSpec,
+    teacher_outputs: Path,
+    plan: ResumePlan,
+    *,
+    storage,
+    verbose: int = 0,
+) -> tune.ResultGrid:
+    """The student phase: the baselines still to run, then ``plan.remaining`` trials proposed
+    by the spec's Optuna sampler over ``spec.space``."""
     _quiet_optuna()
     base = spec.student_config(str(teacher_outputs)).model_dump()
-    searcher = OptunaSearch(
-        space=functools.partial(distillation_space, bounds=spec.space),
-        metric=spec.metric,
-        mode=spec.mode,
-        sampler=optuna.samplers.TPESampler(
-            seed=spec.seed, n_startup_trials=spec.search.n_startup_trials
-        ),
-        storage=_seeded_study_storage(spec),
-        study_name=STUDY_NAME,
-    )
+    baselines = [c for arm, c in baseline_configs(spec).items() if arm not in plan.done_arms]
+    searcher = WithBaselines(optuna_searcher(spec, storage), baselines)
+    total = plan.remaining + len(baselines)
+    multi = len(spec.objective_metrics) > 1
     tuner = tune.Tuner(
-        tune.with_resources(train_student, {"cpu": spec.resources.cpus_per_trial}),
+        _trainable(spec),
         param_space=base,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            num_samples=spec.num_samples,
-            max_concurrent_trials=spec.resources.max_concurrent,
-            reuse_actors=True,
+            scheduler=_scheduler(spec),
+            num_samples=total,
+            max_concurrent_trials=_concurrency(spec),
+            reuse_actors=spec.resources.workers == 1,
         ),
         run_config=tune.RunConfig(
-            name="students",
+            name=f"students-{plan.run}" if plan.run else "students",
             storage_path=str(spec.sweep_dir / "tune"),
+            failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
             callbacks=[
                 ParquetSink(spec.sweep_dir, spec.name, StudentConfig),
-                ProgressPrinter(spec.num_samples, spec.metric),
+                ProgressPrinter(total, spec.objective_metrics[0] if multi else spec.metric),
             ],
             verbose=verbose,
         ),
@@ -116,39 +144,32 @@ def run_students(spec: SweepSpec, teacher_outputs: Path, *, verbose: int = 0) ->
     return tuner.fit()
 
 
-def _seeded_study_storage(spec: SweepSpec) -> optuna.storages.BaseStorage:
-    """The Optuna study's storage, with the first trials enqueued when asked: one per curriculum
-    kind (other parameters sampled), so TPE cannot leave an arm untried by chance.
-
-    Ray ignores ``points_to_evaluate`` for define-by-run spaces (ray#35319), so the trials are
-    enqueued in the study itself, which OptunaSearch then loads.
-    """
-    storage = optuna.storages.InMemoryStorage()
-    study = optuna.create_study(
-        storage=storage,
-        study_name=STUDY_NAME,
-        direction="maximize" if spec.mode == "max" else "minimize",
-    )
-    if spec.search.cover_curricula:
-        for kind in spec.space.curricula[: spec.num_samples]:
-            study.enqueue_trial({"curriculum/kind": kind}, skip_if_exists=True)
-    return storage
-
-
 def run_sweep(spec: SweepSpec, *, address: str | None = None, verbose: int = 0) -> Path:
-    """Run a whole sweep; return its results directory ``<storage>/<name>``.
+    """Run a sweep, or resume it when ``<storage>/<name>`` already holds one started from the
+    same spec: finished trials are kept and not re-run, the Optuna study continues.
 
     Uses an already-initialised Ray as is; otherwise starts (and afterwards stops) one.
     ``verbose`` is Tune's verbosity (0: only this package's one line per trial).
     """
-    check_new_sweep(spec)
+    manifest = Manifest.open(spec)  # raises SweepExistsError if the spec changed
     started = connect(address)
     try:
+        probe_storage(spec.sweep_dir)
         teacher_outputs = ensure_teacher(spec, verbose=verbose)
-        print(f"students: {spec.num_samples} trials -> {spec.sweep_dir}")
-        results = run_students(spec, teacher_outputs, verbose=verbose)
+        storage = study_storage(spec)
+        study = open_study(spec, storage)
+        plan = plan_resume(spec, study, manifest.runs)
+        if plan.remaining <= 0 and len(plan.done_arms) >= len(baseline_configs(spec)):
+            print(f"students: sweep {spec.name!r} is complete ({plan.done} trials)")
+            return spec.sweep_dir
+        manifest.begin()
+        if plan.done:
+            print(f"students: resuming, {plan.done} trials done, {plan.remaining} to go")
+        print(f"students: -> {spec.sweep_dir}")
+        results = run_students(spec, teacher_outputs, plan, storage=storage, verbose=verbose)
         failed = sum(r.error is not None for r in results)
         print(f"students: {len(results) - failed} finished, {failed} failed")
+        manifest.end()
     finally:
         if started:
             ray.shutdown()

@@ -355,11 +355,18 @@ class StudentConfig(_Strict):
     defines ``steps_to_target``: the first evaluated step whose validation accuracy reaches it
     (``steps_to_target_capped`` is the same, or ``steps + eval_every`` when never reached, a
     number a searcher can minimise). ``stop_at_target`` ends the run there.
+
+    ``repeats``: the configuration runs with seeds ``seed, seed + 1, ...`` in lockstep and every
+    record reports their mean (what a searcher should see); the last record also lists each
+    seed's final metrics (``*_seeds``). ``arm`` is a free label kept in the results (the sweep
+    marks its baselines with it).
     """
 
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    repeats: int = Field(default=1, ge=1, le=64)
+    arm: str = Field(default="search", max_length=100)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     teacher_schedule: TeacherScheduleConfig = Field(default_factory=TeacherScheduleConfig)

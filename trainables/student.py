@@ -1,13 +1,23 @@
-"""Ray Tune entry point for the student (single worker, runs inline in the Tune trial)."""
+"""Ray Tune entry points for the student: inline (one worker, the loop runs in the Tune trial)
+and data-parallel (the same per-worker loop on several Ray Train workers under TorchTrainer).
+"""
 
 from __future__ import annotations
 
+import functools
+import re
+from collections.abc import Callable
 from typing import Any
 
+import ray
 from ray import tune
 
 from trainables.config import StudentConfig
-from trainables.loops import student_loop
+from trainables.loops import repeated_loop
+
+
+class WorkerStartTimeout(RuntimeError):
+    """The trial's Ray Train workers could not be placed within the timeout."""
 
 
 def train_student(config: dict[str, Any]) -> None:
@@ -23,8 +33,101 @@ def train_student(config: dict[str, Any]) -> None:
         tune.Tuner(train_student, param_space=base).fit()
 
     Reports, every ``eval_every`` steps, the metrics listed in
-    :func:`trainables.loops.student_loop`.
+    :func:`trainables.loops.student_loop` (the mean over seeds when ``repeats > 1``).
     """
     cfg = StudentConfig.model_validate(config)
-    for record in student_loop(cfg):
+    for record in repeated_loop(cfg):
         tune.report(record)
+
+
+def distributed_student(
+    num_workers: int,
+    *,
+    cpus_per_worker: float = 1.0,
+    use_gpu: bool = False,
+    start_timeout_s: float = 120.0,
+) -> Callable[[dict[str, Any]], None]:
+    """A Tune function trainable that runs each trial on ``num_workers`` Ray Train workers
+    (``TorchTrainer``, DDP over gloo on CPU, NCCL on GPU); every worker runs the same loop on
+    its rank's shard of each global batch of ``optim.batch_size * num_workers`` examples.
+
+    The trial first reserves its workers' resources (a placement group) and fails with
+    :class:`WorkerStartTimeout` if they cannot be had within ``start_timeout_s``, instead of
+    waiting forever (ray#54305, ray#47439). Give the trial itself few resources, e.g.
+    ``tune.with_resources(distributed_student(2), {"cpu": 0})``: its workers ask for their own.
+    """
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    if use_gpu:  # the loop keeps its tensors on the host (README, "GPU")
+        raise NotImplementedError("use_gpu: the student loop does not place tensors on GPUs yet")
+    return functools.partial(
+        _run_distributed, num_workers=num_workers, cpus_per_worker=cpus_per_worker,
+        use_gpu=use_gpu, start_timeout_s=start_timeout_s,
+    )  # fmt: skip
+
+
+def _run_distributed(
+    config: dict[str, Any],
+    *,
+    num_workers: int,
+    cpus_per_worker: float,
+    use_gpu: bool,
+    start_timeout_s: float,
+) -> None:
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    StudentConfig.model_validate(config)  # fail here, with the field named, not in a worker
+    bundle = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    _wait_for_resources([bundle] * num_workers, start_timeout_s)
+    context = tune.get_context()
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"student-{context.get_trial_id()}")
+    trainer = TorchTrainer(
+        _student_worker,
+        train_loop_config=config,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=bundle
+        ),
+        run_config=RunConfig(
+            name=name, storage_path=context.get_trial_dir(), callbacks=[TuneReportCallback()]
+        ),
+    )
+    trainer.fit()
+
+
+def _wait_for_resources(bundles: list[dict[str, float]], timeout_s: float) -> None:
+    """Reserve and release ``bundles``: a clear error when the cluster cannot provide them."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    group = placement_group(bundles, strategy="PACK")
+    try:
+        ready, _ = ray.wait([group.ready()], timeout=timeout_s)
+        if not ready:
+            raise WorkerStartTimeout(
+                f"resources: {len(bundles)} workers of {bundles[0]} could not be placed within "
+                f"{timeout_s:.0f} s (cluster: {ray.available_resources()} available); lower "
+                "resources.workers or cpus_per_worker, or add nodes"
+            )
+    finally:
+        remove_placement_group(group)
+
+
+def _student_worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker: the student loop on this rank's shard, reporting from every rank
+    (Ray Train forwards rank 0's metrics to Tune)."""
+    import ray.train
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    context = ray.train.get_context()
+    cfg = StudentConfig.model_validate(config)
+
+    def wrap(model: torch.nn.Module) -> torch.nn.Module:
+        return DistributedDataParallel(model)
+
+    for record in repeated_loop(
+        cfg, rank=context.get_world_rank(), world_size=context.get_world_size(), wrap_model=wrap
+    ):
+        ray.train.report(record)

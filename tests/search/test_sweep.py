@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import duckdb
+import pyarrow.compute as pc
 import pytest
 
 from analysis import best_schedules, load_curves, load_teacher, load_trials
@@ -41,15 +42,22 @@ def sweep(ray_session, tmp_path_factory):
 def test_sweep_writes_every_contract_column_and_a_good_student(sweep):
     spec, results = sweep
     trials = load_trials(results)
-    assert trials.num_rows == 4
+    assert trials.num_rows == 4 + 2  # searched + the baselines oneshot and labels_only
     assert set(trials.column_names) >= TRIAL_COLUMNS
     assert set(trials.column("status").to_pylist()) == {"TERMINATED"}
+    arms = trials.column("config.arm").to_pylist()
+    assert sorted(set(arms)) == ["baseline:labels_only", "baseline:oneshot", "search"]
+    assert arms.count("search") == 4
+    labels_only = trials.filter(pc.equal(trials["config.arm"], "baseline:labels_only"))
+    assert labels_only["config.distill.alpha"].to_pylist() == [1.0]
+    assert labels_only["config.curriculum.kind"].to_pylist() == ["none"]
+    searched = trials.filter(pc.equal(trials["config.arm"], "search"))
     # cover_curricula: both arms were tried
-    assert set(trials.column("config.curriculum.kind").to_pylist()) == {"none", "paced"}
+    assert set(searched.column("config.curriculum.kind").to_pylist()) == {"none", "paced"}
     curves = load_curves(results)
     assert set(curves.column_names) >= CURVE_COLUMNS
     per_trial = curves.group_by("trial_id").aggregate([("step", "count")])
-    assert sorted(per_trial.column("step_count").to_pylist()) == [4, 4, 4, 4]
+    assert sorted(per_trial.column("step_count").to_pylist()) == [4] * 6
     best = best_schedules(trials, top=1)
     assert best.loc[0, "val_accuracy"] > 0.9
     assert load_teacher(results).column("is_kept").to_pylist()[-1] is True
@@ -61,29 +69,43 @@ def test_duckdb_reads_the_tables_unchanged(sweep):
     n_trials, best = duckdb.sql(
         f"select count(*), max(val_accuracy) from read_parquet('{results}/trials/**/*.parquet')"
     ).fetchall()[0]
-    assert n_trials == 4 and best > 0.9
+    assert n_trials == 6 and best > 0.9
     per_trial = duckdb.sql(
         f"select trial_id, count(*) from read_parquet('{results}/curves/**/*.parquet') group by 1"
     ).fetchall()
-    assert len(per_trial) == 4 and all(n >= 3 for _, n in per_trial)
+    assert len(per_trial) == 6 and all(n >= 3 for _, n in per_trial)
 
 
 @pytest.mark.ray
-def test_second_sweep_reuses_the_teacher_and_a_taken_name_is_refused(sweep, capsys):
+def test_second_sweep_reuses_the_teacher_a_rerun_resumes_and_a_changed_spec_is_refused(
+    sweep, capsys
+):
     spec, _ = sweep
     meta = Path(spec.storage) / "_teachers"
     (teacher_dir,) = meta.iterdir()
     built_at = (teacher_dir / "meta.json").stat().st_mtime_ns
     second = load_spec(
-        QUICKSTART, [*SMALL, f"storage={spec.storage}", "name=second", "num_samples=2"]
+        QUICKSTART,
+        [*SMALL, f"storage={spec.storage}", "name=second", "num_samples=2", "baselines=[]"],
     )
     results = run_sweep(second)
     assert "teacher: reusing" in capsys.readouterr().out
     assert not (results / "tune" / "teacher").exists()  # no teacher trial ran
     assert (teacher_dir / "meta.json").stat().st_mtime_ns == built_at
     assert load_trials(results).num_rows == 2 and load_teacher(results).num_rows == 12
-    with pytest.raises(SweepExistsError, match="already has results"):
-        run_sweep(second)
+    run_sweep(second)  # the same spec again: nothing left to do
+    assert "is complete" in capsys.readouterr().out
+    assert load_trials(results).num_rows == 2
+    bigger = second.model_copy(update={"num_samples": 3})  # a bigger budget continues it
+    run_sweep(bigger)
+    trials = load_trials(results)
+    assert trials.num_rows == 3 and len(set(trials["trial_id"].to_pylist())) == 3
+    changed = load_spec(
+        QUICKSTART,
+        [*SMALL, f"storage={spec.storage}", "name=second", "num_samples=2", "seed=7"],
+    )
+    with pytest.raises(SweepExistsError, match=r"another spec \(differs in: baselines, seed\)"):
+        run_sweep(changed)
 
 
 @pytest.mark.ray
@@ -111,7 +133,7 @@ def test_cli_run_then_analysis_best(tmp_path):
     )  # fmt: skip
     assert (
         again.returncode == 2
-        and "already has results" in again.stderr
+        and "was started from another spec" in again.stderr
         and "Traceback" not in again.stderr
     )
 
@@ -123,7 +145,8 @@ def test_cli_run_on_an_existing_cluster_by_address(external_cluster, tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "search", "run", str(QUICKSTART), "--storage", str(tmp_path),
          "--name", "remote", "--address", address, "--set", "num_samples=2",
-         "--set", "student.optim.steps=100", "--set", "teacher.optim.steps=100"],
+         "--set", "student.optim.steps=100", "--set", "teacher.optim.steps=100",
+         "--set", "baselines=[]"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
@@ -150,7 +173,7 @@ def test_every_curriculum_kind_trains_a_good_student_in_a_real_sweep(ray_session
     spec = load_spec(
         ROOT / "examples" / "all_curricula.yaml",
         [f"storage={tmp_path}", "num_samples=8", "student.optim.steps=200", "student.eval_every=100",
-         "teacher.optim.steps=300", "space.alpha=[0.0, 0.9]"],
+         "teacher.optim.steps=300", "space.alpha=[0.0, 0.9]", "baselines=[]"],
     )  # fmt: skip
     trials = load_trials(run_sweep(spec)).to_pandas()
     assert (trials["status"] == "TERMINATED").all(), trials["error"].dropna().tolist()

@@ -4,7 +4,8 @@ The Ray entry points (:mod:`trainables.teacher`, :mod:`trainables.student`) iter
 report each record; nothing here imports Ray.
 """
 
+from trainables.loops._repeats import repeated_loop
 from trainables.loops._student import student_loop
 from trainables.loops._teacher import teacher_loop
 
-__all__ = ["student_loop", "teacher_loop"]
+__all__ = ["repeated_loop", "student_loop", "teacher_loop"]

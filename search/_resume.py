@@ -1,0 +1,215 @@
+"""Crash safety of a sweep: its manifest, resume-or-start, and the shared-storage probe."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import platform
+import secrets
+import subprocess
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pyarrow.parquet as pq
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from search.errors import StorageError, SweepExistsError
+from search.spec import SweepSpec
+
+# Spec fields that may change between runs of one sweep (a bigger budget, another cluster).
+_MUTABLE = {"num_samples", "resources", "storage", "name"}
+_PACKAGES = ("kd-schedule-search", "ray", "optuna", "torch", "pyarrow", "pydantic", "numpy")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _fingerprint(spec_json: dict[str, Any]) -> str:
+    fixed = {k: v for k, v in spec_json.items() if k not in _MUTABLE}
+    return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _git_revision() -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+@dataclass
+class Manifest:
+    """``<sweep>/manifest.json``: the spec, its fingerprint, package versions, git revision,
+    and one ``{started, ended}`` entry per run (``ended`` null: that run was interrupted)."""
+
+    path: Path
+    data: dict[str, Any]
+
+    @classmethod
+    def open(cls, spec: SweepSpec) -> Manifest:
+        """The sweep's manifest, new or existing; :class:`SweepExistsError` if the directory
+        holds a sweep started from a different spec (or results without a manifest)."""
+        path = spec.sweep_dir / "manifest.json"
+        spec_json = spec.model_dump(mode="json")
+        fingerprint = _fingerprint(spec_json)
+        if path.is_file():
+            data = json.loads(path.read_text())
+            if data.get("fingerprint") != fingerprint:
+                old = data.get("spec", {})
+                changed = sorted(
+                    k for k in set(old) | set(spec_json)
+                    if k not in _MUTABLE and old.get(k) != spec_json.get(k)
+                )  # fmt: skip
+                raise SweepExistsError(
+                    f"name: sweep {spec.name!r} in {spec.sweep_dir} was started from another "
+                    f"spec (differs in: {', '.join(changed) or 'format'}); choose another "
+                    "--name, or run it with its original spec to resume it"
+                )
+            return cls(path, data)
+        trials = spec.sweep_dir / "trials"
+        if trials.is_dir() and any(trials.iterdir()):
+            raise SweepExistsError(
+                f"name: {spec.sweep_dir} holds results but no manifest.json; choose another "
+                "--name or remove that directory"
+            )
+        data = {
+            "sweep": spec.name, "fingerprint": fingerprint, "spec": spec_json,
+            "versions": _versions(), "git_revision": _git_revision(), "created": _now(),
+            "runs": [],
+        }  # fmt: skip
+        return cls(path, data)
+
+    @property
+    def runs(self) -> int:
+        return len(self.data["runs"])
+
+    def begin(self) -> None:
+        self.data["runs"].append({"started": _now(), "ended": None, "host": platform.node()})
+        self._write()
+
+    def end(self) -> None:
+        self.data["runs"][-1]["ended"] = _now()
+        self._write()
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
+        tmp.write_text(json.dumps(self.data, indent=2) + "\n")
+        os.replace(tmp, self.path)
+
+
+@dataclass
+class ResumePlan:
+    run: int  # index of this run of the sweep (0: the first)
+    done: int = 0  # trials with a row in the trials table (finished or failed)
+    remaining: int = 0  # searched trials still to run
+    done_arms: set[str] = field(default_factory=set)  # baseline arms already run
+
+
+def trial_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    trials = sweep_dir / "trials"
+    if not trials.is_dir() or not any(p.suffix == ".parquet" for p in trials.iterdir()):
+        return []
+    return pq.read_table(trials).to_pylist()
+
+
+def plan_resume(spec: SweepSpec, study: optuna.Study, runs: int) -> ResumePlan:
+    """What is left of the sweep, and the study made consistent with the trials table.
+
+    Study trials left ``RUNNING`` by a killed driver are settled: one whose result reached the
+    trials table is told that result; any other is marked failed and its parameters enqueued
+    again, so it runs once more (it never finished) and no trial number is reused.
+    """
+    rows = trial_rows(spec.sweep_dir)
+    arms = [row.get("config.arm") or "search" for row in rows]
+    searched = [row for row, arm in zip(rows, arms, strict=True) if arm == "search"]
+    _settle_interrupted(study, searched, spec.objective_metrics)
+    return ResumePlan(
+        run=runs,
+        done=len(rows),
+        remaining=spec.num_samples - len(searched),
+        done_arms={a.removeprefix("baseline:") for a in arms if a.startswith("baseline:")},
+    )
+
+
+def _settle_interrupted(
+    study: optuna.Study, rows: list[dict[str, Any]], metrics: list[str]
+) -> None:
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        row = next((r for r in rows if _same_params(trial.params, r)), None)
+        values = [row.get(m) for m in metrics] if row and row["status"] == "TERMINATED" else None
+        if values and None not in values:
+            study.tell(trial.number, values if len(values) > 1 else values[0])
+        else:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(trial.params)
+
+
+def _same_params(params: dict[str, Any], row: dict[str, Any]) -> bool:
+    return all(
+        row.get("config." + name.replace("/", ".")) == value for name, value in params.items()
+    )
+
+
+@ray.remote(num_cpus=0)
+def _probe(marker: str, token: str, node: str) -> bool:
+    path = Path(marker)
+    try:
+        seen = path.read_text() == token
+        Path(f"{marker}.{node}").write_text(token)
+    except OSError:
+        return False
+    return seen
+
+
+def probe_storage(sweep_dir: Path, timeout_s: float = 60.0) -> None:
+    """On a multi-node cluster, check that every node reads and writes ``sweep_dir`` (where
+    trials write results and read the teacher bank); :class:`StorageError` names the nodes
+    that do not."""
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    if len(nodes) < 2:
+        return
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(8)
+    marker = sweep_dir / f".probe-{token}"
+    marker.write_text(token)
+    refs = {
+        n["NodeManagerAddress"] + ":" + n["NodeID"][:8]: _probe.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+        ).remote(str(marker), token, n["NodeID"][:8])
+        for n in nodes
+    }
+    try:
+        ok = ray.get(list(refs.values()), timeout=timeout_s)
+        bad = [
+            name for name, seen in zip(refs, ok, strict=True)
+            if not seen or not Path(f"{marker}.{name.rsplit(':', 1)[1]}").is_file()
+        ]  # fmt: skip
+    finally:
+        for path in sweep_dir.glob(f".probe-{token}*"):
+            path.unlink(missing_ok=True)
+    if bad:
+        raise StorageError(
+            f"storage: {sweep_dir} is not shared by every node (not visible on "
+            f"{', '.join(bad)}); use a path all nodes mount (NFS, EFS, ...)"
+        )

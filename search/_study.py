@@ -1,0 +1,178 @@
+"""The Optuna side of a sweep: sampler, persistent study, first trials, and the searcher that
+runs the baseline arms beside Optuna's proposals."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import warnings
+from typing import Any
+
+import optuna
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from search.spec import SweepSpec
+from spaces import distillation_space
+
+STUDY_NAME = "students"
+
+
+class _GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid over the given parameters; the conditional parameters a define-by-run space
+    adds outside the grid are drawn at random. Never calls ``study.stop()`` (Ray drives the
+    study with ask/tell, where stopping is an error); trials past the grid repeat grid points."""
+
+    def __init__(self, grid: dict[str, list[Any]], seed: int) -> None:
+        super().__init__(grid, seed=seed)
+        self._others = optuna.samplers.RandomSampler(seed=seed)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if param_name not in self._search_space:
+            return self._others.sample_independent(study, trial, param_name, param_distribution)
+        return super().sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
+def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    """The spec's search algorithm as a seeded Optuna sampler."""
+    search, seed = spec.search, spec.seed
+    if search.algorithm == "tpe":
+        with warnings.catch_warnings():  # multivariate / group are "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=search.n_startup_trials,
+                multivariate=search.multivariate, group=search.multivariate and search.group,
+                warn_independent_sampling=False,
+            )  # fmt: skip
+    if search.algorithm == "cmaes":
+        return optuna.samplers.CmaEsSampler(
+            seed=seed, n_startup_trials=search.n_startup_trials, warn_independent_sampling=False,
+            independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+        )  # fmt: skip
+    if search.algorithm == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=search.population_size)
+    if search.algorithm == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return _GridSampler(search.grid, seed)
+
+
+def study_storage(spec: SweepSpec) -> optuna.storages.BaseStorage | str:
+    """The spec's RDB URL, or a journal file in the sweep directory (survives a crash)."""
+    if spec.search.study_storage:
+        return spec.search.study_storage
+    spec.sweep_dir.mkdir(parents=True, exist_ok=True)
+    backend = optuna.storages.journal.JournalFileBackend(str(spec.sweep_dir / "optuna.journal"))
+    return optuna.storages.JournalStorage(backend)
+
+
+def open_study(spec: SweepSpec, storage) -> optuna.Study:
+    """Create or load the sweep's study; enqueue the first trials when it is new: one per
+    curriculum kind (``cover_curricula``), then the user's ``points``.
+
+    Ray ignores ``points_to_evaluate`` for define-by-run spaces (ray#35319), so starting points
+    are enqueued in the study itself, which OptunaSearch then loads.
+    """
+    modes = spec.objective_modes
+    directions = ["maximize" if m == "max" else "minimize" for m in modes]
+    study = optuna.create_study(
+        storage=storage, study_name=STUDY_NAME, directions=directions, load_if_exists=True
+    )
+    if study.trials:
+        return study
+    if spec.search.cover_curricula:
+        for kind in spec.space.curricula[: spec.num_samples]:
+            study.enqueue_trial({"curriculum/kind": kind})
+    for point in spec.search.points:
+        study.enqueue_trial(point)
+    return study
+
+
+def optuna_searcher(spec: SweepSpec, storage) -> OptunaSearch:
+    metrics, modes = spec.objective_metrics, spec.objective_modes
+    multi = len(metrics) > 1
+    return OptunaSearch(
+        space=functools.partial(distillation_space, bounds=spec.space),
+        metric=metrics if multi else metrics[0],
+        mode=modes if multi else modes[0],
+        sampler=make_sampler(spec),
+        storage=storage,
+        study_name=STUDY_NAME,
+    )
+
+
+def baseline_configs(spec: SweepSpec) -> dict[str, dict[str, Any]]:
+    """The spec's baseline arms as partial student configs, keyed by arm name.
+
+    ``no_curriculum``: the student's own settings (``spec.student``) without a curriculum;
+    ``labels_only``: no teacher signal (``alpha = 1``); ``oneshot``: distillation from the
+    final teacher at the student's temperature and alpha. An arm identical to an earlier one
+    is dropped (``no_curriculum`` is ``oneshot`` unless the student's teacher schedule is not
+    ``final``, so by default it is not run twice)."""
+    student = spec.student
+    common = {
+        "curriculum": {"kind": "none"},
+        "distill": {
+            "loss": student.distill.loss,
+            "temperature": student.distill.temperature,
+            "alpha": student.distill.alpha,
+            "temperature_schedule": {"kind": "constant"},
+        },
+        "teacher_schedule": student.teacher_schedule.model_dump(),
+    }
+    arms = {
+        "no_curriculum": common,
+        "labels_only": _merge(common, {"distill": {"alpha": 1.0}}),
+        "oneshot": _merge(common, {"teacher_schedule": {"kind": "final"}}),
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for name in spec.baselines:
+        if arms[name] not in out.values():
+            out[name] = arms[name]
+    return {name: {**config, "arm": f"baseline:{name}"} for name, config in out.items()}
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+class WithBaselines(Searcher):
+    """Suggest the fixed baseline configs first, then delegate to ``inner`` (Optuna).
+
+    Baseline results never reach the study: the sampler models only its own space, and a
+    baseline outside the space's bounds (e.g. ``alpha = 1``) cannot confuse it."""
+
+    def __init__(self, inner: Searcher, baselines: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self._metric, self._mode = inner.metric, inner.mode  # lists when multi-objective
+        self.inner = inner
+        self.pending = [copy.deepcopy(b) for b in baselines]
+        self.baseline_trials: set[str] = set()
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return self.inner.set_search_properties(metric, mode, config, **spec)
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.pending:
+            self.baseline_trials.add(trial_id)
+            return self.pending.pop(0)
+        return self.inner.suggest(trial_id)
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the study's storage is the searcher's state (see ``_resume``)."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore: a resumed sweep reopens the study (see ``_resume``)."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id not in self.baseline_trials:
+            self.inner.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        if trial_id not in self.baseline_trials:
+            self.inner.on_trial_complete(trial_id, result=result, error=error)
