@@ -5,6 +5,7 @@ Needs pyarrow and pandas only (no Ray, no torch). ``results`` may be one sweep's
 """
 
 from analysis._best import best_schedules, resolve_column
+from analysis._pareto import pareto
 from analysis._tables import ResultsError, load_curves, load_teacher, load_trials
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "load_curves",
     "load_teacher",
     "load_trials",
+    "pareto",
     "resolve_column",
 ]

@@ -1,4 +1,5 @@
-"""``python -m analysis best RESULTS [--top K] [--by COLUMN] [--metric M]``."""
+"""``python -m analysis best RESULTS [--top K] [--by COLUMN] [--metric M]`` and
+``python -m analysis pareto RESULTS --objective METRIC:MODE --objective METRIC:MODE``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 import pandas as pd
 
 from analysis._best import best_schedules
+from analysis._pareto import pareto
 from analysis._tables import ResultsError, load_trials
 
 
@@ -26,7 +28,24 @@ def build_parser() -> argparse.ArgumentParser:
     best.add_argument("--metric", default="val_accuracy", help="rank by this column")
     best.add_argument("--mode", choices=["max", "min"], default="max")
     best.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    front = commands.add_parser("pareto", help="print the trials no other trial dominates")
+    front.add_argument("results", help="a sweep directory (<storage>/<name>) or a storage root")
+    front.add_argument(
+        "--objective", action="append", required=True, metavar="METRIC:MODE",
+        help="e.g. val_accuracy:max (at least two)",
+    )  # fmt: skip
+    front.add_argument("--format", choices=["table", "csv", "json"], default="table")
     return parser
+
+
+def _objectives(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        metric, _, mode = item.rpartition(":")
+        if not metric or mode not in ("max", "min"):
+            raise ResultsError(f"--objective {item!r}: expected METRIC:max or METRIC:min")
+        out[metric] = mode
+    return out
 
 
 def format_table(df: pd.DataFrame, fmt: str = "table") -> str:
@@ -43,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         trials = load_trials(args.results)
-        df = best_schedules(trials, metric=args.metric, mode=args.mode, by=args.by, top=args.top)
+        if args.command == "pareto":
+            df = pareto(trials, _objectives(args.objective))
+        else:
+            df = best_schedules(
+                trials, metric=args.metric, mode=args.mode, by=args.by, top=args.top
+            )
     except ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

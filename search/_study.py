@@ -45,7 +45,6 @@ def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
             return optuna.samplers.TPESampler(
                 seed=seed, n_startup_trials=search.n_startup_trials,
                 multivariate=search.multivariate, group=search.multivariate and search.group,
-                warn_independent_sampling=False,
             )  # fmt: skip
     if search.algorithm == "cmaes":
         return optuna.samplers.CmaEsSampler(

@@ -63,6 +63,7 @@ TRIAL_METRICS = pa.schema(
         ("best_val_accuracy_seeds", pa.list_(pa.float64())),
         ("test_accuracy_seeds", pa.list_(pa.float64())),
         ("steps_to_target_capped_seeds", pa.list_(pa.int64())),
+        ("node_id", pa.string()),
     ]
 )
 

@@ -33,11 +33,13 @@ def train_student(config: dict[str, Any]) -> None:
         tune.Tuner(train_student, param_space=base).fit()
 
     Reports, every ``eval_every`` steps, the metrics listed in
-    :func:`trainables.loops.student_loop` (the mean over seeds when ``repeats > 1``).
+    :func:`trainables.loops.student_loop` (the mean over seeds when ``repeats > 1``) and the
+    ``node_id`` of the Ray node it runs on.
     """
     cfg = StudentConfig.model_validate(config)
+    node = ray.get_runtime_context().get_node_id()
     for record in repeated_loop(cfg):
-        tune.report(record)
+        tune.report({**record, "node_id": node})
 
 
 def distributed_student(
@@ -123,6 +125,7 @@ def _student_worker(config: dict[str, Any]) -> None:
 
     context = ray.train.get_context()
     cfg = StudentConfig.model_validate(config)
+    node = ray.get_runtime_context().get_node_id()
 
     def wrap(model: torch.nn.Module) -> torch.nn.Module:
         return DistributedDataParallel(model)
@@ -130,4 +133,4 @@ def _student_worker(config: dict[str, Any]) -> None:
     for record in repeated_loop(
         cfg, rank=context.get_world_rank(), world_size=context.get_world_size(), wrap_model=wrap
     ):
-        ray.train.report(record)
+        ray.train.report({**record, "node_id": node})

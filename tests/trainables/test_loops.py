@@ -225,3 +225,39 @@ def test_column_score_without_a_difficulty_column_is_a_clear_error(teacher_dir):
         match="curriculum.score: 'column' is not available \\(set data.difficulty_column\\)",
     ):
         next(student_loop(cfg))
+
+
+def test_repeats_report_the_mean_of_their_seeds_in_lockstep(teacher_dir):
+    from trainables.loops import repeated_loop
+
+    cfg = _student(teacher_dir, repeats=3, seed=5)
+    records = list(repeated_loop(cfg))
+    alone = [list(student_loop(cfg.model_copy(update={"seed": 5 + i}))) for i in range(3)]
+    assert [r["step"] for r in records] == [50, 100, 150, 200]
+    for k, record in enumerate(records):
+        for key in ("val_accuracy", "train_loss", "kd_loss", "easy_accuracy"):
+            expected = sum(run[k][key] for run in alone) / 3
+            assert record[key] == pytest.approx(expected, rel=1e-12), key
+    last = records[-1]
+    assert last["repeats"] == 3
+    assert last["val_accuracy_seeds"] == [run[-1]["val_accuracy"] for run in alone]
+    assert last["test_accuracy"] == pytest.approx(
+        sum(run[-1]["test_accuracy"] for run in alone) / 3
+    )
+    assert len(set(last["val_accuracy_seeds"])) > 1  # the seeds really differ
+
+
+def test_a_seed_that_stops_at_target_waits_for_the_others(teacher_dir):
+    from trainables.loops import repeated_loop
+
+    cfg = _student(teacher_dir, repeats=3, target_accuracy=0.9, stop_at_target=True)
+    records = list(repeated_loop(cfg))
+    last = records[-1]
+    reached = last["steps_to_target_capped_seeds"]
+    assert len(reached) == 3 and max(reached) <= 200
+    assert last["step"] == max(reached)  # the run ends when the slowest seed reaches the target
+    assert last["steps_to_target"] == round(sum(reached) / 3)
+    assert (
+        all("test_accuracy" not in r for r in records[:-1])
+        and len(last["test_accuracy_seeds"]) == 3
+    )

@@ -19,8 +19,10 @@ def repeated_loop(cfg: StudentConfig, **worker: Any) -> Iterator[dict[str, Any]]
     """:func:`student_loop` for seeds ``cfg.seed .. cfg.seed + cfg.repeats - 1``, advanced
     together: each record is the mean over seeds (``steps_to_target`` only once every seed has
     reached the target). A seed that stops early (``stop_at_target``) holds its last record
-    until all have stopped. The last record adds ``<metric>_seeds`` lists (:data:`SEED_METRICS`)
-    and ``repeats``. ``worker`` is passed on (``rank``, ``world_size``, ``wrap_model``)."""
+    until all have stopped. Every record adds ``repeats`` and ``<metric>_seeds``, each seed's
+    value (:data:`SEED_METRICS`; ``test_accuracy_seeds`` in the last record), so a trial
+    stopped early by a scheduler still has them. ``worker`` is passed on (``rank``,
+    ``world_size``, ``wrap_model``)."""
     loops = [
         student_loop(cfg.model_copy(update={"seed": cfg.seed + i}), **worker)
         for i in range(cfg.repeats)
@@ -29,11 +31,7 @@ def repeated_loop(cfg: StudentConfig, **worker: Any) -> Iterator[dict[str, Any]]
     while not all(_done(r) for r in latest):
         yield mean_record(latest)
         latest = [r if _done(r) else next(loop) for r, loop in zip(latest, loops, strict=True)]
-    out = mean_record(latest)
-    for key in SEED_METRICS:
-        out[f"{key}_seeds"] = [r[key] for r in latest]
-    out["repeats"] = len(latest)
-    yield out
+    yield mean_record(latest)
 
 
 def _done(record: dict[str, Any]) -> bool:
@@ -54,4 +52,8 @@ def mean_record(records: list[dict[str, Any]]) -> dict[str, Any]:
         elif None not in values:  # test_accuracy: only once every seed has it
             out[key] = statistics.fmean(values)
     out["step"] = max(r["step"] for r in records)
+    for key in SEED_METRICS:
+        if all(key in r for r in records):
+            out[f"{key}_seeds"] = [r[key] for r in records]
+    out["repeats"] = len(records)
     return out

@@ -1,0 +1,308 @@
+"""Search at scale: samplers, baselines, schedulers, repeats, multi-worker trials, resume."""
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from analysis import load_curves, load_trials, pareto
+from search._resume import _settle_interrupted
+from search._study import STUDY_NAME, baseline_configs, make_sampler
+from search.spec import SpecError, load_spec, validate_spec
+from search.sweep import run_sweep
+from spaces import distillation_space
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = ROOT / "examples" / "quickstart.yaml"
+TINY = [
+    "teacher.optim.steps=200", "student.optim.steps=100", "student.eval_every=50",
+    "search.n_startup_trials=2", "baselines=[]",
+]  # fmt: skip
+
+
+def _spec(**fields):
+    return validate_spec({"name": "t", **fields})
+
+
+@pytest.mark.parametrize(
+    "algorithm, cls",
+    [
+        ("tpe", optuna.samplers.TPESampler),
+        ("cmaes", optuna.samplers.CmaEsSampler),
+        ("nsga2", optuna.samplers.NSGAIISampler),
+        ("random", optuna.samplers.RandomSampler),
+        ("grid", optuna.samplers.GridSampler),
+    ],
+)
+def test_every_algorithm_drives_the_conditional_space(algorithm, cls):
+    search = {"algorithm": algorithm, "n_startup_trials": 2}
+    if algorithm == "grid":
+        search["grid"] = {"curriculum/kind": ["none", "paced", "focal"]}
+    spec = _spec(search=search, space={"curricula": ["none", "paced", "focal"]})
+    sampler = make_sampler(spec)
+    assert isinstance(sampler, cls)
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    space = functools.partial(distillation_space, bounds=spec.space)
+    study.optimize(lambda t: space(t) or t.params["distill/alpha"], n_trials=6)
+    assert len(study.trials) == 6
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    if algorithm == "grid":  # the grid is walked first, the other parameters drawn at random
+        kinds = [t.params["curriculum/kind"] for t in study.trials[:3]]
+        assert sorted(kinds) == ["focal", "none", "paced"]
+        assert len({t.params["distill/alpha"] for t in study.trials}) == 6
+
+
+def test_baselines_are_fixed_configs_and_duplicates_are_dropped():
+    arms = baseline_configs(_spec(student={"distill": {"temperature": 2.0, "alpha": 0.3}}))
+    assert list(arms) == ["oneshot", "labels_only"]  # no_curriculum == oneshot here
+    assert arms["labels_only"]["distill"]["alpha"] == 1.0
+    assert arms["oneshot"]["distill"] == {
+        "loss": "hinton", "temperature": 2.0, "alpha": 0.3,
+        "temperature_schedule": {"kind": "constant"},
+    }  # fmt: skip
+    assert arms["oneshot"]["curriculum"] == {"kind": "none"}
+    assert arms["oneshot"]["arm"] == "baseline:oneshot"
+    lockstep = _spec(student={"teacher_schedule": {"kind": "lockstep"}})
+    arms = baseline_configs(lockstep)
+    assert list(arms) == ["oneshot", "labels_only", "no_curriculum"]
+    assert arms["no_curriculum"]["teacher_schedule"]["kind"] == "lockstep"
+    assert arms["oneshot"]["teacher_schedule"]["kind"] == "final"
+    assert baseline_configs(_spec(baselines=[])) == {}
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (
+            {"objectives": [{"metric": "val_accuracy", "mode": "max"},
+                            {"metric": "wall_time_s", "mode": "min"}],
+             "scheduler": {"kind": "asha"}},
+            "scheduler.kind 'asha' stops trials on one metric",
+        ),
+        (
+            {"objectives": [{"metric": "val_accuracy", "mode": "max"},
+                            {"metric": "wall_time_s", "mode": "min"}],
+             "search": {"algorithm": "cmaes"}},
+            "'cmaes' is single-objective",
+        ),
+        ({"search": {"algorithm": "grid"}}, "search: algorithm 'grid' needs grid"),
+        ({"resources": {"gpus_per_trial": 0.5}}, "resources.gpus_per_trial: GPU trials"),
+        ({"student": {"repeats": 3}}, "student: repeats is set by the sweep"),
+        ({"baselines": ["oneshot", "teacher_only"]}, "baselines.1: Input should be"),
+        ({"scheduler": {"kind": "pbt"}}, "scheduler.kind: Input should be 'fifo', 'asha'"),
+    ],
+)  # fmt: skip
+def test_spec_refuses_combinations_that_cannot_work(fields, message):
+    with pytest.raises(SpecError) as info:
+        _spec(**fields)
+    assert any(message in p for p in info.value.problems), info.value.problems
+
+
+def test_interrupted_study_trials_are_settled_from_the_trials_table():
+    study = optuna.create_study(direction="maximize", study_name=STUDY_NAME)
+    finished, lost = study.ask(), study.ask()  # both RUNNING, as a killed driver leaves them
+    for trial, alpha in ((finished, 0.25), (lost, 0.75)):
+        trial.suggest_float("distill/alpha", 0.0, 1.0)
+        study._storage.set_trial_param(
+            trial._trial_id, "distill/alpha", alpha, optuna.distributions.FloatDistribution(0, 1)
+        )
+    rows = [{"config.distill.alpha": 0.25, "status": "TERMINATED", "val_accuracy": 0.9}]
+    _settle_interrupted(study, rows, ["val_accuracy"])
+    states = {t.number: (t.state, t.value) for t in study.trials}
+    assert states[0] == (optuna.trial.TrialState.COMPLETE, 0.9)  # its result is kept
+    assert states[1][0] == optuna.trial.TrialState.FAIL  # never finished: run again
+    (waiting,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert waiting.system_attrs["fixed_params"] == {"distill/alpha": 0.75}
+
+
+def test_pareto_keeps_exactly_the_non_dominated_trials():
+    import pandas as pd
+
+    trials = pd.DataFrame(
+        {
+            "sweep": "s", "trial_id": list("abcde"), "status": "TERMINATED",
+            "val_accuracy": [0.90, 0.95, 0.85, 0.95, 0.80],
+            "steps_to_target_capped": [100, 300, 50, 400, 50],
+            "config.distill.alpha": [0.1, 0.2, 0.3, 0.4, 0.5],
+        }
+    )  # fmt: skip
+    # d is dominated by b (same accuracy, more steps), e by c (same steps, lower accuracy).
+    front = pareto(trials, {"val_accuracy": "max", "steps_to_target_capped": "min"})
+    assert front["trial_id"].tolist() == ["b", "a", "c"]
+
+
+@pytest.mark.ray
+def test_multi_objective_sweep_lists_its_pareto_set(ray_session, tmp_path):
+    spec = load_spec(
+        QUICKSTART,
+        [*TINY, f"storage={tmp_path}", "name=mo", "num_samples=5", "search.algorithm=nsga2",
+         "search.population_size=4",
+         "objectives=[{metric: val_accuracy, mode: max}, {metric: wall_time_s, mode: min}]"],
+    )  # fmt: skip
+    results = run_sweep(spec)
+    trials = load_trials(results)
+    assert trials.num_rows == 5
+    study = optuna.load_study(
+        study_name=STUDY_NAME,
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(results / "optuna.journal"))
+        ),
+    )
+    assert len(study.directions) == 2 and len(study.best_trials) >= 1
+    front = pareto(trials, {"val_accuracy": "max", "wall_time_s": "min"})
+    assert 1 <= len(front) <= 5
+    run = subprocess.run(
+        [sys.executable, "-m", "analysis", "pareto", str(results), "--objective",
+         "val_accuracy:max", "--objective", "wall_time_s:min", "--format", "csv"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert len(run.stdout.strip().splitlines()) == len(front) + 1
+
+
+@pytest.mark.ray
+def test_asha_stops_trials_early_on_the_students_step_and_repeats_are_recorded(
+    ray_session, tmp_path
+):
+    spec = load_spec(
+        QUICKSTART,
+        [*TINY, f"storage={tmp_path}", "name=asha", "num_samples=6", "student.optim.steps=200",
+         "scheduler.kind=asha", "scheduler.grace_period=0.25", "scheduler.reduction_factor=2",
+         "repeats=2", "baselines=[labels_only]"],
+    )  # fmt: skip
+    trials = load_trials(run_sweep(spec)).to_pandas()
+    assert len(trials) == 7 and (trials["status"] == "TERMINATED").all()
+    assert (trials["steps"] < 200).any() and (trials["steps"] == 200).any()
+    assert (trials["repeats"] == 2).all()
+    for _, row in trials.iterrows():
+        assert len(row["val_accuracy_seeds"]) == 2
+        assert row["val_accuracy"] == pytest.approx(sum(row["val_accuracy_seeds"]) / 2)
+
+
+@pytest.mark.ray
+def test_a_two_worker_trial_runs_under_torchtrainer(ray_session, tmp_path):
+    spec = load_spec(
+        QUICKSTART,
+        [*TINY, f"storage={tmp_path}", "name=ddp", "num_samples=1", "resources.workers=2",
+         "search.cover_curricula=false"],
+    )  # fmt: skip
+    results = run_sweep(spec)
+    trials = load_trials(results)
+    assert trials["status"].to_pylist() == ["TERMINATED"], trials["error"].to_pylist()
+    assert trials["val_accuracy"][0].as_py() > 0.8
+    curves = load_curves(results)
+    # each step consumed a global batch: batch_size examples on each of the 2 workers
+    batch = spec.student.optim.batch_size
+    assert curves["samples_seen"].to_pylist() == [50 * batch * 2, 100 * batch * 2]
+    assert list((results / "tune").glob("students/*/student-*"))  # the TorchTrainer run dir
+
+
+@pytest.mark.ray
+def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(ray_session, tmp_path):
+    spec = load_spec(
+        QUICKSTART,
+        [*TINY, f"storage={tmp_path}", "name=nan", "num_samples=3", "student.optim.lr=1.0",
+         "student.optim.kind=sgd", "student.optim.momentum=0.99", "space.temperature=[50, 100]",
+         "space.alpha=[0.0, 0.01]", "resources.max_failures=0", "baselines=[labels_only]"],
+    )  # fmt: skip
+    trials = load_trials(run_sweep(spec)).to_pandas()
+    assert len(trials) == 4 and trials["trial_id"].is_unique  # every trial ran and has a row
+    failed = trials[trials["status"] == "ERROR"]
+    assert len(failed) >= 3  # the searched ones: KD gradients scaled by T ~ 50-100 at lr 1
+    assert failed["error"].str.contains("FloatingPointError: training loss is nan").all()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_driver_killed_mid_sweep_then_run_again_completes_without_rerunning(
+    external_cluster, tmp_path
+):
+    address = external_cluster(head_cpus=2)
+    args = [
+        sys.executable, "-m", "search", "run", str(QUICKSTART), "--storage", str(tmp_path),
+        "--name", "killed", "--address", address, "--set", "num_samples=8",
+        *[a for s in TINY for a in ("--set", s)], "--set", "student.optim.steps=300",
+        "--set", "baselines=[labels_only]",
+    ]  # fmt: skip
+    driver = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    trials_dir = tmp_path / "killed" / "trials"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # kill it once a few trials have finished
+        if trials_dir.is_dir() and len(list(trials_dir.glob("*.parquet"))) >= 3:
+            break
+        time.sleep(0.2)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=30)
+    before = load_trials(tmp_path / "killed").to_pandas()
+    assert 3 <= len(before) < 9
+    again = subprocess.run(args, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    assert "students: resuming" in again.stdout
+    after = load_trials(tmp_path / "killed").to_pandas()
+    assert len(after) == 9 and after["trial_id"].is_unique
+    assert set(before["trial_id"]) <= set(after["trial_id"])  # finished trials kept, not re-run
+    kept = after.set_index("trial_id").loc[before["trial_id"], "wall_time_s"]
+    assert kept.tolist() == before["wall_time_s"].tolist()
+    assert (after["config.arm"] == "baseline:labels_only").sum() == 1
+    study = optuna.load_study(
+        study_name=STUDY_NAME,
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path / "killed" / "optuna.journal"))
+        ),
+    )
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) == 8  # every searched trial told exactly once
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_three_node_sweep_survives_losing_a_worker_node(tmp_path):
+    """Real multi-node Ray on one machine: trials land on several nodes; a worker node removed
+    mid-sweep -> the sweep completes and every trial has exactly one row."""
+    import threading
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()  # this test owns its cluster
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    try:
+        ray.init(address=cluster.address, logging_level="WARNING")
+        spec = load_spec(
+            QUICKSTART,
+            [*TINY, f"storage={tmp_path}", "name=nodes", "num_samples=8",
+             "student.optim.steps=400", "resources.max_failures=2"],
+        )  # fmt: skip
+        trials_dir = spec.sweep_dir / "trials"
+
+        def remove_one_node() -> None:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                if trials_dir.is_dir() and len(list(trials_dir.glob("*.parquet"))) >= 2:
+                    cluster.remove_node(workers[1], allow_graceful=False)
+                    return
+                time.sleep(0.2)
+
+        remover = threading.Thread(target=remove_one_node)
+        remover.start()
+        results = run_sweep(spec)
+        remover.join()
+        trials = load_trials(results).to_pandas()
+        assert len(trials) == 8 and trials["trial_id"].is_unique
+        assert (trials["status"] == "TERMINATED").all(), trials["error"].dropna().tolist()
+        assert trials["node_id"].nunique() >= 2  # trials ran on both worker nodes
+        assert sum(n["Alive"] for n in ray.nodes()) == 2  # head + the remaining worker
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
