@@ -1,4 +1,4 @@
-"""``python -m search validate|run SPEC [--set a.b=value ...]``.
+"""``python -m search validate|run|submit SPEC [--set a.b=value ...]``.
 
 Exit codes: 0 success, 2 bad input (one line per problem, nothing started), 1 a sweep that
 started but failed.
@@ -20,7 +20,11 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m search", description="Search distillation schedules.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for name, help_text in [("validate", "check a spec"), ("run", "run a sweep")]:
+    for name, help_text in [
+        ("validate", "check a spec"),
+        ("run", "run a sweep, or resume it if <storage>/<name> holds one from the same spec"),
+        ("submit", "run a sweep as a Ray Job on a cluster (--address http://HEAD:8265)"),
+    ]:
         cmd = commands.add_parser(name, help=help_text)
         cmd.add_argument("spec", help="sweep spec (YAML)")
         cmd.add_argument(
@@ -29,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
         )  # fmt: skip
         cmd.add_argument("--storage", help="results root (overrides the spec's storage)")
         cmd.add_argument("--name", help="sweep name (overrides the spec's name)")
+        if name == "submit":
+            cmd.add_argument(
+                "--address", required=True, help="the Ray Jobs server, e.g. http://HEAD:8265"
+            )
         if name == "run":
             cmd.add_argument(
                 "--address",
@@ -63,7 +71,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         print(f"ok: {args.spec} is a valid sweep spec ({spec.num_samples} trials)")
         return 0
+    if args.command == "submit":
+        return _submit(spec, args.address)
     return _run(spec, args)
+
+
+def _submit(spec: SweepSpec, address: str) -> int:
+    from search.errors import SweepInputError
+    from search.submit import submit
+
+    try:
+        job = submit(spec, address)
+    except SweepInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"submitted sweep {spec.name!r} as job {job}; follow it with:")
+    print(f"  ray job logs --follow {job} --address {address}")
+    return 0
 
 
 def _run(spec: SweepSpec, args: argparse.Namespace) -> int:

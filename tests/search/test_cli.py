@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = ROOT / "examples" / "quickstart.yaml"
 
 
 def _cli(*args, cwd):
@@ -51,3 +52,27 @@ def test_usage_errors_exit_2(tmp_path):
         missing.returncode == 2
         and missing.stderr.strip() == "error: spec: file 'nope.yaml' does not exist"
     )
+
+
+def test_submit_packs_the_validated_spec_into_the_jobs_working_dir(tmp_path):
+    from search.spec import load_spec
+    from search.submit import job_request
+
+    spec = load_spec(QUICKSTART, ["num_samples=3", "name=remote"])
+    request = job_request(spec, root=tmp_path)
+    assert request["entrypoint"] == "python -m search run .kd-submit/remote.yaml"
+    assert request["runtime_env"]["working_dir"] == str(tmp_path)
+    assert {".venv", ".git", "results"} <= set(request["runtime_env"]["excludes"])
+    written = load_spec(tmp_path / ".kd-submit" / "remote.yaml")
+    assert written == spec  # what runs on the cluster is exactly what was validated here
+
+
+def test_submit_without_the_jobs_sdk_or_server_exits_2_with_one_line(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "search", "submit", str(QUICKSTART), "--address",
+         "http://127.0.0.1:1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith("error: ") and ("Ray Jobs SDK" in line or "address:" in line)

@@ -1,0 +1,113 @@
+"""Early stopping and packing of whole sweeps, measured side by side in one run.
+
+- ``asha_over_fifo_steps``: two sweeps over the same configurations (seeded random sampler, so
+  both propose the same points in the same order), one FIFO, one ASHA on the student's step
+  (grace 1/9 of the run, reduction factor 3). The figure is ASHA's total student steps over
+  FIFO's; ``asha_minus_fifo_best_val_accuracy`` says how much best validation accuracy that cost
+  (target: within 1 point, i.e. >= -0.01, at <= 0.35x the steps).
+- ``sweep_wall_over_ideal``: a 16-trial sweep of ~5 s trials on 2 cores (2 at a time), its
+  student phase's wall time over the ideal 16 x t / 2, where t is one such trial run directly
+  (no Ray) on one thread in the same script. Target <= 1.15.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pyarrow.compute as pc  # noqa: E402
+import ray  # noqa: E402
+import torch  # noqa: E402
+from _record import record  # noqa: E402
+
+from analysis import load_trials  # noqa: E402
+from search.spec import load_spec  # noqa: E402
+from search.sweep import run_sweep  # noqa: E402
+from trainables.loops import student_loop  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "examples" / "quickstart.yaml"
+COMMON = [
+    "teacher.optim.steps=600", "search.algorithm=random", "baselines=[]",
+    "search.cover_curricula=false", "space.curricula=[none, paced]",
+]  # fmt: skip
+
+
+def _steps(results: Path) -> tuple[int, float]:
+    trials = load_trials(results)
+    return pc.sum(trials["steps"]).as_py(), pc.max(trials["val_accuracy"]).as_py()
+
+
+def asha_vs_fifo(storage: str) -> None:
+    n, steps = 27, 900
+    args = [*COMMON, f"storage={storage}", f"num_samples={n}", f"student.optim.steps={steps}",
+            "student.eval_every=50", "scheduler.grace_period=0.1111", "scheduler.reduction_factor=3"]  # fmt: skip
+    fifo = run_sweep(load_spec(QUICKSTART, [*args, "name=fifo"]))
+    asha = run_sweep(load_spec(QUICKSTART, [*args, "name=asha", "scheduler.kind=asha"]))
+    (fifo_steps, fifo_best), (asha_steps, asha_best) = _steps(fifo), _steps(asha)
+    print(f"FIFO {fifo_steps} steps, best {fifo_best:.4f}; ASHA {asha_steps}, best {asha_best:.4f}")
+    record(
+        "asha_over_fifo_steps", asha_steps / fifo_steps, "ratio",
+        f"{n} trials x {steps} steps, random sampler: {asha_steps} vs {fifo_steps} student steps; "
+        "target <= 0.35",
+    )  # fmt: skip
+    record(
+        "asha_minus_fifo_best_val_accuracy", asha_best - fifo_best, "accuracy",
+        f"best val_accuracy {asha_best:.4f} (ASHA) vs {fifo_best:.4f} (FIFO); target >= -0.01",
+    )  # fmt: skip
+
+
+def sweep_wall(storage: str) -> None:
+    n, target_s = 16, 5.0
+    spec = load_spec(QUICKSTART, [*COMMON, f"storage={storage}", "name=calibrate"])
+    teacher_dir = run_sweep(spec.model_copy(update={"num_samples": 1}))  # builds the bank
+    bank = next((Path(storage) / "_teachers").iterdir())
+    torch.set_num_threads(1)  # as a 1-CPU Tune trial runs
+    probe = spec.student_config(str(bank)).model_copy(update={"eval_every": 100})
+    probe = probe.model_copy(update={"optim": probe.optim.model_copy(update={"steps": 500})})
+    started = time.perf_counter()
+    for _ in student_loop(probe):
+        pass
+    steps = int(target_s / (time.perf_counter() - started) * 500)
+    direct = probe.model_copy(update={"optim": probe.optim.model_copy(update={"steps": steps})})
+    started = time.perf_counter()
+    for _ in student_loop(direct):
+        pass
+    trial_s = time.perf_counter() - started
+    torch.set_num_threads(os.cpu_count() or 1)
+    del teacher_dir
+    sweep = load_spec(
+        QUICKSTART,
+        [*COMMON, f"storage={storage}", "name=wall", f"num_samples={n}",
+         f"student.optim.steps={steps}", f"student.eval_every={steps // 10}",
+         "space.curricula=[none]"],
+    )  # fmt: skip
+    started = time.perf_counter()
+    run_sweep(sweep)
+    wall = time.perf_counter() - started
+    ideal = n * trial_s / 2
+    print(f"{n} trials of {trial_s:.2f} s ({steps} steps): {wall:.1f} s vs ideal {ideal:.1f} s")
+    record(
+        "sweep_wall_over_ideal", wall / ideal, "ratio",
+        f"{n} trials of {trial_s:.1f} s on 2 cores: {wall:.1f} s vs ideal {ideal:.1f} s "
+        "(teacher reused, Ray already up); target <= 1.15",
+    )  # fmt: skip
+
+
+def main() -> None:
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        with tempfile.TemporaryDirectory() as storage:
+            sweep_wall(storage)
+            asha_vs_fifo(storage)
+    finally:
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
