@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
 
 from search._resume import Manifest, ResumePlan, plan_resume, probe_storage
 from search._study import (
@@ -87,17 +87,37 @@ def _trainable(spec: SweepSpec):
     return tune.with_resources(trainable, {"cpu": 0, "memory": 2**20})
 
 
+class _SparingBaselines:
+    """A stopping rule that never stops a baseline arm (they are the yardstick: ``compare``
+    needs their final test metrics); their results still inform the rule."""
+
+    def on_trial_result(self, tune_controller, trial, result):
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if str(trial.config.get("arm", "search")).startswith("baseline:"):
+            return TrialScheduler.CONTINUE
+        return decision
+
+
+class _ASHA(_SparingBaselines, ASHAScheduler):
+    pass
+
+
+class _Median(_SparingBaselines, MedianStoppingRule):
+    pass
+
+
 def _scheduler(spec: SweepSpec):
-    """FIFO, ASHA or median stopping on the student's ``step`` (survives trial restarts)."""
+    """FIFO, ASHA or median stopping on the student's ``step`` (survives trial restarts);
+    baselines always run to the end."""
     sched, steps = spec.scheduler, spec.student.optim.steps
     grace = max(spec.student.eval_every, round(sched.grace_period * steps))
     if sched.kind == "asha":
-        return ASHAScheduler(
+        return _ASHA(
             time_attr="step", metric=spec.metric, mode=spec.mode, max_t=steps,
             grace_period=min(grace, steps), reduction_factor=sched.reduction_factor,
         )  # fmt: skip
     if sched.kind == "median":
-        return MedianStoppingRule(
+        return _Median(
             time_attr="step", metric=spec.metric, mode=spec.mode, grace_period=grace,
             min_samples_required=sched.min_samples,
         )  # fmt: skip

@@ -181,6 +181,8 @@ def test_asha_stops_trials_early_on_the_students_step_and_repeats_are_recorded(
     assert len(trials) == 7 and (trials["status"] == "TERMINATED").all()
     assert (trials["steps"] < 200).any() and (trials["steps"] == 200).any()
     assert (trials["repeats"] == 2).all()
+    baseline = trials[trials["config.arm"] == "baseline:labels_only"]
+    assert baseline["steps"].tolist() == [200]  # baselines are never stopped early
     for _, row in trials.iterrows():
         assert len(row["val_accuracy_seeds"]) == 2
         assert row["val_accuracy"] == pytest.approx(sum(row["val_accuracy_seeds"]) / 2)

@@ -1,0 +1,214 @@
+"""``python -m analysis report RESULTS -o report.html``: one self-contained HTML file.
+
+Plots (PNG, embedded as data URIs): learning curves per curriculum kind with CI bands,
+accuracy against temperature and alpha, the teacher's curve with its phase transition and the
+checkpoints students used, the Pareto front, parameter importance, and stage-wise accuracy on
+the easy and hard halves of the validation set. Tables: best schedules and the comparison
+against a baseline arm.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime
+import html
+import io
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis._best import best_schedules  # noqa: E402
+from analysis._compare import compare  # noqa: E402
+from analysis._curves import learning_curves, param_importance  # noqa: E402
+from analysis._pareto import pareto  # noqa: E402
+from analysis._tables import ResultsError, load_curves, load_teacher, load_trials  # noqa: E402
+
+COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+_CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse;font-size:13px}"
+    "td,th{padding:3px 8px;border-bottom:1px solid #ddd}img{max-width:100%}"
+)
+
+
+def _kind(trials: pd.DataFrame) -> pd.Series:
+    """Curriculum kind, with baselines named as such."""
+    arm = trials.get("config.arm", pd.Series("search", index=trials.index)).fillna("search")
+    kind = trials["config.curriculum.kind"].astype(str)
+    return kind.where(arm == "search", arm.str.removeprefix("baseline:") + " (baseline)")
+
+
+def fig_learning_curves(curves: pd.DataFrame, trials: pd.DataFrame) -> plt.Figure:
+    trials = trials.assign(group=_kind(trials))
+    table = learning_curves(curves, trials, by="group")
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, (group, rows) in enumerate(table.groupby("group")):
+        color = COLORS[i % len(COLORS)]
+        n = int(rows["n"].max())
+        ax.plot(rows["step"], rows["mean"], color=color, label=f"{group} (n={n})")
+        ax.fill_between(rows["step"], rows["ci_low"], rows["ci_high"], color=color, alpha=0.2)
+    ax.set(xlabel="student step", ylabel="validation accuracy",
+           title="Learning curves by curriculum (mean, 95% CI over trials)")  # fmt: skip
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def fig_temperature_alpha(trials: pd.DataFrame, metric: str) -> plt.Figure:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
+    kinds = _kind(trials)
+    for ax, column, label in zip(
+        axes,
+        ["config.distill.temperature", "config.distill.alpha"],
+        ["temperature T", "alpha"],
+        strict=True,
+    ):
+        for i, kind in enumerate(sorted(kinds.unique())):
+            rows = trials[kinds == kind]
+            ax.scatter(rows[column], rows[metric], s=22, color=COLORS[i % len(COLORS)],
+                       label=kind, alpha=0.8)  # fmt: skip
+        ax.set(xlabel=label, title=f"{metric} against {label}")
+        if column.endswith("temperature"):
+            ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(metric)
+    axes[1].legend(fontsize=7)
+    return fig
+
+
+def fig_teacher(teacher: pd.DataFrame, curves: pd.DataFrame) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    teacher = teacher.drop_duplicates("step").sort_values("step")
+    ax.plot(teacher["step"], teacher["val_accuracy"], color=COLORS[0], label="teacher")
+    span = teacher[teacher["in_transition"]]
+    if len(span):
+        ax.axvspan(span["step"].min(), span["step"].max(), color="orange", alpha=0.2,
+                   label="phase transition")  # fmt: skip
+    used = sorted(set(curves["teacher_checkpoint"].dropna().astype(int)))
+    kept = teacher[teacher["step"].isin(used)]
+    ax.scatter(kept["step"], kept["val_accuracy"], color="crimson", zorder=3,
+               label=f"checkpoints students used ({len(used)})")  # fmt: skip
+    ax.set(xlabel="teacher step", ylabel="validation accuracy", title="Teacher")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def fig_pareto(trials: pd.DataFrame, objectives: dict[str, str]) -> plt.Figure:
+    (x, x_mode), (y, y_mode) = list(objectives.items())[:2]
+    front = pareto(trials, objectives)
+    done = trials[trials["status"] == "TERMINATED"]
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    ax.scatter(done[x], done[y], s=18, color="grey", alpha=0.6, label="trials")
+    front = front.sort_values(x)
+    ax.plot(front[x], front[y], "o-", color="crimson", label=f"Pareto front ({len(front)})")
+    ax.set(xlabel=f"{x} ({x_mode})", ylabel=f"{y} ({y_mode})", title="Pareto front")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def fig_importance(importance: pd.DataFrame) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(importance) + 1.2))
+    rows = importance.iloc[::-1]
+    ax.barh(rows["parameter"], rows["importance"], color=COLORS[0], label="fANOVA importance")
+    ax.set(xlabel="importance (sums to 1)", ylabel="parameter", title="Parameter importance")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def fig_stages(curves: pd.DataFrame, trials: pd.DataFrame) -> plt.Figure:
+    """Easy- and hard-half validation accuracy per stage (staged trials), else over steps."""
+    merged = curves.merge(trials[["sweep", "trial_id"]].assign(kind=_kind(trials)))
+    staged = merged[merged["kind"] == "staged"]
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    if len(staged):
+        per = staged.groupby("stage")[["easy_accuracy", "hard_accuracy"]].mean()
+        at = np.arange(len(per))
+        ax.bar(at - 0.2, per["easy_accuracy"], 0.4, label="easy half", color=COLORS[2])
+        ax.bar(at + 0.2, per["hard_accuracy"], 0.4, label="hard half", color=COLORS[3])
+        ax.set_xticks(at, [f"stage {s}" for s in per.index])
+        ax.set(xlabel="stage", title="Stage-wise accuracy (staged curricula)")
+    else:
+        per = merged.groupby("step")[["easy_accuracy", "hard_accuracy"]].mean()
+        ax.plot(per.index, per["easy_accuracy"], label="easy half", color=COLORS[2])
+        ax.plot(per.index, per["hard_accuracy"], label="hard half", color=COLORS[3])
+        ax.set(xlabel="student step", title="Easy / hard validation accuracy (all trials)")
+    ax.set_ylabel("validation accuracy")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def figures(results: str | os.PathLike, *, metric: str = "val_accuracy") -> dict[str, plt.Figure]:
+    """Every plot the report holds that the results support, by name."""
+    trials = load_trials(results).to_pandas()
+    curves = load_curves(results).to_pandas()
+    out = {
+        "learning_curves": fig_learning_curves(curves, trials),
+        "temperature_alpha": fig_temperature_alpha(trials, metric),
+        "stages": fig_stages(curves, trials),
+    }
+    with contextlib.suppress(ResultsError):  # a results root of several sweeps has teachers
+        out["teacher"] = fig_teacher(load_teacher(results).to_pandas(), curves)
+    objectives = {metric: "max", "steps_to_target_capped": "min"}
+    if trials[list(objectives)].notna().all(axis=1).sum() >= 2:
+        out["pareto"] = fig_pareto(trials, objectives)
+    # Not for several sweeps, too few trials, or a space without shared parameters.
+    with contextlib.suppress(ResultsError, RuntimeError, ValueError):
+        out["importance"] = fig_importance(param_importance(results))
+    return out
+
+
+def png(fig: plt.Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _table(df: pd.DataFrame) -> str:
+    shown = df.rename(columns=lambda c: c.removeprefix("config."))
+    return shown.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, na_rep="")
+
+
+def render_report(
+    results: str | os.PathLike, out: str | os.PathLike, *, baseline: str | None = None
+) -> Path:
+    """Write the report; return its path. ``baseline``: the arm the comparison is against
+    (default ``baseline:oneshot`` if the sweep ran it)."""
+    trials = load_trials(results)
+    sections = [f"<h2>Best schedules</h2>{_table(best_schedules(trials, top=10))}"]
+    arms = set(trials["config.arm"].to_pylist()) if "config.arm" in trials.column_names else set()
+    baseline = baseline or ("baseline:oneshot" if "baseline:oneshot" in arms else None)
+    if baseline:
+        table = compare(trials, baseline=baseline)
+        sections.append(
+            f"<h2>Against {html.escape(baseline)}</h2><p>Each arm's best trial by validation "
+            "accuracy, reported on the test split; 95% bootstrap intervals over its seeds.</p>"
+            + _table(table)
+        )
+    for name, fig in figures(results).items():
+        data = base64.b64encode(png(fig)).decode()
+        title = name.replace("_", " ").capitalize()
+        sections.append(f'<h2>{title}</h2><img alt="{name}" src="data:image/png;base64,{data}">')
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    where = html.escape(str(Path(results).resolve()))
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Distillation schedules: {where}</title>
+<style>{_CSS}</style></head><body>
+<h1>Distillation schedules</h1>
+<p>{where} &middot; {trials.num_rows} trials &middot; generated {now}</p>
+{"".join(sections)}
+</body></html>
+"""
+    out = Path(out)
+    out.write_text(page)
+    return out
