@@ -113,8 +113,9 @@ def compare(
     """Every arm (a value of ``by``, e.g. ``arm`` or ``curriculum.kind``) against the
     ``baseline`` arm: one row per arm (first column: ``by`` without ``config.``) with ``n``
     seeds, ``mean`` and its bootstrap CI (``ci_low``, ``ci_high``), ``effect`` (mean minus the
-    baseline's mean) with its CI, and a ``verdict``: ``better`` / ``worse`` when the effect's CI excludes zero, else ``not
-    distinguishable``. Sorted best first; ``trial_id`` names the selected trial.
+    baseline's mean) with its CI, and a ``verdict``: ``better`` / ``worse`` when the effect's
+    CI excludes zero, else ``not distinguishable``. Sorted best first; ``trial_id`` names the
+    selected trial.
 
     Arms are chosen on ``select`` (validation) and reported on ``metric`` (default the held-out
     test split); see :func:`arm_values`. Seeds come from ``repeats`` (``<metric>_seeds``).

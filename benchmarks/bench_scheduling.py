@@ -45,8 +45,10 @@ def _steps(results: Path) -> tuple[int, float]:
 
 def asha_vs_fifo(storage: str) -> None:
     n, steps = 54, 900
-    args = [*COMMON, f"storage={storage}", f"num_samples={n}", f"student.optim.steps={steps}",
-            "student.eval_every=50", "scheduler.grace_period=0.1111", "scheduler.reduction_factor=3"]  # fmt: skip
+    args = [
+        *COMMON, f"storage={storage}", f"num_samples={n}", f"student.optim.steps={steps}",
+        "student.eval_every=50", "scheduler.grace_period=0.1111", "scheduler.reduction_factor=3",
+    ]  # fmt: skip
     fifo = run_sweep(load_spec(QUICKSTART, [*args, "name=fifo"]))
     asha = run_sweep(load_spec(QUICKSTART, [*args, "name=asha", "scheduler.kind=asha"]))
     (fifo_steps, fifo_best), (asha_steps, asha_best) = _steps(fifo), _steps(asha)
