@@ -10,7 +10,13 @@ from analysis._best import best_schedules, resolve_column
 from analysis._compare import bootstrap_effect_ci, bootstrap_mean_ci, compare
 from analysis._curves import learning_curves, load_study, param_importance, steps_to_target
 from analysis._pareto import pareto
-from analysis._tables import ResultsError, load_curves, load_teacher, load_trials
+from analysis._tables import (
+    ResultsError,
+    load_curves,
+    load_stages,
+    load_teacher,
+    load_trials,
+)
 
 __all__ = [
     "ResultsError",
@@ -20,6 +26,7 @@ __all__ = [
     "compare",
     "learning_curves",
     "load_curves",
+    "load_stages",
     "load_study",
     "load_teacher",
     "load_trials",

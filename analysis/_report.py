@@ -52,7 +52,7 @@ def fig_learning_curves(curves: pd.DataFrame, trials: pd.DataFrame) -> plt.Figur
     for i, (group, rows) in enumerate(table.groupby("group")):
         color = COLORS[i % len(COLORS)]
         n = int(rows["n"].max())
-        ax.plot(rows["step"], rows["mean"], color=color, label=f"{group} (n={n})")
+        ax.plot(rows["step"], rows["mean"], "o-", ms=3, color=color, label=f"{group} (n={n})")
         ax.fill_between(rows["step"], rows["ci_low"], rows["ci_high"], color=color, alpha=0.2)
     ax.set(xlabel="student step", ylabel="validation accuracy",
            title="Learning curves by curriculum (mean, 95% CI over trials)")  # fmt: skip

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+WAL_PREFIX = "_wal-"  # the sink's write-ahead logs: hidden from Parquet readers
 
 
 class ResultsError(ValueError):
@@ -35,11 +38,43 @@ def load_trials(results: str | os.PathLike) -> pa.Table:
     return _load(results, "trials")
 
 
+def read_wal(curves_dir: Path) -> list[dict]:
+    """Curve rows in the sink's write-ahead logs: rows a running sweep has not yet written to
+    Parquet, or a killed one never did (until its next run recovers them)."""
+    rows = []
+    for path in sorted(Path(curves_dir).glob(f"{WAL_PREFIX}*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by the kill
+                continue
+    return rows
+
+
 def load_curves(results: str | os.PathLike) -> pa.Table:
-    """The ``curves`` table: one row per report of every trial."""
-    return _load(results, "curves")
+    """The ``curves`` table: one row per report of every trial, including rows still only in
+    a write-ahead log (a running or killed sweep)."""
+    root = Path(results)
+    pending = [row for d in [root / "curves", *root.glob("*/curves")] for row in read_wal(d)]
+    if not _table_files(results, "curves") and pending:
+        return pa.Table.from_pylist(pending)
+    table = _load(results, "curves")
+    if not pending:
+        return table
+    keys = zip(table["sweep"].to_pylist(), table["trial_id"].to_pylist(),
+               table["step"].to_pylist(), strict=True)  # fmt: skip
+    seen = set(keys)
+    extra = [r for r in pending if (r["sweep"], r["trial_id"], r["step"]) not in seen]
+    if not extra:
+        return table
+    return pa.concat_tables([table, pa.Table.from_pylist(extra, schema=table.schema)])
 
 
 def load_teacher(results: str | os.PathLike) -> pa.Table:
     """The ``teacher`` table: one row per teacher evaluation."""
     return _load(results, "teacher")
+
+
+def load_stages(results: str | os.PathLike) -> pa.Table:
+    """The ``stages`` table: one row per curriculum stage of every finished or failed trial."""
+    return _load(results, "stages")

@@ -1,7 +1,8 @@
 """Stream Tune results into append-only Parquet tables as trials report.
 
 ``<sweep_dir>/curves/``: one row per report; ``<sweep_dir>/trials/``: one row per finished or
-failed trial (columns per DESIGN.md). Every file is written under a hidden temporary name and
+failed trial (columns per DESIGN.md); ``<sweep_dir>/stages/``: one row per curriculum stage of
+each finished or failed trial. Every file is written under a hidden temporary name and
 renamed into place, so readers (pandas, pyarrow.dataset, DuckDB) never see a torn file, and a
 crashed sweep keeps every row flushed before the crash (at most ``flush_every_s`` of curve rows
 are lost).
@@ -22,6 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 from ray import tune
+
+from analysis._tables import WAL_PREFIX, read_wal
 
 CURVE_SCHEMA = pa.schema(
     [
@@ -64,6 +67,23 @@ TRIAL_METRICS = pa.schema(
         ("test_accuracy_seeds", pa.list_(pa.float64())),
         ("steps_to_target_capped_seeds", pa.list_(pa.int64())),
         ("node_id", pa.string()),
+    ]
+)
+
+# One row per (trial, curriculum stage): where the stage began and ended, and the last
+# evaluation in it (for non-staged curricula, one stage: the whole run).
+STAGE_SCHEMA = pa.schema(
+    [
+        ("sweep", pa.string()),
+        ("trial_id", pa.string()),
+        ("stage", pa.int64()),
+        ("first_step", pa.int64()),
+        ("last_step", pa.int64()),
+        ("val_accuracy", pa.float64()),
+        ("easy_accuracy", pa.float64()),
+        ("hard_accuracy", pa.float64()),
+        ("temperature", pa.float64()),
+        ("alpha", pa.float64()),
     ]
 )
 
@@ -145,6 +165,8 @@ class ParquetSink(tune.Callback):
     ) -> None:  # fmt: skip
         self.curves_dir = Path(sweep_dir) / "curves"
         self.trials_dir = Path(sweep_dir) / "trials"
+        self.stages_dir = Path(sweep_dir) / "stages"
+        self._stages: dict[str, dict[int, dict[str, Any]]] = {}
         self.sweep = sweep
         self.trials_schema = trials_schema(config_model)
         self.flush_every_s = flush_every_s
@@ -152,15 +174,21 @@ class ParquetSink(tune.Callback):
         self._last_flush = time.monotonic()
         self._token = secrets.token_hex(4)  # distinguishes this run's files from others'
         self._parts = 0
+        self._wal = None
 
     def setup(self, **info: Any) -> None:
-        self.curves_dir.mkdir(parents=True, exist_ok=True)
-        self.trials_dir.mkdir(parents=True, exist_ok=True)
+        for directory in (self.curves_dir, self.trials_dir, self.stages_dir):
+            directory.mkdir(parents=True, exist_ok=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         row = {"sweep": self.sweep, "trial_id": trial.trial_id}
         row.update({name: result.get(name) for name in CURVE_SCHEMA.names[2:]})
         self._buffer.append(row)
+        self._log(row)
+        if row["stage"] is not None:
+            stages = self._stages.setdefault(trial.trial_id, {})
+            stage = stages.setdefault(row["stage"], {"first_step": row["step"]})
+            stage.update({k: row[k] for k in STAGE_SCHEMA.names[5:]}, last_step=row["step"])
         if time.monotonic() - self._last_flush >= self.flush_every_s:
             self.flush()
 
@@ -172,6 +200,18 @@ class ParquetSink(tune.Callback):
 
     def on_experiment_end(self, trials, **info) -> None:
         self.flush()
+        if self._wal is not None:
+            self._wal.close()
+            Path(self._wal.name).unlink(missing_ok=True)
+            self._wal = None
+
+    def _log(self, row: dict[str, Any]) -> None:
+        """Append the row to this run's write-ahead log before it is buffered: a killed driver
+        loses no reported row (see :func:`recover_curves`)."""
+        if self._wal is None:
+            self._wal = open(self.curves_dir / f"{WAL_PREFIX}{self._token}.jsonl", "a")  # noqa: SIM115
+        self._wal.write(json.dumps(row) + "\n")
+        self._wal.flush()  # into the OS: survives SIGKILL of this process
 
     def flush(self) -> None:
         self._last_flush = time.monotonic()
@@ -183,6 +223,9 @@ class ParquetSink(tune.Callback):
         )
         self._parts += 1
         self._buffer = []
+        if self._wal is not None:  # its rows are in Parquet now
+            self._wal.truncate(0)
+            self._wal.seek(0)
 
     def _write_trial(self, trial, *, status: str, error: str | None) -> None:
         self.flush()
@@ -201,6 +244,39 @@ class ParquetSink(tune.Callback):
         row["steps"] = last.get("step")
         table = pa.Table.from_pylist([row], schema=self.trials_schema)
         write_parquet_atomic(table, self.trials_dir / f"{trial.trial_id}.parquet")
+        stages = self._stages.pop(trial.trial_id, {})
+        if stages:
+            rows = [
+                {"sweep": self.sweep, "trial_id": trial.trial_id, "stage": stage, **values}
+                for stage, values in sorted(stages.items())
+            ]
+            table = pa.Table.from_pylist(rows, schema=STAGE_SCHEMA)
+            write_parquet_atomic(table, self.stages_dir / f"{trial.trial_id}.parquet")
+
+
+def recover_curves(sweep_dir: Path) -> int:
+    """Move the rows of dead runs' write-ahead logs into a Parquet part (skipping rows a part
+    already holds); return how many were recovered. Call only when no run of the sweep is
+    alive (the sweep does, before resuming)."""
+    curves_dir = Path(sweep_dir) / "curves"
+    logs = sorted(curves_dir.glob(f"{WAL_PREFIX}*.jsonl"))
+    rows = read_wal(curves_dir)
+    if rows:
+        parts = [p for p in curves_dir.glob("*.parquet") if not p.name.startswith((".", "_"))]
+        seen = set()
+        if parts:
+            for part in parts:
+                done = pq.read_table(part, columns=["trial_id", "step"]).to_pylist()
+                seen |= {(r["trial_id"], r["step"]) for r in done}
+        rows = [r for r in rows if (r["trial_id"], r["step"]) not in seen]
+        if rows:
+            table = pa.Table.from_pylist(rows, schema=CURVE_SCHEMA)
+            write_parquet_atomic(
+                table, curves_dir / f"part-recovered-{secrets.token_hex(4)}.parquet"
+            )
+    for path in logs:
+        path.unlink()
+    return len(rows)
 
 
 def _error_message(trial) -> str:

@@ -24,7 +24,7 @@ from search._study import (
 )
 from search.errors import RayConnectError, SweepExistsError, SweepInputError
 from search.progress import ProgressPrinter
-from search.sink import ParquetSink
+from search.sink import ParquetSink, recover_curves
 from search.spec import SweepSpec
 from search.teacher import ensure_teacher
 from trainables.config import StudentConfig
@@ -178,6 +178,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, verbose: int = 0) 
         teacher_outputs = ensure_teacher(spec, verbose=verbose)
         storage = study_storage(spec)
         study = open_study(spec, storage)
+        recovered = recover_curves(spec.sweep_dir)  # rows a killed run logged but never wrote
+        if recovered:
+            print(f"students: recovered {recovered} curve rows of an interrupted run")
         plan = plan_resume(spec, study, manifest.runs)
         if plan.remaining <= 0 and len(plan.done_arms) >= len(baseline_configs(spec)):
             print(f"students: sweep {spec.name!r} is complete ({plan.done} trials)")

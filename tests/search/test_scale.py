@@ -244,9 +244,20 @@ def test_driver_killed_mid_sweep_then_run_again_completes_without_rerunning(
     driver.wait(timeout=30)
     before = load_trials(tmp_path / "killed").to_pandas()
     assert 3 <= len(before) < 9
+    # Every row reported before the kill is readable: finished trials' curves are complete,
+    # and running trials' rows are there too (the sink's write-ahead log).
+    curves = load_curves(tmp_path / "killed").to_pandas()
+    per_trial = curves.groupby("trial_id")["step"].apply(sorted)
+    for trial_id in before["trial_id"]:
+        assert per_trial[trial_id] == [50 * k for k in range(1, 7)]
+    rows_at_kill = len(curves)
+    assert len(per_trial) > len(before) or rows_at_kill == 6 * len(before)
     again = subprocess.run(args, capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     assert "students: resuming" in again.stdout
+    curves = load_curves(tmp_path / "killed").to_pandas()  # recovered into Parquet: no dupes
+    assert not curves.duplicated(["trial_id", "step"]).any() and len(curves) >= rows_at_kill
+    assert not list((tmp_path / "killed" / "curves").glob("_wal-*"))
     after = load_trials(tmp_path / "killed").to_pandas()
     assert len(after) == 9 and after["trial_id"].is_unique
     assert set(before["trial_id"]) <= set(after["trial_id"])  # finished trials kept, not re-run

@@ -111,3 +111,22 @@ def test_real_tune_run_keeps_rows_of_a_failed_trial(ray_session, tmp_path):
         f"select trial_id, count(*) as n from read_parquet('{tmp_path}/curves/**/*.parquet') group by 1"
     ).fetchall()
     assert sorted(n for _, n in counts) == [3, 3]  # the failed trial's reports survived
+
+
+def test_rows_of_a_killed_driver_survive_in_the_log_and_are_recovered_once(tmp_path):
+    from search.sink import recover_curves
+
+    sink = ParquetSink(tmp_path, "s", _Config, flush_every_s=3600)
+    sink.setup()
+    trial = _Trial("t1", BASE)
+    for step in (10, 20):
+        sink.on_trial_result(0, [], trial, {"step": step, "val_accuracy": step / 100})
+    sink.flush()  # rows 10, 20 -> Parquet
+    sink.on_trial_result(0, [], trial, {"step": 30, "val_accuracy": 0.3})
+    del sink  # the driver is SIGKILLed: no flush, no experiment end
+    assert sorted(load_curves(tmp_path)["step"].to_pylist()) == [10, 20, 30]
+    assert duckdb.sql(f"select count(*) from '{tmp_path}/curves/*.parquet'").fetchall() == [(2,)]
+    assert recover_curves(tmp_path) == 1  # only the row not yet in Parquet
+    assert recover_curves(tmp_path) == 0
+    assert sorted(load_curves(tmp_path)["step"].to_pylist()) == [10, 20, 30]
+    assert duckdb.sql(f"select count(*) from '{tmp_path}/curves/*.parquet'").fetchall() == [(3,)]

@@ -93,6 +93,10 @@ def test_second_sweep_reuses_the_teacher_a_rerun_resumes_and_a_changed_spec_is_r
     assert not (results / "tune" / "teacher").exists()  # no teacher trial ran
     assert (teacher_dir / "meta.json").stat().st_mtime_ns == built_at
     assert load_trials(results).num_rows == 2 and load_teacher(results).num_rows == 12
+    both = load_trials(spec.storage)  # the storage root: both sweeps together
+    assert sorted(set(both["sweep"].to_pylist())) == ["first", "second"]
+    assert both.num_rows == load_trials(spec.sweep_dir).num_rows + 2
+    assert set(load_curves(spec.storage)["sweep"].to_pylist()) == {"first", "second"}
     run_sweep(second)  # the same spec again: nothing left to do
     assert "is complete" in capsys.readouterr().out
     assert load_trials(results).num_rows == 2

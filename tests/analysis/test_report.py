@@ -1,0 +1,84 @@
+"""The HTML report from a real sweep; every plot checked as a picture."""
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from analysis import compare, load_stages, load_trials, param_importance
+from analysis._report import figures, png
+from search.spec import load_spec
+from search.sweep import run_sweep
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPECTED = {"learning_curves", "temperature_alpha", "stages", "teacher", "pareto", "importance"}
+
+
+@pytest.fixture(scope="module")
+def results(ray_session, tmp_path_factory):
+    spec = load_spec(
+        ROOT / "examples" / "quickstart.yaml",
+        [f"storage={tmp_path_factory.mktemp('storage')}", "name=report", "num_samples=5",
+         "teacher.optim.steps=300", "student.optim.steps=200", "student.eval_every=50",
+         "space.curricula=[none, paced, staged]", "repeats=2", "search.n_startup_trials=2"],
+    )  # fmt: skip
+    return run_sweep(spec)
+
+
+@pytest.mark.ray
+def test_every_plot_is_a_labelled_non_blank_picture(results):
+    figs = figures(results)
+    assert set(figs) == EXPECTED
+    for name, fig in figs.items():
+        for ax in fig.axes:
+            assert ax.get_xlabel() and ax.get_title(), name
+            drawn = ax.lines + ax.collections + ax.patches
+            assert drawn, f"{name}: an empty panel"
+        assert fig.axes[0].get_ylabel(), name
+        assert any(ax.get_legend() is not None for ax in fig.axes), f"{name}: no legend"
+        pixels = matplotlib.image.imread(io.BytesIO(png(fig)), format="png")[..., :3]
+        assert pixels.shape[0] > 200 and pixels.shape[1] > 300, name
+        ink = (pixels < 0.9).any(axis=2).mean()  # share of non-white pixels
+        assert 0.02 < ink < 0.9 and pixels.std() > 0.05, (name, ink)
+
+
+@pytest.mark.ray
+def test_report_cli_writes_one_self_contained_file(results, tmp_path):
+    out = tmp_path / "report.html"
+    run = subprocess.run(
+        [sys.executable, "-m", "analysis", "report", str(results), "-o", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    page = out.read_text()
+    assert page.count('src="data:image/png;base64,') == len(EXPECTED)
+    assert "<h2>Against baseline:oneshot</h2>" in page and "http" not in page.split("<h2>")[0]
+
+
+@pytest.mark.ray
+def test_compare_and_importance_on_the_real_sweep(results):
+    table = compare(load_trials(results), baseline="baseline:oneshot")
+    assert "baseline:labels_only" in set(table["arm"]) and (table["n"] == 2).all()
+    assert set(table["verdict"]) <= {"better", "worse", "not distinguishable", "baseline"}
+    importance = param_importance(results)
+    assert "distill/alpha" in set(importance["parameter"])
+    assert importance["importance"].sum() == pytest.approx(1.0)
+    assert np.all(np.diff(importance["importance"]) <= 0)
+
+
+@pytest.mark.ray
+def test_stages_table_has_one_row_per_stage_of_each_trial(results):
+    trials = load_trials(results).to_pandas()
+    stages = load_stages(results).to_pandas()
+    assert set(stages["trial_id"]) == set(trials["trial_id"])
+    staged = trials.loc[trials["config.curriculum.kind"] == "staged", "trial_id"]
+    assert len(staged) >= 1
+    for trial_id in staged:
+        rows = stages[stages["trial_id"] == trial_id].sort_values("stage")
+        assert rows["stage"].tolist() == list(range(len(rows))) and len(rows) >= 2
+        assert (rows["first_step"] <= rows["last_step"]).all()
+        assert rows["easy_accuracy"].notna().all()
