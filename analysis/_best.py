@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from analysis._tables import ResultsError
 
@@ -54,5 +55,12 @@ def best_schedules(
 
 def _varies(trials: pa.Table | pd.DataFrame, column: str) -> bool:
     values = trials[column]
-    values = values.to_pylist() if isinstance(values, pa.ChunkedArray) else values.tolist()
-    return len({json.dumps(v, default=str) for v in values}) > 1
+    if isinstance(values, pa.ChunkedArray):
+        if pa.types.is_nested(values.type):
+            values = values.to_pylist()
+            return len({json.dumps(v, default=str) for v in values}) > 1
+        return pc.count_distinct(values, mode="all").as_py() > 1
+    try:
+        return values.nunique(dropna=False) > 1
+    except TypeError:  # unhashable cells (lists)
+        return len({json.dumps(v, default=str) for v in values.tolist()}) > 1

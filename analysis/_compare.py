@@ -79,22 +79,30 @@ def arm_values(
     reported on ``metric`` (e.g. the test split) without selection bias in the number.
     Without it, every trial of the arm contributes all its seeds.
     """
+    if select is not None:
+        order = trials.sort_values([select, "trial_id"], ascending=[select_mode == "min", True])
+        trials = order.groupby(by, sort=False, dropna=False).head(1)
     seeds = f"{metric}_seeds"
-    out: dict[str, tuple[str | None, np.ndarray]] = {}
-    for arm, group in trials.groupby(by, sort=True, dropna=False):
-        if select is not None:
-            group = group.sort_values([select, "trial_id"], ascending=[select_mode == "min", True])
-            group = group.head(1)
-        values: list[float] = []
-        for _, row in group.iterrows():
-            per_seed = row.get(seeds)
-            if per_seed is not None and len(per_seed) and not pd.isna(per_seed).all():
-                values += [float(v) for v in per_seed if v is not None]
-            elif pd.notna(row[metric]):
-                values.append(float(row[metric]))
-        trial = group["trial_id"].iloc[0] if select is not None else None
-        out[str(arm)] = (trial, np.asarray(values, dtype=float))
+    if seeds in trials.columns:  # each trial's seeds, or its one value when it has none
+        per_seed = trials[seeds].where(trials[seeds].map(_has_values), trials[metric].map(_one))
+    else:
+        per_seed = trials[metric].map(_one)
+    values = pd.DataFrame({"arm": trials[by].astype(str), "v": per_seed}).explode("v")
+    values = values[values["v"].notna()]
+    chosen = dict(zip(trials[by].astype(str), trials["trial_id"], strict=True))
+    out = {}
+    for arm, group in values.groupby("arm", sort=True):
+        trial = chosen[arm] if select is not None else None
+        out[arm] = (trial, group["v"].to_numpy(dtype=float))
     return out
+
+
+def _has_values(cell) -> bool:
+    return cell is not None and not (isinstance(cell, float) and np.isnan(cell)) and len(cell) > 0
+
+
+def _one(value) -> list:
+    return [] if pd.isna(value) else [value]
 
 
 def compare(

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 WAL_PREFIX = "_wal-"  # the sink's write-ahead logs: hidden from Parquet readers
@@ -21,15 +22,34 @@ def _table_files(results: str | os.PathLike, table: str) -> list[Path]:
     # One sweep (<root>/<table>/) or a storage root with several (<root>/<sweep>/<table>/).
     files = sorted(root.glob(f"{table}/*.parquet")) or sorted(root.glob(f"*/{table}/*.parquet"))
     # Hidden files are in-flight temporaries of the writer, never complete.
-    return [f for f in files if not f.name.startswith((".", "_"))]
+    files = [f for f in files if not f.name.startswith((".", "_"))]
+    # A run's files (<kind>-<run>-...) that its compact-<run> file already holds are being
+    # deleted by the sink: read the compact file only.
+    compacted = {
+        (f.parent, f.stem.removeprefix("compact-")) for f in files if f.name.startswith("compact-")
+    }
+    return [f for f in files if (f.parent, _run_token(f)) not in compacted]
+
+
+def _run_token(path: Path) -> str | None:
+    parts = path.stem.split("-")
+    return parts[1] if len(parts) >= 3 and parts[0] in ("part", "trial", "stage") else None
 
 
 def _load(results: str | os.PathLike, table: str) -> pa.Table:
     files = _table_files(results, table)
     if not files:
         raise ResultsError(f"results: no {table!r} table under {str(results)!r}")
-    tables = [pq.read_table(f) for f in files]
-    # Sweeps may have different config columns: missing columns become nulls.
+    by_sweep: dict[Path, list[Path]] = {}
+    for f in files:
+        by_sweep.setdefault(f.parent, []).append(f)
+    # One dataset scan per sweep (threaded, fast over thousands of small files), on the schema
+    # of its first and last file (a sweep resumed by a newer version may have grown columns:
+    # missing ones read as nulls). Sweeps may differ in config columns: concat promotes.
+    tables = []
+    for group in by_sweep.values():
+        schema = pa.unify_schemas([pq.read_schema(group[0]), pq.read_schema(group[-1])])
+        tables.append(ds.dataset(group, schema=schema, format="parquet").to_table())
     return pa.concat_tables(tables, promote_options="default")
 
 

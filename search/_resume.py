@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import pyarrow.parquet as pq
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from analysis import ResultsError, load_trials
 from search.errors import StorageError, SweepExistsError
 from search.spec import SweepSpec
 
@@ -127,10 +127,10 @@ class ResumePlan:
 
 
 def trial_rows(sweep_dir: Path) -> list[dict[str, Any]]:
-    trials = sweep_dir / "trials"
-    if not trials.is_dir() or not any(p.suffix == ".parquet" for p in trials.iterdir()):
+    try:
+        return load_trials(sweep_dir).to_pylist()
+    except ResultsError:  # no trial has finished yet
         return []
-    return pq.read_table(trials).to_pylist()
 
 
 def plan_resume(spec: SweepSpec, study: optuna.Study, runs: int) -> ResumePlan:

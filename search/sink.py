@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from ray import tune
 
 from analysis._tables import WAL_PREFIX, read_wal
+from analysis._tables import _table_files as table_files
 
 CURVE_SCHEMA = pa.schema(
     [
@@ -204,6 +205,8 @@ class ParquetSink(tune.Callback):
             self._wal.close()
             Path(self._wal.name).unlink(missing_ok=True)
             self._wal = None
+        for directory in (self.curves_dir, self.trials_dir, self.stages_dir):
+            compact(directory, self._token)
 
     def _log(self, row: dict[str, Any]) -> None:
         """Append the row to this run's write-ahead log before it is buffered: a killed driver
@@ -243,7 +246,9 @@ class ParquetSink(tune.Callback):
         row.update({name: last.get(name) for name in TRIAL_METRICS.names})
         row["steps"] = last.get("step")
         table = pa.Table.from_pylist([row], schema=self.trials_schema)
-        write_parquet_atomic(table, self.trials_dir / f"{trial.trial_id}.parquet")
+        write_parquet_atomic(
+            table, self.trials_dir / f"trial-{self._token}-{trial.trial_id}.parquet"
+        )
         stages = self._stages.pop(trial.trial_id, {})
         if stages:
             rows = [
@@ -251,7 +256,23 @@ class ParquetSink(tune.Callback):
                 for stage, values in sorted(stages.items())
             ]
             table = pa.Table.from_pylist(rows, schema=STAGE_SCHEMA)
-            write_parquet_atomic(table, self.stages_dir / f"{trial.trial_id}.parquet")
+            write_parquet_atomic(
+                table, self.stages_dir / f"stage-{self._token}-{trial.trial_id}.parquet"
+            )
+
+
+def compact(directory: Path, token: str) -> None:
+    """Merge one run's files in ``directory`` (``<kind>-<token>-*.parquet``) into
+    ``compact-<token>.parquet``, then delete them: readers of a finished sweep open a few
+    files, not one per trial. Readers skip a run's files once its compact file exists
+    (``analysis._tables``), so no row is seen twice or missed while the files are deleted."""
+    files = sorted(directory.glob(f"*-{token}-*.parquet"))
+    if len(files) < 2:
+        return
+    table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    write_parquet_atomic(table, directory / f"compact-{token}.parquet")
+    for f in files:
+        f.unlink()
 
 
 def recover_curves(sweep_dir: Path) -> int:
@@ -262,12 +283,10 @@ def recover_curves(sweep_dir: Path) -> int:
     logs = sorted(curves_dir.glob(f"{WAL_PREFIX}*.jsonl"))
     rows = read_wal(curves_dir)
     if rows:
-        parts = [p for p in curves_dir.glob("*.parquet") if not p.name.startswith((".", "_"))]
         seen = set()
-        if parts:
-            for part in parts:
-                done = pq.read_table(part, columns=["trial_id", "step"]).to_pylist()
-                seen |= {(r["trial_id"], r["step"]) for r in done}
+        for part in table_files(sweep_dir, "curves"):
+            done = pq.read_table(part, columns=["trial_id", "step"]).to_pylist()
+            seen |= {(r["trial_id"], r["step"]) for r in done}
         rows = [r for r in rows if (r["trial_id"], r["step"]) not in seen]
         if rows:
             table = pa.Table.from_pylist(rows, schema=CURVE_SCHEMA)
