@@ -22,7 +22,7 @@ def _problems(raw):
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ({"name": "a", "bogus": 1}, "bogus: unknown key; allowed: data, metric"),
+        ({"name": "a", "bogus": 1}, "bogus: unknown key; allowed: baselines, data, metric"),
         (
             {"name": "a", "student": {"optim": {"stepz": 3}}},
             "student.optim.stepz: unknown key; allowed: batch_size, kind, lr, momentum, steps",

@@ -5,7 +5,10 @@ import sys
 from pathlib import Path
 
 import duckdb
+import pandas as pd
+import polars as pl
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pytest
 
 from analysis import best_schedules, load_curves, load_teacher, load_trials
@@ -64,7 +67,7 @@ def test_sweep_writes_every_contract_column_and_a_good_student(sweep):
 
 
 @pytest.mark.ray
-def test_duckdb_reads_the_tables_unchanged(sweep):
+def test_duckdb_polars_pandas_and_pyarrow_dataset_read_the_tables_unchanged(sweep):
     _, results = sweep
     n_trials, best = duckdb.sql(
         f"select count(*), max(val_accuracy) from read_parquet('{results}/trials/**/*.parquet')"
@@ -74,6 +77,12 @@ def test_duckdb_reads_the_tables_unchanged(sweep):
         f"select trial_id, count(*) from read_parquet('{results}/curves/**/*.parquet') group by 1"
     ).fetchall()
     assert len(per_trial) == 6 and all(n >= 3 for _, n in per_trial)
+    # a finished sweep's tables are compacted: each a few plain Parquet files
+    polars_trials = pl.read_parquet(f"{results}/trials/*.parquet")
+    assert polars_trials.height == 6 and polars_trials["val_accuracy"].max() > 0.9
+    assert pl.scan_parquet(f"{results}/curves/*.parquet").select(pl.len()).collect().item() >= 18
+    assert len(pd.read_parquet(results / "trials")) == 6
+    assert ds.dataset(results / "stages", format="parquet").count_rows() >= 6
 
 
 @pytest.mark.ray
