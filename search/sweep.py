@@ -138,7 +138,7 @@ def run_students(
     base = spec.student_config(str(teacher_outputs)).model_dump()
     baselines = [c for arm, c in baseline_configs(spec).items() if arm not in plan.done_arms]
     searcher = WithBaselines(optuna_searcher(spec, storage), baselines)
-    total = plan.remaining + len(baselines)
+    total = max(plan.remaining, 0) + len(baselines)
     multi = len(spec.objective_metrics) > 1
     tuner = tune.Tuner(
         _trainable(spec),
