@@ -82,3 +82,10 @@ def test_stages_table_has_one_row_per_stage_of_each_trial(results):
         assert rows["stage"].tolist() == list(range(len(rows))) and len(rows) >= 2
         assert (rows["first_step"] <= rows["last_step"]).all()
         assert rows["easy_accuracy"].notna().all()
+
+
+@pytest.mark.ray
+def test_every_trial_has_tensorboard_events(results):
+    trials = load_trials(results)
+    events = list((results / "tune" / "students").glob("*/events.out.tfevents.*"))
+    assert len(events) == trials.num_rows and all(e.stat().st_size > 0 for e in events)
