@@ -261,3 +261,33 @@ def test_a_seed_that_stops_at_target_waits_for_the_others(teacher_dir):
         all("test_accuracy" not in r for r in records[:-1])
         and len(last["test_accuracy_seeds"]) == 3
     )
+
+
+@pytest.mark.parametrize("kind", ["paced", "confidence", "staged"])
+def test_a_run_resumed_from_its_state_continues_exactly(teacher_dir, kind):
+    cfg = _student(teacher_dir, curriculum=CurriculumConfig(kind=kind))
+    whole = list(student_loop(cfg))
+    states: list = []
+    for record in student_loop(cfg, states=states):
+        if record["step"] == 100:
+            break
+    resumed = list(student_loop(cfg, resume_from=states[0]))
+    assert [r["step"] for r in resumed] == [150, 200]
+    for a, b in zip(whole[2:], resumed, strict=True):
+        for key in ("val_accuracy", "train_loss", "samples_seen", "stage", "best_val_accuracy"):
+            assert a[key] == b[key], key
+    changed = cfg.model_copy(update={"distill": DistillConfig(temperature=1.5)})
+    assert list(student_loop(changed, resume_from=states[0]))[0]["temperature"] == 1.5
+
+
+def test_repeats_resume_from_one_state_per_seed(teacher_dir):
+    from trainables.loops import repeated_loop
+
+    cfg = _student(teacher_dir, repeats=2)
+    whole = list(repeated_loop(cfg))
+    states: list = []
+    for record in repeated_loop(cfg, states=states):
+        if record["step"] == 50:
+            break
+    resumed = list(repeated_loop(cfg, resume_from=states[0]))
+    assert [r["val_accuracy"] for r in resumed] == [r["val_accuracy"] for r in whole[1:]]

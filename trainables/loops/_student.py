@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Iterator
@@ -150,6 +151,36 @@ class _Run:
         self.best, self.steps_to_target = -math.inf, None
         self.sums, self.count = torch.zeros(3), 0  # running (total, ce, kd) since last eval
 
+    def state_dict(self, step: int) -> dict[str, Any]:
+        """Everything needed to continue after ``step`` exactly as if never stopped: model,
+        optimiser, learned temperature, sampler (its generator and position), stage
+        controller, noise and torch generators, and the running summary."""
+        return copy.deepcopy({
+            "step": step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "learned_t": self.learned_t.state_dict() if self.learned_t else None,
+            "sampler": self.sampler.state_dict(),
+            "controller": self.controller.state_dict(),
+            "noise": self.noise.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "running": (self.samples, self.best, self.steps_to_target, self.sums, self.count),
+        })  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> int:
+        """Restore :meth:`state_dict`; return the step it was taken after."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.learned_t and state["learned_t"] is not None:
+            self.learned_t.load_state_dict(state["learned_t"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.controller.load_state_dict(state["controller"])
+        self.noise.set_state(state["noise"])
+        torch.set_rng_state(state["torch_rng"])
+        self.samples, self.best, self.steps_to_target, sums, self.count = state["running"]
+        self.sums = sums.clone()
+        return int(state["step"])
+
     def distill(self, x: torch.Tensor, idx: torch.Tensor, forward=None):
         """Per-example loss parts of the batch ``x`` (training-set rows ``idx``)."""
         return kd_loss_from_log_probs(
@@ -244,7 +275,13 @@ def _agreement(logits: torch.Tensor, teacher_pred: torch.Tensor) -> float:
 
 
 def student_loop(
-    cfg: StudentConfig, *, rank: int = 0, world_size: int = 1, wrap_model=None
+    cfg: StudentConfig,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    wrap_model=None,
+    resume_from: dict[str, Any] | None = None,
+    states: list | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Distil the stored teacher outputs into a student, yielding a record per evaluation.
 
@@ -259,10 +296,16 @@ def student_loop(
     Data-parallel use (one call per worker): ``rank`` / ``world_size`` shard every global batch
     of ``optim.batch_size * world_size`` examples, and ``wrap_model`` (e.g.
     ``torch.nn.parallel.DistributedDataParallel``) wraps the model for the training forward.
+
+    Checkpoints: with ``states`` (a list), the run's state after each record is put in
+    ``states[0]`` (replacing the previous one) before the record is yielded; passing such a
+    state as ``resume_from`` continues from it, with ``cfg``'s settings (a changed temperature
+    or alpha applies from there on: what PBT's exploit-and-explore needs).
     """
     run = _Run(cfg, rank, world_size, wrap_model)
+    first = run.load_state_dict(resume_from) + 1 if resume_from else 1
     steps, started = cfg.optim.steps, time.perf_counter()
-    for step in range(1, steps + 1):
+    for step in range(first, steps + 1):
         run.train_step(step)
         if not should_evaluate(step, cfg.eval_every, steps):
             continue
@@ -270,6 +313,8 @@ def student_loop(
         last = step == steps or (cfg.stop_at_target and run.steps_to_target is not None)
         if last:
             record["test_accuracy"] = evaluate(run.model, run.x_test, run.y_test).accuracy
+        if states is not None:
+            states[:] = [run.state_dict(step)]
         yield record
         if last:
             return
