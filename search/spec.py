@@ -92,12 +92,21 @@ class SchedulerSpec(_Strict):
     (a fraction of ``student.optim.steps``) by ``reduction_factor``. ``median``: stop a trial
     whose best result so far is below the median of the others' running averages at the same
     step, after ``grace_period`` and once ``min_samples`` trials have reported.
+    ``pbt``: Population Based Training (Jaderberg et al. 2017) over the temperature and alpha:
+    every ``perturbation_interval`` of the run, a trial in the bottom ``quantile_fraction``
+    continues from a top trial's state (model, optimiser, sampler) with that trial's settings
+    perturbed (x0.8 / x1.2, or resampled from the space with ``resample_probability``). The
+    population is drawn at random from the space; the best lineage's schedule is exported to
+    ``<sweep>/pbt_schedule.yaml``, replayable as a student config.
     """
 
-    kind: Literal["fifo", "asha", "median"] = "fifo"
+    kind: Literal["fifo", "asha", "median", "pbt"] = "fifo"
     grace_period: float = Field(default=0.1, gt=0.0, le=1.0)
     reduction_factor: float = Field(default=3.0, gt=1.0)
     min_samples: int = Field(default=3, ge=1)
+    perturbation_interval: float = Field(default=0.2, gt=0.0, lt=1.0)
+    quantile_fraction: float = Field(default=0.25, gt=0.0, le=0.5)
+    resample_probability: float = Field(default=0.25, ge=0.0, le=1.0)
 
 
 class ResourcesSpec(_Strict):
@@ -160,6 +169,15 @@ class SweepSpec(_Strict):
             raise ValueError(
                 f"scheduler.kind {self.scheduler.kind!r} stops trials on one metric; "
                 "use fifo with several objectives"
+            )
+        if (
+            self.scheduler.kind == "pbt"
+            and self.search.algorithm != "random"
+            and ("algorithm" in self.search.model_fields_set)
+        ):
+            raise ValueError(
+                "scheduler.kind 'pbt' draws its population at random (Ray Tune runs no search "
+                "algorithm beside PBT); use search.algorithm: random"
             )
         if multi and self.search.algorithm in ("cmaes",):
             raise ValueError(

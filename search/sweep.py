@@ -13,7 +13,9 @@ import optuna
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
+from ray.tune.search import BasicVariantGenerator
 
+from search._pbt import export_schedule, pbt_scheduler, population
 from search._resume import Manifest, ResumePlan, plan_resume, probe_storage
 from search._study import (
     WithBaselines,
@@ -28,7 +30,11 @@ from search.sink import ParquetSink, recover_curves
 from search.spec import SweepSpec
 from search.teacher import ensure_teacher
 from trainables.config import StudentConfig
-from trainables.student import distributed_student, train_student
+from trainables.student import (
+    distributed_student,
+    train_student,
+    train_student_checkpointed,
+)
 
 __all__ = ["RayConnectError", "SweepExistsError", "SweepInputError", "connect", "run_sweep"]
 
@@ -137,15 +143,25 @@ def run_students(
     _quiet_optuna()
     base = spec.student_config(str(teacher_outputs)).model_dump()
     baselines = [c for arm, c in baseline_configs(spec).items() if arm not in plan.done_arms]
-    searcher = WithBaselines(optuna_searcher(spec, storage), baselines)
     total = max(plan.remaining, 0) + len(baselines)
+    if spec.scheduler.kind == "pbt":  # Tune runs no search algorithm beside PBT
+        searcher = BasicVariantGenerator(
+            points_to_evaluate=baselines + population(spec, max(plan.remaining, 0))
+        )
+        scheduler = pbt_scheduler(spec)
+        trainable = tune.with_resources(
+            train_student_checkpointed, {"cpu": spec.resources.cpus_per_trial}
+        )
+    else:
+        searcher = WithBaselines(optuna_searcher(spec, storage), baselines)
+        scheduler, trainable = _scheduler(spec), _trainable(spec)
     multi = len(spec.objective_metrics) > 1
     tuner = tune.Tuner(
-        _trainable(spec),
+        trainable,
         param_space=base,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            scheduler=_scheduler(spec),
+            scheduler=scheduler,
             num_samples=total,
             max_concurrent_trials=_concurrency(spec),
             reuse_actors=spec.resources.workers == 1,
@@ -192,6 +208,16 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, verbose: int = 0) 
         results = run_students(spec, teacher_outputs, plan, storage=storage, verbose=verbose)
         failed = sum(r.error is not None for r in results)
         print(f"students: {len(results) - failed} finished, {failed} failed")
+        searched = [
+            r for r in results if r.error is None and r.config.get("arm", "search") == "search"
+        ]
+        if spec.scheduler.kind == "pbt" and searched:
+            sign = 1 if spec.mode == "max" else -1
+            best = max(searched, key=lambda r: sign * r.metrics[spec.metric])
+            out = export_schedule(
+                spec, Path(best.path).parent, best.metrics["trial_id"], best.config
+            )
+            print(f"students: PBT's best schedule -> {out}")
         manifest.end()
     finally:
         if started:

@@ -27,16 +27,18 @@ __all__ = [
     "OptimConfig",
     "StudentConfig",
     "TeacherConfig",
+    "distributed_student",
     "train_student",
+    "train_student_checkpointed",
     "train_teacher",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "train_student":
-        from trainables.student import train_student
+    if name in ("train_student", "train_student_checkpointed", "distributed_student"):
+        import trainables.student
 
-        return train_student
+        return getattr(trainables.student, name)
     if name == "train_teacher":
         from trainables.teacher import train_teacher
 

@@ -42,6 +42,32 @@ def train_student(config: dict[str, Any]) -> None:
         tune.report({**record, "node_id": node})
 
 
+def train_student_checkpointed(config: dict[str, Any]) -> None:
+    """:func:`train_student` that saves its whole state (every seed's model, optimiser,
+    sampler, generators) with every report and resumes from Tune's checkpoint when it has one:
+    for Population Based Training (a trial continues from a better one's state under its own,
+    perturbed settings) and for trials restarted after a failure."""
+    import tempfile
+
+    import torch
+
+    cfg = StudentConfig.model_validate(config)
+    node = ray.get_runtime_context().get_node_id()
+    resume_from = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            resume_from = torch.load(f"{directory}/state.pt", weights_only=False)
+    states: list = []
+    for record in repeated_loop(cfg, resume_from=resume_from, states=states):
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save(states[0], f"{directory}/state.pt")
+            tune.report(
+                {**record, "node_id": node},
+                checkpoint=tune.Checkpoint.from_directory(directory),
+            )
+
+
 def distributed_student(
     num_workers: int,
     *,

@@ -324,3 +324,71 @@ def test_three_node_sweep_survives_losing_a_worker_node(tmp_path):
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_exported_pbt_schedule_replays_the_lineages_settings(tmp_path):
+    """A lineage: T 3.0 from the start, 1.5 from step 100 (an exploit), 6.0 from step 200."""
+    import json
+
+    import yaml
+
+    from search._pbt import export_schedule
+    from trainables.config import StudentConfig
+    from trainables.loops import student_loop
+
+    spec = _spec(storage=str(tmp_path), student={"optim": {"steps": 400}, "eval_every": 50})
+    conf = lambda t, a: {"distill": {"temperature": t, "alpha": a}}  # noqa: E731
+    lines = [["2", "1", 1, 2, conf(3.0, 0.5), conf(1.5, 0.4)],
+             ["2", "0", 3, 4, conf(1.5, 0.4), conf(6.0, 0.3)]]  # fmt: skip
+    (tmp_path / "pbt_policy_x.txt").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    final = StudentConfig().model_dump() | conf(6.0, 0.3)
+    final["distill"] = StudentConfig().model_dump()["distill"] | final["distill"]
+    out = export_schedule(spec, tmp_path, "x", final)
+    replay = yaml.safe_load(out.read_text())
+    assert replay["distill"]["temperature"] == 3.0
+    assert replay["distill"]["temperature_schedule"] == {
+        "kind": "step", "boundaries": [0.25, 0.5], "values": [1.5, 6.0]
+    }  # fmt: skip
+    assert replay["distill"]["alpha_schedule"]["values"] == [0.4, 0.3]
+    # Replaying it: the loop's temperature at each evaluation follows the lineage.
+    teacher = tmp_path / "teacher"
+    from trainables.config import OptimConfig, TeacherConfig
+    from trainables.loops import teacher_loop
+
+    for _ in teacher_loop(TeacherConfig(optim=OptimConfig(steps=50), output_dir=str(teacher))):
+        pass
+    cfg = StudentConfig.model_validate(
+        {**replay, "optim": {"steps": 400}, "eval_every": 50, "teacher_outputs": str(teacher)}
+    )
+    temps = [r["temperature"] for r in student_loop(cfg)]
+    assert temps == [3.0, 3.0, 1.5, 1.5, 6.0, 6.0, 6.0, 6.0]
+
+
+def test_pbt_needs_a_random_population():
+    with pytest.raises(SpecError, match="draws its population at random"):
+        _spec(scheduler={"kind": "pbt"}, search={"algorithm": "tpe"})
+    assert _spec(scheduler={"kind": "pbt"}).scheduler.kind == "pbt"
+
+
+@pytest.mark.ray
+def test_pbt_sweep_exploits_carries_state_and_exports_its_schedule(ray_session, tmp_path):
+    spec = load_spec(
+        QUICKSTART,
+        [*TINY, f"storage={tmp_path}", "name=pbt", "num_samples=4", "student.optim.steps=400",
+         "scheduler.kind=pbt", "scheduler.perturbation_interval=0.25", "baselines=[labels_only]",
+         "space.curricula=[none]"],
+    )  # fmt: skip
+    results = run_sweep(spec)
+    trials = load_trials(results).to_pandas()
+    assert len(trials) == 5 and (trials["status"] == "TERMINATED").all(), trials["error"].tolist()
+    assert (trials["steps"] == 400).all()
+    exploits = (results / "tune" / "students" / "pbt_global.txt").read_text().splitlines()
+    assert exploits  # bottom trials continued from top ones' checkpoints
+    baseline = trials[trials["config.arm"] == "baseline:labels_only"]
+    assert baseline["config.distill.alpha"].tolist() == [1.0]  # never perturbed
+    import yaml
+
+    from trainables.config import StudentConfig
+
+    replay = yaml.safe_load((results / "pbt_schedule.yaml").read_text())
+    StudentConfig.model_validate(replay)

@@ -239,8 +239,11 @@ class _Run:
         low, high = self.stages[self.stage].band if self.staged else (0.0, 1.0)
         in_band = (self.val_rank >= low) & (self.val_rank <= high)
         self.controller.update(step / cfg.optim.steps, val.correct[in_band].float().mean().item())
-        train_loss, ce, kd = (self.sums / self.count).tolist()
-        if not math.isfinite(train_loss):
+        if self.count == 0:  # resumed after the last step: nothing trained since
+            train_loss, ce, kd = math.nan, math.nan, math.nan
+        else:
+            train_loss, ce, kd = (self.sums / self.count).tolist()
+        if self.count and not math.isfinite(train_loss):
             raise FloatingPointError(f"training loss is {train_loss} at step {step}")
         self.sums, self.count = torch.zeros(3), 0
         self.best = max(self.best, val.accuracy)
@@ -305,6 +308,13 @@ def student_loop(
     run = _Run(cfg, rank, world_size, wrap_model)
     first = run.load_state_dict(resume_from) + 1 if resume_from else 1
     steps, started = cfg.optim.steps, time.perf_counter()
+    if first > steps:  # a state taken after the last step: report the final record again
+        record = run.record(steps, started)
+        record["test_accuracy"] = evaluate(run.model, run.x_test, run.y_test).accuracy
+        if states is not None:
+            states[:] = [run.state_dict(steps)]
+        yield record
+        return
     for step in range(first, steps + 1):
         run.train_step(step)
         if not should_evaluate(step, cfg.eval_every, steps):

@@ -1,0 +1,124 @@
+"""Population Based Training over the distillation temperature and alpha (Jaderberg et al.
+2017, "Population Based Training of Neural Networks"), and the export of the schedule the
+best lineage followed as a replayable student config."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from ray import tune
+from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
+
+from search.spec import SweepSpec
+from spaces import suggest_config
+from trainables.config import StudentConfig
+
+MAX_BOUNDARIES = 16  # ScheduleConfig's limit
+
+
+def population(spec: SweepSpec, size: int) -> list[dict[str, Any]]:
+    """``size`` starting configs drawn at random from the space (seeded; with
+    ``cover_curricula`` the first ones try each curriculum kind), as partial student configs."""
+    sampler = optuna.samplers.RandomSampler(seed=spec.seed)
+    study = optuna.create_study(sampler=sampler)
+    if spec.search.cover_curricula:
+        for kind in spec.space.curricula[:size]:
+            study.enqueue_trial({"curriculum/kind": kind})
+    for point in spec.search.points:
+        study.enqueue_trial(point)
+    return [suggest_config(study.ask(), spec.space, {}) for _ in range(size)]
+
+
+class _PBT(PopulationBasedTraining):
+    """PBT that leaves baseline arms alone (never cloned from, never perturbed)."""
+
+    def on_trial_result(self, tune_controller, trial, result):
+        if str(trial.config.get("arm", "search")).startswith("baseline:"):
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+
+def pbt_scheduler(spec: SweepSpec) -> PopulationBasedTraining:
+    """PBT on the student's ``step``; perturbed values are kept inside the space's bounds."""
+    sched, steps = spec.scheduler, spec.student.optim.steps
+    t_low, t_high = spec.space.temperature
+    a_low, a_high = spec.space.alpha
+
+    def keep_in_bounds(config: dict[str, Any]) -> dict[str, Any]:
+        distill = config["distill"]
+        distill["temperature"] = min(max(distill["temperature"], t_low), t_high)
+        distill["alpha"] = min(max(distill["alpha"], a_low), a_high)
+        return config
+
+    interval = max(spec.student.eval_every, round(sched.perturbation_interval * steps))
+    interval -= interval % spec.student.eval_every  # on an evaluation: when checkpoints exist
+    random.seed(spec.seed)  # PBT draws its perturbations from the global `random`
+    return _PBT(
+        time_attr="step", metric=spec.metric, mode=spec.mode, perturbation_interval=interval,
+        hyperparam_mutations={
+            "distill": {
+                "temperature": tune.loguniform(t_low, t_high),
+                "alpha": tune.uniform(a_low, a_high),
+            }
+        },
+        quantile_fraction=sched.quantile_fraction,
+        resample_probability=sched.resample_probability,
+        custom_explore_fn=keep_in_bounds,
+    )  # fmt: skip
+
+
+def lineage(policy_file: Path, own_config: dict[str, Any], eval_every: int) -> list[tuple]:
+    """``[(step, config), ...]``: the configs the best trial's lineage trained under and the
+    step each took over, from PBT's policy log (``pbt_policy_<trial>.txt``: one line per
+    exploit along the lineage, ``[target, clone, target_iter, clone_iter, old, new]``)."""
+    if not policy_file.is_file():
+        return [(0, own_config)]
+    lines = [json.loads(line) for line in policy_file.read_text().splitlines() if line.strip()]
+    timeline = [(0, lines[0][4])]
+    for _, _, _, clone_iter, _, new in lines:
+        timeline.append((clone_iter * eval_every, new))  # one report per evaluation
+    return timeline
+
+
+def export_schedule(
+    spec: SweepSpec, experiment_dir: Path, trial_id: str, final_config: dict[str, Any]
+) -> Path:
+    """Write ``<sweep>/pbt_schedule.yaml``: the best trial's student settings with the
+    temperature and alpha it followed as explicit ``step`` schedules (boundaries as fractions
+    of the run), which replays PBT's schedule in a plain run."""
+    steps = spec.student.optim.steps
+    timeline = lineage(experiment_dir / f"pbt_policy_{trial_id}.txt", final_config,
+                       spec.student.eval_every)  # fmt: skip
+    changes: dict[float, dict[str, Any]] = {}
+    for step, config in timeline:
+        changes[min(step, steps) / steps] = config["distill"]
+    first = changes.pop(0.0, timeline[0][1]["distill"])
+    later = sorted((b, d) for b, d in changes.items() if 0.0 < b < 1.0)[-MAX_BOUNDARIES:]
+    distill = dict(final_config["distill"])
+    for name in ("temperature", "alpha"):
+        distill[name] = first[name]
+        distill[f"{name}_schedule"] = (
+            {"kind": "step", "boundaries": [b for b, _ in later],
+             "values": [d[name] for _, d in later]}
+            if later else {"kind": "constant"}
+        )  # fmt: skip
+    replay = {
+        key: final_config[key]
+        for key in ("curriculum", "teacher_schedule", "model", "optim")
+        if key in final_config
+    }
+    replay["distill"] = distill
+    StudentConfig.model_validate({**replay, "data": spec.data.model_dump()})  # replayable
+    spec.sweep_dir.mkdir(parents=True, exist_ok=True)
+    out = spec.sweep_dir / "pbt_schedule.yaml"
+    header = (
+        f"# The schedule PBT's best trial ({trial_id}) followed, as a student config:\n"
+        "# merge it into a spec's `student` to replay it without PBT.\n"
+    )
+    out.write_text(header + yaml.safe_dump(replay, sort_keys=False))
+    return out
