@@ -13,6 +13,7 @@ import optuna
 import yaml
 from ray import tune
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
+from ray.tune.schedulers.pb2 import PB2
 
 from search.spec import SweepSpec
 from spaces import suggest_config
@@ -34,8 +35,10 @@ def population(spec: SweepSpec, size: int) -> list[dict[str, Any]]:
     return [suggest_config(study.ask(), spec.space, {}) for _ in range(size)]
 
 
-class _PBT(PopulationBasedTraining):
-    """PBT that leaves baseline arms alone (never cloned from, never perturbed)."""
+class LeavesBaselines:
+    """A scheduler mixin that never sees a baseline arm's results: baselines are the yardstick
+    (``compare`` needs their final test metrics), so they are never stopped early, cloned
+    from or perturbed, and do not move the rule's cut-offs."""
 
     def on_trial_result(self, tune_controller, trial, result):
         if str(trial.config.get("arm", "search")).startswith("baseline:"):
@@ -43,8 +46,18 @@ class _PBT(PopulationBasedTraining):
         return super().on_trial_result(tune_controller, trial, result)
 
 
+class _PBT(LeavesBaselines, PopulationBasedTraining):
+    pass
+
+
+class _PB2(LeavesBaselines, PB2):
+    pass
+
+
 def pbt_scheduler(spec: SweepSpec) -> PopulationBasedTraining:
-    """PBT on the student's ``step``; perturbed values are kept inside the space's bounds."""
+    """PBT (or PB2: Parker-Holder et al. 2020, a GP-bandit choosing the new settings instead of
+    random perturbation) on the student's ``step``; new values stay inside the space's
+    bounds."""
     sched, steps = spec.scheduler, spec.student.optim.steps
     t_low, t_high = spec.space.temperature
     a_low, a_high = spec.space.alpha
@@ -58,6 +71,14 @@ def pbt_scheduler(spec: SweepSpec) -> PopulationBasedTraining:
     interval = max(spec.student.eval_every, round(sched.perturbation_interval * steps))
     interval -= interval % spec.student.eval_every  # on an evaluation: when checkpoints exist
     random.seed(spec.seed)  # PBT draws its perturbations from the global `random`
+    if sched.kind == "pb2":
+        return _PB2(
+            time_attr="step", metric=spec.metric, mode=spec.mode, perturbation_interval=interval,
+            hyperparam_bounds={
+                "distill": {"temperature": [t_low, t_high], "alpha": [a_low, a_high]}
+            },
+            quantile_fraction=sched.quantile_fraction, custom_explore_fn=keep_in_bounds,
+        )  # fmt: skip
     return _PBT(
         time_attr="step", metric=spec.metric, mode=spec.mode, perturbation_interval=interval,
         hyperparam_mutations={

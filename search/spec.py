@@ -97,10 +97,11 @@ class SchedulerSpec(_Strict):
     continues from a top trial's state (model, optimiser, sampler) with that trial's settings
     perturbed (x0.8 / x1.2, or resampled from the space with ``resample_probability``). The
     population is drawn at random from the space; the best lineage's schedule is exported to
-    ``<sweep>/pbt_schedule.yaml``, replayable as a student config.
+    ``<sweep>/pbt_schedule.yaml``, replayable as a student config. ``pb2``: the same with
+    PB2's GP bandit choosing the new settings (Parker-Holder et al. 2020).
     """
 
-    kind: Literal["fifo", "asha", "median", "pbt"] = "fifo"
+    kind: Literal["fifo", "asha", "median", "pbt", "pb2"] = "fifo"
     grace_period: float = Field(default=0.1, gt=0.0, le=1.0)
     reduction_factor: float = Field(default=3.0, gt=1.0)
     min_samples: int = Field(default=3, ge=1)
@@ -176,8 +177,8 @@ class SweepSpec(_Strict):
             and ("algorithm" in self.search.model_fields_set)
         ):
             raise ValueError(
-                "scheduler.kind 'pbt' draws its population at random (Ray Tune runs no search "
-                "algorithm beside PBT); use search.algorithm: random"
+                f"scheduler.kind {self.scheduler.kind!r} draws its population at random (Ray "
+                "Tune runs no search algorithm beside PBT); use search.algorithm: random"
             )
         if multi and self.search.algorithm in ("cmaes",):
             raise ValueError(

@@ -12,10 +12,10 @@ from pathlib import Path
 import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
 from ray.tune.search import BasicVariantGenerator
 
-from search._pbt import export_schedule, pbt_scheduler, population
+from search._pbt import LeavesBaselines, export_schedule, pbt_scheduler, population
 from search._resume import Manifest, ResumePlan, plan_resume, probe_storage
 from search._study import (
     WithBaselines,
@@ -93,22 +93,11 @@ def _trainable(spec: SweepSpec):
     return tune.with_resources(trainable, {"cpu": 0, "memory": 2**20})
 
 
-class _SparingBaselines:
-    """A stopping rule that never stops a baseline arm (they are the yardstick: ``compare``
-    needs their final test metrics); their results still inform the rule."""
-
-    def on_trial_result(self, tune_controller, trial, result):
-        decision = super().on_trial_result(tune_controller, trial, result)
-        if str(trial.config.get("arm", "search")).startswith("baseline:"):
-            return TrialScheduler.CONTINUE
-        return decision
-
-
-class _ASHA(_SparingBaselines, ASHAScheduler):
+class _ASHA(LeavesBaselines, ASHAScheduler):
     pass
 
 
-class _Median(_SparingBaselines, MedianStoppingRule):
+class _Median(LeavesBaselines, MedianStoppingRule):
     pass
 
 
@@ -144,7 +133,7 @@ def run_students(
     base = spec.student_config(str(teacher_outputs)).model_dump()
     baselines = [c for arm, c in baseline_configs(spec).items() if arm not in plan.done_arms]
     total = max(plan.remaining, 0) + len(baselines)
-    if spec.scheduler.kind == "pbt":  # Tune runs no search algorithm beside PBT
+    if spec.scheduler.kind in ("pbt", "pb2"):  # Tune runs no search algorithm beside PBT
         searcher = BasicVariantGenerator(
             points_to_evaluate=baselines + population(spec, max(plan.remaining, 0))
         )
@@ -211,7 +200,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, verbose: int = 0) 
         searched = [
             r for r in results if r.error is None and r.config.get("arm", "search") == "search"
         ]
-        if spec.scheduler.kind == "pbt" and searched:
+        if spec.scheduler.kind in ("pbt", "pb2") and searched:
             sign = 1 if spec.mode == "max" else -1
             best = max(searched, key=lambda r: sign * r.metrics[spec.metric])
             out = export_schedule(

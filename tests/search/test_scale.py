@@ -96,7 +96,7 @@ def test_baselines_are_fixed_configs_and_duplicates_are_dropped():
         ({"resources": {"gpus_per_trial": 0.5}}, "resources.gpus_per_trial: GPU trials"),
         ({"student": {"repeats": 3}}, "student: repeats is set by the sweep"),
         ({"baselines": ["oneshot", "teacher_only"]}, "baselines.1: Input should be"),
-        ({"scheduler": {"kind": "pbt"}}, "scheduler.kind: Input should be 'fifo', 'asha'"),
+        ({"scheduler": {"kind": "hyperband"}}, "scheduler.kind: Input should be 'fifo', 'asha'"),
     ],
 )  # fmt: skip
 def test_spec_refuses_combinations_that_cannot_work(fields, message):
@@ -371,12 +371,13 @@ def test_pbt_needs_a_random_population():
 
 
 @pytest.mark.ray
-def test_pbt_sweep_exploits_carries_state_and_exports_its_schedule(ray_session, tmp_path):
+@pytest.mark.parametrize("kind", ["pbt", "pb2"])
+def test_pbt_sweep_exploits_carries_state_and_exports_its_schedule(ray_session, tmp_path, kind):
     spec = load_spec(
         QUICKSTART,
         [*TINY, f"storage={tmp_path}", "name=pbt", "num_samples=4", "student.optim.steps=400",
-         "scheduler.kind=pbt", "scheduler.perturbation_interval=0.25", "baselines=[labels_only]",
-         "space.curricula=[none]"],
+         f"scheduler.kind={kind}", "scheduler.perturbation_interval=0.25",
+         "baselines=[labels_only]", "space.curricula=[none]"],
     )  # fmt: skip
     results = run_sweep(spec)
     trials = load_trials(results).to_pandas()
