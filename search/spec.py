@@ -112,10 +112,13 @@ class SchedulerSpec(_Strict):
 
 class ResourcesSpec(_Strict):
     """Per trial: ``workers`` Ray Train workers of ``cpus_per_trial`` CPUs each (1: the loop
-    runs inline in the Tune trial; more: TorchTrainer with DDP over gloo). ``max_concurrent``
-    defaults to what the cluster's CPUs hold. ``start_timeout_s``: a multi-worker trial whose
-    workers cannot be placed in time fails with a clear message. ``max_failures``: retries
-    of a failed trial (e.g. after a lost node) before it counts as failed."""
+    runs inline in the Tune trial; more: TorchTrainer with DDP over gloo, or NCCL with one GPU
+    per worker). ``gpus_per_trial``: whole or fractional (e.g. 0.25: four trials share a GPU)
+    for single-worker trials; ``workers`` for multi-worker ones. ``max_concurrent``
+    defaults to what the cluster's CPUs (and GPUs) hold. ``start_timeout_s``: a multi-worker
+    trial whose workers cannot be placed in time fails with a clear message.
+    ``max_failures``: retries of a failed trial (e.g. after a lost node) before it counts as
+    failed."""
 
     cpus_per_trial: float = Field(default=1.0, gt=0.0)
     workers: int = Field(default=1, ge=1, le=256)
@@ -124,15 +127,15 @@ class ResourcesSpec(_Strict):
     start_timeout_s: float = Field(default=120.0, gt=0.0)
     max_failures: int = Field(default=1, ge=0)
 
-    @field_validator("gpus_per_trial")
-    @classmethod
-    def _no_gpu_yet(cls, gpus: float) -> float:
-        if gpus > 0:
+    @model_validator(mode="after")
+    def _whole_gpus_for_workers(self) -> ResourcesSpec:
+        if self.workers > 1 and self.gpus_per_trial not in (0, self.workers):
             raise ValueError(
-                f"GPU trials are not supported yet (the student loop keeps its tensors on the "
-                f"host), got {gpus}; use 0"
+                f"gpus_per_trial: a {self.workers}-worker trial takes one GPU per worker "
+                f"({self.workers}) or none, got {self.gpus_per_trial}; fractional GPUs are for "
+                "single-worker trials only (ray#48012)"
             )
-        return gpus
+        return self
 
 
 class SweepSpec(_Strict):

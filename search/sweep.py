@@ -74,20 +74,28 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 
 def _concurrency(spec: SweepSpec) -> int:
-    """``resources.max_concurrent``, else as many trials as the cluster's CPUs hold."""
-    if spec.resources.max_concurrent:
-        return spec.resources.max_concurrent
-    per_trial = spec.resources.cpus_per_trial * spec.resources.workers
-    return max(1, int(ray.cluster_resources().get("CPU", 1.0) // per_trial))
+    """``resources.max_concurrent``, else as many trials as the cluster's CPUs (and GPUs,
+    for GPU trials) hold."""
+    res = spec.resources
+    if res.max_concurrent:
+        return res.max_concurrent
+    cluster = ray.cluster_resources()
+    fits = cluster.get("CPU", 1.0) // (res.cpus_per_trial * res.workers)
+    if res.gpus_per_trial:
+        fits = min(fits, cluster.get("GPU", 0.0) // res.gpus_per_trial)
+    return max(1, int(fits))
 
 
 def _trainable(spec: SweepSpec):
     res = spec.resources
     if res.workers == 1:  # the loop runs inline in the Tune trial
-        return tune.with_resources(train_student, {"cpu": res.cpus_per_trial})
+        return tune.with_resources(
+            train_student, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
+        )
     trainable = distributed_student(
-        res.workers, cpus_per_worker=res.cpus_per_trial, start_timeout_s=res.start_timeout_s
-    )
+        res.workers, cpus_per_worker=res.cpus_per_trial, use_gpu=res.gpus_per_trial > 0,
+        start_timeout_s=res.start_timeout_s,
+    )  # fmt: skip
     # The trial itself only coordinates; its workers reserve their own CPUs. (Tune refuses an
     # empty request, so it holds a token of memory.)
     return tune.with_resources(trainable, {"cpu": 0, "memory": 2**20})
@@ -139,7 +147,8 @@ def run_students(
         )
         scheduler = pbt_scheduler(spec)
         trainable = tune.with_resources(
-            train_student_checkpointed, {"cpu": spec.resources.cpus_per_trial}
+            train_student_checkpointed,
+            {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},
         )
     else:
         searcher = WithBaselines(optuna_searcher(spec, storage), baselines)

@@ -359,7 +359,10 @@ class StudentConfig(_Strict):
     ``repeats``: the configuration runs with seeds ``seed, seed + 1, ...`` in lockstep and every
     record reports their mean (what a searcher should see); the last record also lists each
     seed's final metrics (``*_seeds``). ``arm`` is a free label kept in the results (the sweep
-    marks its baselines with it).
+    marks its baselines with it). ``device``: ``auto`` is the GPU Ray gave the trial, if any,
+    else the CPU; data, teacher outputs and model then live there (no host-device copy per
+    step but the batch's indices). ``precision: bf16`` runs forward and loss under bfloat16
+    autocast.
     """
 
     data: DataConfig = Field(default_factory=DataConfig)
@@ -367,6 +370,8 @@ class StudentConfig(_Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     repeats: int = Field(default=1, ge=1, le=64)
     arm: str = Field(default="search", max_length=100)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
     distill: DistillConfig = Field(default_factory=DistillConfig)
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     teacher_schedule: TeacherScheduleConfig = Field(default_factory=TeacherScheduleConfig)

@@ -57,7 +57,9 @@ def train_student_checkpointed(config: dict[str, Any]) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            resume_from = torch.load(f"{directory}/state.pt", weights_only=False)
+            resume_from = torch.load(
+                f"{directory}/state.pt", weights_only=False, map_location="cpu"
+            )
     states: list = []
     for record in repeated_loop(cfg, resume_from=resume_from, states=states):
         with tempfile.TemporaryDirectory() as directory:
@@ -76,8 +78,9 @@ def distributed_student(
     start_timeout_s: float = 120.0,
 ) -> Callable[[dict[str, Any]], None]:
     """A Tune function trainable that runs each trial on ``num_workers`` Ray Train workers
-    (``TorchTrainer``, DDP over gloo on CPU, NCCL on GPU); every worker runs the same loop on
-    its rank's shard of each global batch of ``optim.batch_size * num_workers`` examples.
+    (``TorchTrainer``, DDP over gloo on CPU, NCCL on GPU with one GPU per worker); every worker
+    runs the same loop on its rank's shard of each global batch of ``optim.batch_size *
+    num_workers`` examples.
 
     The trial first reserves its workers' resources (a placement group) and fails with
     :class:`WorkerStartTimeout` if they cannot be had within ``start_timeout_s``, instead of
@@ -86,8 +89,6 @@ def distributed_student(
     """
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
-    if use_gpu:  # the loop keeps its tensors on the host (README, "GPU")
-        raise NotImplementedError("use_gpu: the student loop does not place tensors on GPUs yet")
     return functools.partial(
         _run_distributed, num_workers=num_workers, cpus_per_worker=cpus_per_worker,
         use_gpu=use_gpu, start_timeout_s=start_timeout_s,
@@ -152,9 +153,14 @@ def _student_worker(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     cfg = StudentConfig.model_validate(config)
     node = ray.get_runtime_context().get_node_id()
+    device_ids = None
+    if cfg.device != "cpu" and torch.cuda.is_available():
+        device = ray.train.torch.get_device()  # this worker's GPU
+        torch.cuda.set_device(device)
+        device_ids = [device.index]
 
     def wrap(model: torch.nn.Module) -> torch.nn.Module:
-        return DistributedDataParallel(model)
+        return DistributedDataParallel(model, device_ids=device_ids)
 
     for record in repeated_loop(
         cfg, rank=context.get_world_rank(), world_size=context.get_world_size(), wrap_model=wrap

@@ -60,8 +60,10 @@ class _TeacherTargets:
     the whole training set and gathered per batch (no softmax of the teacher in the step);
     otherwise per batch."""
 
-    def __init__(self, teacher: TeacherOutputs, form: str, *, whole_set: bool) -> None:
-        self.teacher, self.form, self.whole_set = teacher, form, whole_set
+    def __init__(
+        self, teacher: TeacherOutputs, form: str, *, whole_set: bool, device: torch.device
+    ) -> None:
+        self.teacher, self.form, self.whole_set, self.device = teacher, form, whole_set, device
         self.checkpoint: int | None = None
         self._cached_t: float | None = None
 
@@ -69,7 +71,7 @@ class _TeacherTargets:
         if checkpoint != self.checkpoint:  # memory-mapped logits of another checkpoint
             self.checkpoint, self._cached_t = checkpoint, None
             logits = self.teacher.checkpoint_logits(checkpoint)["train"]
-            self.logits = torch.from_numpy(np.array(logits))
+            self.logits = torch.from_numpy(np.array(logits)).to(self.device)
 
     def __call__(self, idx: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
         if not self.whole_set or isinstance(temperature, torch.Tensor):
@@ -95,21 +97,24 @@ class _Run:
                 f"rows and {data.num_classes} classes"
             )
         self.cfg, self.world_size = cfg, world_size
+        self.device = device = resolve_device(cfg.device)
         cur, steps = cfg.curriculum, cfg.optim.steps
         torch.manual_seed(cfg.seed)
         self.x_train, self.y_train, self.x_val, self.y_val, t_val, self.x_test, self.y_test = (
-            as_tensors(
+            t.to(device) for t in as_tensors(
                 data.x_train, data.y_train, data.x_val, data.y_val, teacher.logits["val"],
                 data.x_test, data.y_test,
             )
         )  # fmt: skip
         self.val_rank = torch.from_numpy(
             to_ranks(confidence_difficulty(teacher.logits["val"], data.y_val))
-        )
+        ).to(device)
         self.teacher_val_pred = t_val.argmax(dim=1)
 
-        self.model = mlp(data.num_features, cfg.model.hidden, data.num_classes)
+        self.model = mlp(data.num_features, cfg.model.hidden, data.num_classes).to(device)
         self.learned_t = make_temperature(cfg.distill)  # CTKD, or None
+        if self.learned_t:
+            self.learned_t.to(device)
         params = list(self.model.parameters())
         params += list(self.learned_t.parameters()) if self.learned_t else []
         self.optimizer = make_optimizer(params, cfg.optim)
@@ -117,7 +122,7 @@ class _Run:
         self.checkpoint_at = make_checkpoint_schedule(cfg.teacher_schedule, teacher, steps)
         staged = cur.kind == "staged"
         self.targets = _TeacherTargets(
-            teacher, cfg.distill.loss,
+            teacher, cfg.distill.loss, device=device,
             whole_set=cfg.distill.temperature_schedule.kind in ("constant", "step", "stage"),
         )  # fmt: skip
         self.targets.use(teacher.step)
@@ -145,11 +150,14 @@ class _Run:
             cfg.distill.alpha_schedule, cfg.distill.alpha,
             [s.alpha if staged else None for s in self.stages],
         )  # fmt: skip
-        self.noise = torch.Generator().manual_seed(cfg.seed + 1)
+        self.noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        self.autocast = torch.autocast(
+            device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"
+        )
         self.stage, self.alpha, self.temperature = 0, cfg.distill.alpha, cfg.distill.temperature
         self.fraction, self.samples = 0.0, 0
         self.best, self.steps_to_target = -math.inf, None
-        self.sums, self.count = torch.zeros(3), 0  # running (total, ce, kd) since last eval
+        self.sums, self.count = torch.zeros(3, device=device), 0  # (total, ce, kd) since eval
 
     def state_dict(self, step: int) -> dict[str, Any]:
         """Everything needed to continue after ``step`` exactly as if never stopped: model,
@@ -178,7 +186,7 @@ class _Run:
         self.noise.set_state(state["noise"])
         torch.set_rng_state(state["torch_rng"])
         self.samples, self.best, self.steps_to_target, sums, self.count = state["running"]
-        self.sums = sums.clone()
+        self.sums = sums.to(self.device)
         return int(state["step"])
 
     def distill(self, x: torch.Tensor, idx: torch.Tensor, forward=None):
@@ -190,10 +198,10 @@ class _Run:
 
     def scorer(self, indices: np.ndarray) -> np.ndarray:
         """The student's current per-example loss (for samplers that score candidates)."""
-        idx = torch.from_numpy(indices)
-        with torch.no_grad():
+        idx = torch.from_numpy(indices).to(self.device)
+        with torch.no_grad(), self.autocast:
             per = self.distill(self.x_train[idx], idx, forward=self.model)
-        return (per.ce if self.cfg.curriculum.kind == "rho" else per.total).numpy()
+        return (per.ce if self.cfg.curriculum.kind == "rho" else per.total).float().cpu().numpy()
 
     def train_step(self, step: int) -> None:
         progress = (step - 1) / self.cfg.optim.steps
@@ -207,13 +215,15 @@ class _Run:
         )
         self.fraction = self.sampler.fraction
         batch = self.sampler.next_batch(self.scorer)
-        idx = torch.from_numpy(batch.indices)
+        idx = torch.from_numpy(batch.indices).to(self.device, non_blocking=True)
         x = self.x_train[idx]
         if self.staged and self.stages[stage].augment > 0:
-            x = x + self.stages[stage].augment * torch.randn(x.shape, generator=self.noise)
-        per = self.distill(x, idx)
+            noise = torch.randn(x.shape, generator=self.noise, device=self.device)
+            x = x + self.stages[stage].augment * noise
+        with self.autocast:
+            per = self.distill(x, idx)
         if batch.weights is not None:
-            weights = torch.from_numpy(batch.weights).to(per.total.dtype)
+            weights = torch.from_numpy(batch.weights).to(self.device, per.total.dtype)
         elif self.weighting is not None:
             epoch = self.samples // len(self.sampler.pool)
             weights = self.weighting(per.total, per.ce, progress, epoch)
@@ -245,7 +255,7 @@ class _Run:
             train_loss, ce, kd = (self.sums / self.count).tolist()
         if self.count and not math.isfinite(train_loss):
             raise FloatingPointError(f"training loss is {train_loss} at step {step}")
-        self.sums, self.count = torch.zeros(3), 0
+        self.sums, self.count = torch.zeros(3, device=self.device), 0
         self.best = max(self.best, val.accuracy)
         if self.steps_to_target is None and val.accuracy >= cfg.target_accuracy:
             self.steps_to_target = step
@@ -271,6 +281,16 @@ class _Run:
             "steps_to_target": self.steps_to_target,
             "steps_to_target_capped": self.steps_to_target or cfg.optim.steps + cfg.eval_every,
         }
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: the (first) GPU this process may use, else the CPU. Ray hides the GPUs a trial
+    was not given (``CUDA_VISIBLE_DEVICES``), so a CPU trial on a GPU node stays on the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' requested but no CUDA GPU is visible to this process")
+    return torch.device(name)
 
 
 def _agreement(logits: torch.Tensor, teacher_pred: torch.Tensor) -> float:
