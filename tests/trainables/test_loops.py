@@ -291,3 +291,25 @@ def test_repeats_resume_from_one_state_per_seed(teacher_dir):
             break
     resumed = list(repeated_loop(cfg, resume_from=states[0]))
     assert [r["val_accuracy"] for r in resumed] == [r["val_accuracy"] for r in whole[1:]]
+
+
+def test_bf16_autocast_trains_and_a_missing_gpu_is_a_clear_error(teacher_dir):
+    records = list(student_loop(_student(teacher_dir, precision="bf16", device="cpu")))
+    assert records[-1]["val_accuracy"] > 0.8
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(ValueError, match="device: 'cuda' requested but no CUDA GPU"):
+            list(student_loop(_student(teacher_dir, device="cuda")))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["none", "staged", "importance"])
+def test_on_a_gpu_the_loop_learns_and_resumes_exactly(teacher_dir, kind):
+    cfg = _student(teacher_dir, device="cuda", curriculum=CurriculumConfig(kind=kind))
+    whole = list(student_loop(cfg))
+    assert whole[-1]["val_accuracy"] > 0.8
+    states: list = []
+    for record in student_loop(cfg, states=states):
+        if record["step"] == 100:
+            break
+    resumed = list(student_loop(cfg, resume_from=states[0]))
+    assert [r["val_accuracy"] for r in resumed] == [r["val_accuracy"] for r in whole[2:]]

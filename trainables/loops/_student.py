@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -151,8 +152,10 @@ class _Run:
             [s.alpha if staged else None for s in self.stages],
         )  # fmt: skip
         self.noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-        self.autocast = torch.autocast(
-            device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"
+        self.autocast = (
+            torch.autocast(device.type, dtype=torch.bfloat16)
+            if cfg.precision == "bf16"
+            else contextlib.nullcontext()
         )
         self.stage, self.alpha, self.temperature = 0, cfg.distill.alpha, cfg.distill.temperature
         self.fraction, self.samples = 0.0, 0
