@@ -144,7 +144,8 @@ class WithBaselines(Searcher):
     """Suggest the fixed baseline configs first, then delegate to ``inner`` (Optuna).
 
     Baseline results never reach the study: the sampler models only its own space, and a
-    baseline outside the space's bounds (e.g. ``alpha = 1``) cannot confuse it."""
+    baseline outside the space's bounds (e.g. ``alpha = 1``) cannot confuse it. The study is
+    told each trial's final result only."""
 
     def __init__(self, inner: Searcher, baselines: list[dict[str, Any]]) -> None:
         super().__init__()
@@ -169,8 +170,9 @@ class WithBaselines(Searcher):
         """Nothing to restore: a resumed sweep reopens the study (see ``_resume``)."""
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id not in self.baseline_trials:
-            self.inner.on_trial_result(trial_id, result)
+        """Not forwarded: intermediate values serve Optuna's pruners, which the sweep does not
+        use (Tune's schedulers stop trials), and each would be a write to the study's
+        journal."""
 
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
         if trial_id not in self.baseline_trials:
