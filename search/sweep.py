@@ -168,6 +168,8 @@ def run_students(
             name=f"students-{plan.run}" if plan.run else "students",
             storage_path=str(spec.sweep_dir / "tune"),
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
+            # PBT trials checkpoint at every report; only the latest ones are ever restored
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[
                 ParquetSink(spec.sweep_dir, spec.name, StudentConfig),
                 ProgressPrinter(total, spec.objective_metrics[0] if multi else spec.metric),

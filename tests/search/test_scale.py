@@ -376,13 +376,13 @@ def test_pbt_needs_a_random_population():
 def test_pbt_sweep_exploits_carries_state_and_exports_its_schedule(ray_session, tmp_path, kind):
     spec = load_spec(
         QUICKSTART,
-        [*TINY, f"storage={tmp_path}", "name=pbt", "num_samples=4", "student.optim.steps=400",
-         f"scheduler.kind={kind}", "scheduler.perturbation_interval=0.25",
+        [*TINY, f"storage={tmp_path}", "name=pbt", "num_samples=6", "student.optim.steps=400",
+         f"scheduler.kind={kind}", "scheduler.perturbation_interval=0.125",
          "baselines=[labels_only]", "space.curricula=[none]"],
     )  # fmt: skip
     results = run_sweep(spec)
     trials = load_trials(results).to_pandas()
-    assert len(trials) == 5 and (trials["status"] == "TERMINATED").all(), trials["error"].tolist()
+    assert len(trials) == 7 and (trials["status"] == "TERMINATED").all(), trials["error"].tolist()
     assert (trials["steps"] == 400).all()
     exploits = (results / "tune" / "students" / "pbt_global.txt").read_text().splitlines()
     assert exploits  # bottom trials continued from top ones' checkpoints
