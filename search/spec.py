@@ -117,16 +117,16 @@ class ResourcesSpec(_Strict):
     for single-worker trials; ``workers`` for multi-worker ones. ``max_concurrent``
     defaults to what the cluster's CPUs (and GPUs) hold. ``start_timeout_s``: a multi-worker
     trial whose workers cannot be placed in time fails with a clear message.
-    ``max_failures``: retries of a failed trial (e.g. after a lost node; a retry may first
-    land on a reused actor of the lost node and fail at once, hence 3) before it counts as
-    failed."""
+    ``max_failures``: retries of a failed trial before it counts as failed. Every error is
+    retried, a diverging (NaN) trial too, so the default is 1; on clusters that lose nodes
+    use 3: a retry may first land on a reused actor of the lost node and fail at once."""
 
     cpus_per_trial: float = Field(default=1.0, gt=0.0)
     workers: int = Field(default=1, ge=1, le=256)
     gpus_per_trial: float = Field(default=0.0, ge=0.0)
     max_concurrent: int | None = Field(default=None, ge=1)
     start_timeout_s: float = Field(default=120.0, gt=0.0)
-    max_failures: int = Field(default=3, ge=0)
+    max_failures: int = Field(default=1, ge=0)
 
     @model_validator(mode="after")
     def _whole_gpus_for_workers(self) -> ResourcesSpec:

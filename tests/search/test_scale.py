@@ -297,7 +297,7 @@ def test_three_node_sweep_survives_losing_a_worker_node(tmp_path):
         spec = load_spec(
             QUICKSTART,
             [*TINY, f"storage={tmp_path}", "name=nodes", "num_samples=8",
-             "student.optim.steps=400"],
+             "student.optim.steps=400", "resources.max_failures=3"],
         )  # fmt: skip
         trials_dir = spec.sweep_dir / "trials"
         removed = threading.Event()
