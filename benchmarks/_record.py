@@ -14,6 +14,32 @@ HERE = Path(__file__).resolve().parent
 RESULTS_JSON = HERE / "results.json"
 RESULTS_MD = HERE / "RESULTS.md"
 
+# The targets the issues set: key -> (">=" or "<=", bound). RESULTS.md marks each figure.
+TARGETS = {
+    "make_demo_fresh_clone_s": ("<=", 300),
+    "quickstart_trials": (">=", 8),
+    "sampler_batch_us_10m": ("<=", 50),
+    "sampler_build_s_10m": ("<=", 2),
+    "bank_over_student_only_throughput": (">=", 0.95),
+    "bank_over_online_teacher_speedup": (">=", 3),
+    "parity_lockstep_over_oneshot_steps": ("<=", 0.5),
+    "parity_twoshot_over_oneshot_steps": ("<=", 0.5),
+    "parity_searched_over_oneshot_steps": ("<=", 0.35),
+    "parity_bench_wall_s": ("<=", 600),
+    "asha_over_fifo_steps": ("<=", 0.35),
+    "asha_minus_fifo_best_val_accuracy": (">=", -0.01),
+    "sweep_wall_over_ideal": ("<=", 1.15),
+    "best_schedules_10k_trials_s": ("<=", 2),
+}
+
+
+def _verdict(key: str, value: float) -> str:
+    if key not in TARGETS:
+        return ""
+    op, bound = TARGETS[key]
+    met = value >= bound if op == ">=" else value <= bound
+    return f"{op} {bound:g}: {'met' if met else '**missed**'}"
+
 
 def machine() -> str:
     return (
@@ -42,14 +68,16 @@ def _write_markdown(results: dict) -> None:
         "# Benchmark results",
         "",
         "Generated from `results.json` by the benchmark scripts (`make bench`); figures are",
-        "measured side by side within one run of each script, on the machine named.",
+        "measured side by side within one run of each script, on the machine named; the",
+        "target column is the bound the issues set (`TARGETS` in `_record.py`).",
         "",
-        "| key | value | unit | note | measured at | machine | command |",
-        "|---|---|---|---|---|---|---|",
+        "| key | value | unit | target | note | measured at | machine | command |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key, r in sorted(results.items()):
         lines.append(
-            f"| `{key}` | {r['value']:.4g} | {r['unit']} | {r.get('note', '')} "
+            f"| `{key}` | {r['value']:.4g} | {r['unit']} | {_verdict(key, r['value'])} "
+            f"| {r.get('note', '')} "
             f"| {r['measured_at']} | {r['machine']} | `{r['command']}` |"
         )
     RESULTS_MD.write_text("\n".join(lines) + "\n")
