@@ -12,7 +12,7 @@ import pyarrow as pa
 from analysis._best import resolve_column
 from analysis._tables import ResultsError
 
-STUDY_NAME = "students"  # search._study.STUDY_NAME (analysis does not import search)
+STUDY_NAME = "students"  # the Optuna study of a sweep (search writes it, analysis reads it)
 
 
 def learning_curves(

@@ -15,7 +15,7 @@ class ResultsError(ValueError):
     """The results path holds no readable table of the requested kind."""
 
 
-def _table_files(results: str | os.PathLike, table: str) -> list[Path]:
+def table_files(results: str | os.PathLike, table: str) -> list[Path]:
     root = Path(results)
     if not root.is_dir():
         raise ResultsError(f"results: {str(root)!r} is not a directory")
@@ -36,8 +36,8 @@ def _run_token(path: Path) -> str | None:
     return parts[1] if len(parts) >= 3 and parts[0] in ("part", "trial", "stage") else None
 
 
-def _load(results: str | os.PathLike, table: str) -> pa.Table:
-    files = _table_files(results, table)
+def _load(results: str | os.PathLike, table: str, files: list[Path] | None = None) -> pa.Table:
+    files = table_files(results, table) if files is None else files
     if not files:
         raise ResultsError(f"results: no {table!r} table under {str(results)!r}")
     by_sweep: dict[Path, list[Path]] = {}
@@ -76,9 +76,10 @@ def load_curves(results: str | os.PathLike) -> pa.Table:
     a write-ahead log (a running or killed sweep)."""
     root = Path(results)
     pending = [row for d in [root / "curves", *root.glob("*/curves")] for row in read_wal(d)]
-    if not _table_files(results, "curves") and pending:
+    files = table_files(results, "curves")
+    if not files and pending:
         return pa.Table.from_pylist(pending)
-    table = _load(results, "curves")
+    table = _load(results, "curves", files)
     if not pending:
         return table
     keys = zip(table["sweep"].to_pylist(), table["trial_id"].to_pylist(),

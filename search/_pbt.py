@@ -15,6 +15,7 @@ from ray import tune
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.schedulers.pb2 import PB2
 
+from search._study import enqueue_first_trials
 from search.spec import SweepSpec
 from spaces import suggest_config
 from trainables.config import StudentConfig
@@ -27,11 +28,7 @@ def population(spec: SweepSpec, size: int) -> list[dict[str, Any]]:
     ``cover_curricula`` the first ones try each curriculum kind), as partial student configs."""
     sampler = optuna.samplers.RandomSampler(seed=spec.seed)
     study = optuna.create_study(sampler=sampler)
-    if spec.search.cover_curricula:
-        for kind in spec.space.curricula[:size]:
-            study.enqueue_trial({"curriculum/kind": kind})
-    for point in spec.search.points:
-        study.enqueue_trial(point)
+    enqueue_first_trials(study, spec, size)
     return [suggest_config(study.ask(), spec.space, {}) for _ in range(size)]
 
 

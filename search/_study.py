@@ -12,10 +12,9 @@ import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from analysis._curves import STUDY_NAME
 from search.spec import SweepSpec
 from spaces import distillation_space
-
-STUDY_NAME = "students"
 
 
 class _GridSampler(optuna.samplers.GridSampler):
@@ -79,14 +78,19 @@ def open_study(spec: SweepSpec, storage) -> optuna.Study:
     study = optuna.create_study(
         storage=storage, study_name=STUDY_NAME, directions=directions, load_if_exists=True
     )
-    if study.trials:
-        return study
+    if not study.trials:
+        enqueue_first_trials(study, spec, spec.num_samples)
+    return study
+
+
+def enqueue_first_trials(study: optuna.Study, spec: SweepSpec, size: int) -> None:
+    """One trial per curriculum kind (``cover_curricula``, at most ``size``), then the user's
+    ``points``; their other parameters are sampled."""
     if spec.search.cover_curricula:
-        for kind in spec.space.curricula[: spec.num_samples]:
+        for kind in spec.space.curricula[:size]:
             study.enqueue_trial({"curriculum/kind": kind})
     for point in spec.search.points:
         study.enqueue_trial(point)
-    return study
 
 
 def optuna_searcher(spec: SweepSpec, storage) -> OptunaSearch:

@@ -24,8 +24,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel
 from ray import tune
 
-from analysis._tables import WAL_PREFIX, read_wal
-from analysis._tables import _table_files as table_files
+from analysis._tables import WAL_PREFIX, read_wal, table_files
 
 CURVE_SCHEMA = pa.schema(
     [
@@ -68,6 +67,22 @@ TRIAL_METRICS = pa.schema(
         ("test_accuracy_seeds", pa.list_(pa.float64())),
         ("steps_to_target_capped_seeds", pa.list_(pa.int64())),
         ("node_id", pa.string()),
+    ]
+)
+
+# One row per teacher evaluation (written by ``search.teacher`` from the bank's history).
+TEACHER_SCHEMA = pa.schema(
+    [
+        ("sweep", pa.string()),
+        ("step", pa.int64()),
+        ("samples_seen", pa.int64()),
+        ("wall_time_s", pa.float64()),
+        ("train_loss", pa.float64()),
+        ("val_accuracy", pa.float64()),
+        ("val_loss", pa.float64()),
+        ("is_kept", pa.bool_()),
+        ("in_transition", pa.bool_()),
+        ("is_transition_checkpoint", pa.bool_()),
     ]
 )
 

@@ -13,26 +13,11 @@ from pathlib import Path
 import pyarrow as pa
 from ray import tune
 
-from search.sink import write_parquet_atomic
+from search.sink import TEACHER_SCHEMA, write_parquet_atomic
 from search.spec import SweepSpec
 from trainables.distill import TeacherOutputs, read_teacher_outputs, teacher_outputs_complete
 from trainables.distill._teacher_outputs import FORMAT as BANK_FORMAT
 from trainables.teacher import train_teacher
-
-TEACHER_SCHEMA = pa.schema(
-    [
-        ("sweep", pa.string()),
-        ("step", pa.int64()),
-        ("samples_seen", pa.int64()),
-        ("wall_time_s", pa.float64()),
-        ("train_loss", pa.float64()),
-        ("val_accuracy", pa.float64()),
-        ("val_loss", pa.float64()),
-        ("is_kept", pa.bool_()),
-        ("in_transition", pa.bool_()),
-        ("is_transition_checkpoint", pa.bool_()),
-    ]
-)
 
 
 class TeacherError(RuntimeError):
