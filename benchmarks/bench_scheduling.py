@@ -7,16 +7,23 @@
   (target: within 1 point, i.e. >= -0.01, at <= 0.35x the steps).
 - ``sweep_wall_over_ideal``: a 16-trial sweep of ~5 s trials on 2 cores (2 at a time), its
   student phase's wall time over the ideal 16 x t / 2, where t is one such trial run directly
-  (no Ray) on one thread in the same script, timed before and after the sweep (mean). Target
+  (no Ray) on one thread in this process, timed before and after the sweep (mean). Target
   <= 1.15.
+- ``sweep_wall_over_packed_ideal``: the same wall time over 16 x t2 / 2, where t2 is the
+  trial's time when two run directly side by side (two processes, no Ray), before and after
+  the sweep: what a scheduler with no overhead at all would reach on this machine, whose two
+  cores slow each other down (``side_by_side_over_alone_trial_time``).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -65,57 +72,91 @@ def asha_vs_fifo(storage: str) -> None:
     )  # fmt: skip
 
 
+def _loop_s(config) -> float:
+    """One whole student run, directly (no Ray), on one thread as a 1-CPU Tune trial runs."""
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    for _ in student_loop(config):
+        pass
+    return time.perf_counter() - started
+
+
+_BARRIER = None  # set in each of the two side-by-side processes
+
+
+def _init_pair(barrier) -> None:
+    global _BARRIER
+    _BARRIER = barrier
+
+
+def _paired(config) -> float:
+    _BARRIER.wait()  # both processes start together (and each takes one of the two runs)
+    return _loop_s(config)
+
+
 def sweep_wall(storage: str) -> None:
     n, target_s = 16, 5.0
     spec = load_spec(QUICKSTART, [*COMMON, f"storage={storage}", "name=calibrate"])
-    teacher_dir = run_sweep(spec.model_copy(update={"num_samples": 1}))  # builds the bank
+    run_sweep(spec.model_copy(update={"num_samples": 1}))  # builds the teacher bank
     bank = next((Path(storage) / "_teachers").iterdir())
-    torch.set_num_threads(1)  # as a 1-CPU Tune trial runs
     probe = spec.student_config(str(bank)).model_copy(update={"eval_every": 100})
     probe = probe.model_copy(update={"optim": probe.optim.model_copy(update={"steps": 500})})
-    for _ in range(2):  # the first pass warms up (imports, allocator, page cache)
-        started = time.perf_counter()
-        for _ in student_loop(probe):
-            pass
-    steps, trial_s = int(target_s / (time.perf_counter() - started) * 500), 0.0
-    for _ in range(2):  # a whole run: setup and evaluation included
-        if trial_s:
-            steps = int(steps * target_s / trial_s)
-        direct = probe.model_copy(
+    _loop_s(probe)  # warm-up: imports, allocator, page cache
+    steps = int(target_s / _loop_s(probe) * 500)
+
+    def config(steps: int):
+        return probe.model_copy(
             update={
                 "optim": probe.optim.model_copy(update={"steps": steps}),
                 "eval_every": steps // 10,
             }
         )
+
+    steps = int(steps * target_s / _loop_s(config(steps)))  # a whole run: setup, evaluation
+    direct = config(steps)
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    with ProcessPoolExecutor(2, mp_context=ctx, initializer=_init_pair, initargs=(barrier,)) as pool:
+
+        def pair() -> list[float]:
+            return list(pool.map(_paired, [direct, direct]))
+
+        pair()  # warm-up of both processes
+        # The machine's speed drifts (shared cores): every direct figure is the mean of one
+        # run just before the sweep and one just after it.
+        alone, paired = [_loop_s(direct)], pair()
+        torch.set_num_threads(os.cpu_count() or 1)
+        sweep = load_spec(
+            QUICKSTART,
+            [*COMMON, f"storage={storage}", "name=wall", f"num_samples={n}",
+             f"student.optim.steps={steps}", f"student.eval_every={steps // 10}",
+             "space.curricula=[none]"],
+        )  # fmt: skip
         started = time.perf_counter()
-        for _ in student_loop(direct):
-            pass
-        trial_s = time.perf_counter() - started
+        run_sweep(sweep)
+        wall = time.perf_counter() - started
+        alone.append(_loop_s(direct))
+        paired += pair()
     torch.set_num_threads(os.cpu_count() or 1)
-    del teacher_dir
-    sweep = load_spec(
-        QUICKSTART,
-        [*COMMON, f"storage={storage}", "name=wall", f"num_samples={n}",
-         f"student.optim.steps={steps}", f"student.eval_every={steps // 10}",
-         "space.curricula=[none]"],
-    )  # fmt: skip
-    started = time.perf_counter()
-    run_sweep(sweep)
-    wall = time.perf_counter() - started
-    # The machine's speed drifts (shared cores): time the direct trial again after the sweep
-    # and take the mean of both as the trial's duration.
-    torch.set_num_threads(1)
-    started = time.perf_counter()
-    for _ in student_loop(direct):
-        pass
-    trial_s = (trial_s + time.perf_counter() - started) / 2
-    torch.set_num_threads(os.cpu_count() or 1)
-    ideal = n * trial_s / 2
-    print(f"{n} trials of {trial_s:.2f} s ({steps} steps): {wall:.1f} s vs ideal {ideal:.1f} s")
+    t_alone, t_pair = statistics.mean(alone), statistics.mean(paired)
+    ideal, packed = n * t_alone / 2, n * t_pair / 2
+    print(
+        f"{n} trials of {t_alone:.2f} s alone, {t_pair:.2f} s two side by side ({steps} steps): "
+        f"sweep {wall:.1f} s vs ideal {ideal:.1f} s, packed ideal {packed:.1f} s"
+    )
     record(
         "sweep_wall_over_ideal", wall / ideal, "ratio",
-        f"{n} trials of {trial_s:.1f} s on 2 cores: {wall:.1f} s vs ideal {ideal:.1f} s "
-        "(teacher reused, Ray already up); target <= 1.15",
+        f"{n} trials of {t_alone:.2f} s (run alone, directly) on 2 cores: {wall:.1f} s vs ideal "
+        f"{ideal:.1f} s (teacher reused, Ray already up); target <= 1.15",
+    )  # fmt: skip
+    record(
+        "sweep_wall_over_packed_ideal", wall / packed, "ratio",
+        f"the same sweep over 16 x {t_pair:.2f} s / 2, the trial's time when two run directly "
+        f"side by side (no Ray): {wall:.1f} s vs {packed:.1f} s",
+    )  # fmt: skip
+    record(
+        "side_by_side_over_alone_trial_time", t_pair / t_alone, "ratio",
+        f"the machine's own cost of running two trials at once: {t_pair:.2f} vs {t_alone:.2f} s",
     )  # fmt: skip
 
 

@@ -24,6 +24,28 @@ def test_digits_split_is_deterministic_disjoint_and_complete():
     assert not np.array_equal(a.y_val, c.y_val)
 
 
+def test_digits_read_directly_match_scikit_learn():
+    from sklearn.datasets import load_digits
+
+    from trainables.data._splits import _load_digits
+
+    x, y = _load_digits()
+    bunch = load_digits()
+    np.testing.assert_array_equal(x, bunch.data.astype(np.float32))
+    np.testing.assert_array_equal(y, bunch.target)
+    assert x.dtype == np.float32 and y.dtype == np.int64 and x.flags.c_contiguous
+
+
+def test_digits_load_without_importing_scikit_learn():
+    import subprocess
+    import sys
+
+    probe = "import sys; from trainables.data import load_splits; load_splits(kind='digits'); "
+    probe += "print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def _toy(n=50):
     rng = np.random.default_rng(0)
     return rng.normal(size=(n, 3)).astype(np.float32), rng.integers(0, 3, size=n)
