@@ -29,6 +29,8 @@ TARGETS = {
     "asha_over_fifo_steps": ("<=", 0.35),
     "asha_minus_fifo_best_val_accuracy": (">=", -0.01),
     "sweep_wall_over_ideal": ("<=", 1.15),
+    # issue 5's bound against the ideal this machine can reach (two trials side by side)
+    "sweep_wall_over_packed_ideal": ("<=", 1.15),
     "best_schedules_10k_trials_s": ("<=", 2),
 }
 
