@@ -183,6 +183,7 @@ class ParquetSink(tune.Callback):
         self.trials_dir = Path(sweep_dir) / "trials"
         self.stages_dir = Path(sweep_dir) / "stages"
         self._stages: dict[str, dict[int, dict[str, Any]]] = {}
+        self._last_step: dict[str, int] = {}  # per trial: the last step written
         self.sweep = sweep
         self.trials_schema = trials_schema(config_model)
         self.flush_every_s = flush_every_s
@@ -197,6 +198,13 @@ class ParquetSink(tune.Callback):
             directory.mkdir(parents=True, exist_ok=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        step, last = result.get("step"), self._last_step.get(trial.trial_id)
+        if step is not None and last is not None and step <= last:
+            # A retried trial replaying steps it already reported (restarted from scratch or
+            # from an older checkpoint; the same seed reproduces them): one row per step.
+            return
+        if step is not None:
+            self._last_step[trial.trial_id] = step
         row = {"sweep": self.sweep, "trial_id": trial.trial_id}
         row.update({name: result.get(name) for name in CURVE_SCHEMA.names[2:]})
         self._buffer.append(row)

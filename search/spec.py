@@ -119,7 +119,11 @@ class ResourcesSpec(_Strict):
     trial whose workers cannot be placed in time fails with a clear message.
     ``max_failures``: retries of a failed trial before it counts as failed. Every error is
     retried, a diverging (NaN) trial too, so the default is 1; on clusters that lose nodes
-    use 3: a retry may first land on a reused actor of the lost node and fail at once."""
+    use 3: a retry may first land on a reused actor of the lost node and fail at once.
+    ``checkpoint``: save each trial's whole state (model, optimiser, sampler, generators)
+    with every report, so a retried trial resumes from its last report instead of starting
+    over: for long trials on clusters that lose nodes; costs one state save per report.
+    PBT and PB2 trials always checkpoint. Single-worker trials only, so far."""
 
     cpus_per_trial: float = Field(default=1.0, gt=0.0)
     workers: int = Field(default=1, ge=1, le=256)
@@ -127,6 +131,16 @@ class ResourcesSpec(_Strict):
     max_concurrent: int | None = Field(default=None, ge=1)
     start_timeout_s: float = Field(default=120.0, gt=0.0)
     max_failures: int = Field(default=1, ge=0)
+    checkpoint: bool = False
+
+    @model_validator(mode="after")
+    def _checkpoint_single_worker(self) -> ResourcesSpec:
+        if self.checkpoint and self.workers > 1:
+            raise ValueError(
+                f"checkpoint: only single-worker trials (workers: 1) checkpoint so far, got "
+                f"workers: {self.workers}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _whole_gpus_for_workers(self) -> ResourcesSpec:

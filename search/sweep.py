@@ -90,7 +90,8 @@ def _trainable(spec: SweepSpec):
     res = spec.resources
     if res.workers == 1:  # the loop runs inline in the Tune trial
         return tune.with_resources(
-            train_student, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
+            train_student_checkpointed if res.checkpoint else train_student,
+            {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
         )
     trainable = distributed_student(
         res.workers, cpus_per_worker=res.cpus_per_trial, use_gpu=res.gpus_per_trial > 0,
@@ -168,7 +169,8 @@ def run_students(
             name=f"students-{plan.run}" if plan.run else "students",
             storage_path=str(spec.sweep_dir / "tune"),
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
-            # PBT trials checkpoint at every report; only the latest ones are ever restored
+            # PBT trials (and any with resources.checkpoint) checkpoint at every report; only
+            # the latest ones are ever restored
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[
                 ParquetSink(spec.sweep_dir, spec.name, StudentConfig),

@@ -95,6 +95,8 @@ def test_baselines_are_fixed_configs_and_duplicates_are_dropped():
         ({"search": {"algorithm": "grid"}}, "search: algorithm 'grid' needs grid"),
         ({"resources": {"workers": 2, "gpus_per_trial": 0.5}},
          "resources: gpus_per_trial: a 2-worker trial takes one GPU per worker"),
+        ({"resources": {"workers": 2, "checkpoint": True}},
+         "resources: checkpoint: only single-worker trials (workers: 1) checkpoint so far"),
         ({"student": {"repeats": 3}}, "student: repeats is set by the sweep"),
         ({"baselines": ["oneshot", "teacher_only"]}, "baselines.1: Input should be"),
         ({"scheduler": {"kind": "hyperband"}}, "scheduler.kind: Input should be 'fifo', 'asha'"),
@@ -220,6 +222,60 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(ray_sessi
     failed = trials[trials["status"] == "ERROR"]
     assert len(failed) >= 3  # the searched ones: KD gradients scaled by T ~ 50-100 at lr 1
     assert failed["error"].str.contains("FloatingPointError: training loss is nan").all()
+
+
+def _kill_trial_actors() -> int:
+    """SIGKILL every Tune function-trial actor process on this machine; how many."""
+    killed = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"ray::ImplicitFunc" in cmdline:
+            os.kill(int(pid), signal.SIGKILL)
+            killed += 1
+    return killed
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("checkpoint", [True, False])
+def test_a_trial_whose_process_dies_is_retried_from_its_checkpoint(
+    ray_session, tmp_path, checkpoint
+):
+    """A trial's process killed mid-run: with ``resources.checkpoint`` the retry resumes from
+    its last report (no step reported twice); without, it starts over, and the curves table
+    still holds one row per step."""
+    import threading
+
+    steps, every = 3000, 100
+    spec = load_spec(
+        QUICKSTART,
+        [*TINY, f"storage={tmp_path}", "name=retried", "num_samples=1",
+         f"student.optim.steps={steps}", f"student.eval_every={every}",
+         "search.cover_curricula=false", f"resources.checkpoint={str(checkpoint).lower()}"],
+    )  # fmt: skip
+    sweep = threading.Thread(target=run_sweep, args=(spec,))
+    sweep.start()
+    deadline = time.monotonic() + 120
+    while True:  # kill the trial once it has reported a few evaluations
+        assert time.monotonic() < deadline, "the trial never reported"
+        wal = list((tmp_path / "retried" / "curves").glob("_wal-*.jsonl"))
+        if wal and len(wal[0].read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.05)
+    assert _kill_trial_actors() >= 1
+    sweep.join(timeout=300)
+    trials = load_trials(tmp_path / "retried").to_pandas()
+    assert trials["status"].tolist() == ["TERMINATED"] and trials["steps"].tolist() == [steps]
+    curves = load_curves(tmp_path / "retried").to_pandas()
+    assert sorted(curves["step"]) == list(range(every, steps + 1, every))  # once each
+    (results,) = (tmp_path / "retried" / "tune").glob("students*/*/result.json")
+    reported = len(results.read_text().splitlines())  # what the trial reported, replays too
+    if checkpoint:
+        assert reported < steps // every + 5  # resumed: fewer reports than starting over
+    else:
+        assert reported >= steps // every + 5  # started over: the first reports came twice
 
 
 @pytest.mark.ray
