@@ -29,19 +29,18 @@ AGENT_WAIT_S = 60.0  # how long to wait for the job agent of a cluster that is s
 
 
 def check_paths(spec: SweepSpec) -> None:
-    """A job runs in a temporary directory on the head node: a relative ``storage`` (or data
-    file) would resolve there and its results be lost with it."""
-    problems = []
-    if not PurePosixPath(spec.storage).is_absolute():
-        problems.append(
-            f"storage: {spec.storage!r} is relative; a submitted sweep needs an absolute path "
-            "that every node of the cluster shares (--storage /shared/results)"
-        )
-    if spec.data.path is not None and not PurePosixPath(spec.data.path).is_absolute():
-        problems.append(
-            f"data.path: {spec.data.path!r} is relative; a submitted sweep needs an absolute "
-            "path that every node of the cluster can read"
-        )
+    """A job runs in a temporary directory on the head node: a relative ``storage`` would
+    resolve there (and its results vanish with it), a relative input file would not be found."""
+    paths = {
+        "storage": (spec.storage, "that every node of the cluster shares (--storage /shared)"),
+        "data.path": (spec.data.path, "that every node of the cluster can read"),
+        "teacher.init_from": (spec.teacher.init_from, "that every node of the cluster can read"),
+    }
+    problems = [
+        f"{field}: {value!r} is relative; a submitted sweep needs an absolute path {which}"
+        for field, (value, which) in paths.items()
+        if value is not None and not PurePosixPath(value).is_absolute()
+    ]
     if problems:
         raise SweepInputError("; ".join(problems))
 

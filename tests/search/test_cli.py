@@ -79,6 +79,29 @@ def test_submit_refuses_relative_paths_with_one_line_naming_the_field(tmp_path):
     assert line.startswith("error: storage: 'results' is relative")
 
 
+def test_submit_names_every_relative_input_path(monkeypatch, tmp_path):
+    import numpy as np
+
+    from search.errors import SweepInputError
+    from search.spec import load_spec
+    from search.submit import check_paths
+
+    monkeypatch.chdir(tmp_path)  # the relative files exist here, so the spec is valid
+    np.savez("data.npz", x=np.zeros((4, 2), np.float32), y=np.zeros(4, np.int64))
+    Path("teacher.pt").write_bytes(b"")
+    spec = load_spec(
+        QUICKSTART, ["storage=/shared", "data.kind=file", "data.path=data.npz",
+                     "teacher.init_from=teacher.pt"],
+    )  # fmt: skip
+    with pytest.raises(SweepInputError) as info:
+        check_paths(spec)
+    assert str(info.value).startswith("data.path: 'data.npz' is relative")
+    assert "; teacher.init_from: 'teacher.pt' is relative" in str(info.value)
+    absolute = spec.data.model_copy(update={"path": str(tmp_path / "data.npz")})
+    no_init = spec.teacher.model_copy(update={"init_from": None})
+    check_paths(spec.model_copy(update={"data": absolute, "teacher": no_init}))  # no error
+
+
 def test_submit_without_the_jobs_sdk_or_server_exits_2_with_one_line(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "search", "submit", str(QUICKSTART), "--address",
