@@ -1,9 +1,11 @@
-"""Population Based Training over the distillation temperature and alpha (Jaderberg et al.
-2017, "Population Based Training of Neural Networks"), and the export of the schedule the
-best lineage followed as a replayable student config."""
+"""Population Based Training over the distillation temperature and alpha and the curriculum's
+pacing (its ``start`` and ``full_at``, the rate) (Jaderberg et al. 2017, "Population Based
+Training of Neural Networks"), and the export of the schedule the best lineage followed as a
+replayable student config."""
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from pathlib import Path
@@ -56,13 +58,17 @@ def pbt_scheduler(spec: SweepSpec) -> PopulationBasedTraining:
     random perturbation) on the student's ``step``; new values stay inside the space's
     bounds."""
     sched, steps = spec.scheduler, spec.student.optim.steps
-    t_low, t_high = spec.space.temperature
-    a_low, a_high = spec.space.alpha
+    bounds = {
+        ("distill", "temperature"): spec.space.temperature,
+        ("distill", "alpha"): spec.space.alpha,
+        ("curriculum", "pacing", "start"): spec.space.start,
+        ("curriculum", "pacing", "full_at"): spec.space.full_at,
+    }
 
     def keep_in_bounds(config: dict[str, Any]) -> dict[str, Any]:
-        distill = config["distill"]
-        distill["temperature"] = min(max(distill["temperature"], t_low), t_high)
-        distill["alpha"] = min(max(distill["alpha"], a_low), a_high)
+        for (*parents, name), (low, high) in bounds.items():
+            section = functools.reduce(dict.__getitem__, parents, config)
+            section[name] = min(max(section[name], low), high)
         return config
 
     interval = max(spec.student.eval_every, round(sched.perturbation_interval * steps))
@@ -71,23 +77,28 @@ def pbt_scheduler(spec: SweepSpec) -> PopulationBasedTraining:
     if sched.kind == "pb2":
         return _PB2(
             time_attr="step", metric=spec.metric, mode=spec.mode, perturbation_interval=interval,
-            hyperparam_bounds={
-                "distill": {"temperature": [t_low, t_high], "alpha": [a_low, a_high]}
-            },
+            hyperparam_bounds=_nested({key: list(b) for key, b in bounds.items()}),
             quantile_fraction=sched.quantile_fraction, custom_explore_fn=keep_in_bounds,
         )  # fmt: skip
+    t_low, t_high = spec.space.temperature
     return _PBT(
         time_attr="step", metric=spec.metric, mode=spec.mode, perturbation_interval=interval,
-        hyperparam_mutations={
-            "distill": {
-                "temperature": tune.loguniform(t_low, t_high),
-                "alpha": tune.uniform(a_low, a_high),
-            }
-        },
+        hyperparam_mutations=_nested({
+            key: tune.loguniform(t_low, t_high) if key[-1] == "temperature"
+            else tune.uniform(*b) for key, b in bounds.items()
+        }),
         quantile_fraction=sched.quantile_fraction,
         resample_probability=sched.resample_probability,
         custom_explore_fn=keep_in_bounds,
     )  # fmt: skip
+
+
+def _nested(flat: dict[tuple[str, ...], Any]) -> dict[str, Any]:
+    """``{("a", "b"): v}`` -> ``{"a": {"b": v}}``."""
+    nested: dict[str, Any] = {}
+    for (*parents, name), value in flat.items():
+        functools.reduce(lambda d, k: d.setdefault(k, {}), parents, nested)[name] = value
+    return nested
 
 
 def lineage(policy_file: Path, own_config: dict[str, Any], eval_every: int) -> list[tuple]:
@@ -108,15 +119,20 @@ def export_schedule(
 ) -> Path:
     """Write ``<sweep>/pbt_schedule.yaml``: the best trial's student settings with the
     temperature and alpha it followed as explicit ``step`` schedules (boundaries as fractions
-    of the run), which replays PBT's schedule in a plain run."""
+    of the run) and its pacing's ``start`` / ``full_at`` as ``pacing.changes``, which replays
+    PBT's schedule in a plain run."""
     steps = spec.student.optim.steps
     timeline = lineage(experiment_dir / f"pbt_policy_{trial_id}.txt", final_config,
                        spec.student.eval_every)  # fmt: skip
-    changes: dict[float, dict[str, Any]] = {}
+    at_fraction: dict[float, dict[str, Any]] = {}
     for step, config in timeline:
-        changes[min(step, steps) / steps] = config["distill"]
-    first = changes.pop(0.0, timeline[0][1]["distill"])
-    later = sorted((b, d) for b, d in changes.items() if 0.0 < b < 1.0)[-MAX_BOUNDARIES:]
+        at_fraction[min(step, steps) / steps] = config
+    first_config = at_fraction.pop(0.0, timeline[0][1])
+    later_configs = sorted(
+        ((b, c) for b, c in at_fraction.items() if 0.0 < b < 1.0), key=lambda bc: bc[0]
+    )[-MAX_BOUNDARIES:]
+    first = first_config["distill"]
+    later = [(b, c["distill"]) for b, c in later_configs]
     distill = dict(final_config["distill"])
     for name in ("temperature", "alpha"):
         distill[name] = first[name]
@@ -131,6 +147,9 @@ def export_schedule(
         if key in final_config
     }
     replay["distill"] = distill
+    pacing = _pacing_changes(first_config, later_configs)
+    if pacing is not None:
+        replay["curriculum"] = {**replay.get("curriculum", {}), "pacing": pacing}
     StudentConfig.model_validate({**replay, "data": spec.data.model_dump()})  # replayable
     spec.sweep_dir.mkdir(parents=True, exist_ok=True)
     out = spec.sweep_dir / "pbt_schedule.yaml"
@@ -140,3 +159,19 @@ def export_schedule(
     )
     out.write_text(header + yaml.safe_dump(replay, sort_keys=False))
     return out
+
+
+def _pacing_changes(first: dict[str, Any], later: list[tuple[float, dict[str, Any]]]):
+    """The lineage's pacing: its first ``start`` / ``full_at`` and a change at each fraction
+    of the run where an exploit moved them; None when the configs carry no curriculum."""
+    if "curriculum" not in first:
+        return None
+    pacing = {k: v for k, v in first["curriculum"]["pacing"].items() if k != "changes"}
+    current, changes = (pacing["start"], pacing["full_at"]), []
+    for at, config in later:
+        moved = config.get("curriculum", {}).get("pacing", {})
+        new = (moved.get("start", current[0]), moved.get("full_at", current[1]))
+        if new != current:
+            changes.append({"at": at, "start": new[0], "full_at": new[1]})
+            current = new
+    return {**pacing, "changes": changes}

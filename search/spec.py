@@ -92,7 +92,8 @@ class SchedulerSpec(_Strict):
     (a fraction of ``student.optim.steps``) by ``reduction_factor``. ``median``: stop a trial
     whose best result so far is below the median of the others' running averages at the same
     step, after ``grace_period`` and once ``min_samples`` trials have reported.
-    ``pbt``: Population Based Training (Jaderberg et al. 2017) over the temperature and alpha:
+    ``pbt``: Population Based Training (Jaderberg et al. 2017) over the temperature, alpha and
+    the pacing's ``start`` and ``full_at`` (its rate), within the space's bounds:
     every ``perturbation_interval`` of the run, a trial in the bottom ``quantile_fraction``
     continues from a top trial's state (model, optimiser, sampler) with that trial's settings
     perturbed (x0.8 / x1.2, or resampled from the space with ``resample_probability``). The

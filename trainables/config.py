@@ -198,6 +198,15 @@ class DistillConfig(_Strict):
         return self
 
 
+class PacingChange(_Strict):
+    """From fraction ``at`` of the run on, the pacing uses this ``start`` and ``full_at`` (the
+    rate): how a schedule found by Population Based Training replays its pacing."""
+
+    at: float = Field(gt=0.0, lt=1.0)
+    start: float = Field(gt=0.0, le=1.0)
+    full_at: float = Field(gt=0.0, le=1.0)
+
+
 class PacingConfig(_Strict):
     """The fraction c(p) of the ordered data available at fraction p of the run.
 
@@ -206,7 +215,8 @@ class PacingConfig(_Strict):
     ``competence`` (Platanios et al. 2019): ``min(1, (p/full_at (1 - start^power) +
     start^power)^(1/power))``, power 2 being their square-root competence. ``exp_steps``
     (Hacohen & Weinshall 2019): ``min(start * inc^floor(p / step_length), 1)``. Fields a kind
-    does not use are ignored.
+    does not use are ignored. ``changes``: new ``start`` / ``full_at`` from given fractions of
+    the run on (piecewise; what PBT's exported schedules use).
     """
 
     kind: PacingKind = "linear"
@@ -216,6 +226,14 @@ class PacingConfig(_Strict):
     num_steps: int = Field(default=1, ge=1, le=100)
     inc: float = Field(default=1.9, gt=1.0, le=10.0)
     step_length: float = Field(default=0.05, gt=0.0, le=1.0)
+    changes: list[PacingChange] = Field(default_factory=list, max_length=16)
+
+    @model_validator(mode="after")
+    def _changes_in_order(self) -> PacingConfig:
+        at = [c.at for c in self.changes]
+        if at != sorted(set(at)):
+            raise ValueError(f"changes: 'at' must strictly increase, got {at}")
+        return self
 
 
 class SelfPacedConfig(_Strict):

@@ -421,6 +421,41 @@ def test_exported_pbt_schedule_replays_the_lineages_settings(tmp_path):
     assert temps == [3.0, 3.0, 1.5, 1.5, 6.0, 6.0, 6.0, 6.0]
 
 
+def test_exported_pbt_schedule_replays_the_lineages_pacing(tmp_path):
+    """Pacing start 0.2 / full_at 0.5 from the start; an exploit at step 100 moves only the
+    temperature (no pacing change); one at step 200 moves the pacing to 0.5 / 0.9."""
+    import json
+
+    import yaml
+
+    from search._pbt import export_schedule
+    from trainables.config import StudentConfig
+    from trainables.loops._setup import pacing_of
+
+    spec = _spec(storage=str(tmp_path), student={"optim": {"steps": 400}, "eval_every": 50})
+
+    def conf(t, start, full_at):
+        config = StudentConfig().model_dump()
+        config["distill"]["temperature"] = t
+        config["curriculum"] |= {"kind": "paced"}
+        config["curriculum"]["pacing"] |= {"kind": "linear", "start": start, "full_at": full_at}
+        return config
+
+    lines = [["2", "1", 1, 2, conf(3.0, 0.2, 0.5), conf(1.5, 0.2, 0.5)],
+             ["2", "0", 3, 4, conf(1.5, 0.2, 0.5), conf(1.5, 0.5, 0.9)]]  # fmt: skip
+    (tmp_path / "pbt_policy_x.txt").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    replay = yaml.safe_load(export_schedule(spec, tmp_path, "x", conf(1.5, 0.5, 0.9)).read_text())
+    pacing = replay["curriculum"]["pacing"]
+    assert (pacing["start"], pacing["full_at"]) == (0.2, 0.5)  # the lineage's first
+    assert pacing["changes"] == [{"at": 0.5, "start": 0.5, "full_at": 0.9}]
+    replayed = pacing_of(StudentConfig.model_validate(replay).curriculum)
+    # linear: start + (1 - start) p / full_at, clipped at 1; hand-computed
+    assert replayed(0.25) == pytest.approx(0.6)  # 0.2 + 0.8 * 0.25 / 0.5
+    assert replayed(0.45) == pytest.approx(0.92)  # 0.2 + 0.8 * 0.45 / 0.5: still the first
+    assert replayed(0.5) == pytest.approx(0.5 + 0.5 * 0.5 / 0.9)  # 0.778 (the first: 1.0)
+    assert replayed(0.95) == 1.0
+
+
 def test_pbt_needs_a_random_population():
     with pytest.raises(SpecError, match="draws its population at random"):
         _spec(scheduler={"kind": "pbt"}, search={"algorithm": "tpe"})
@@ -442,6 +477,14 @@ def test_pbt_sweep_exploits_carries_state_and_exports_its_schedule(ray_session, 
     assert (trials["steps"] == 400).all()
     exploits = (results / "tune" / "students" / "pbt_global.txt").read_text().splitlines()
     assert exploits  # bottom trials continued from top ones' checkpoints
+    import json
+
+    moves = [json.loads(line)[-2:] for line in exploits]  # [donor's config, explored config]
+    for name, (low, high) in [("start", (0.05, 0.6)), ("full_at", (0.1, 0.9))]:
+        explored = [new["curriculum"]["pacing"][name] for _, new in moves]
+        assert all(low <= v <= high for v in explored)  # the space's bounds
+        assert any(new["curriculum"]["pacing"][name] != old["curriculum"]["pacing"][name]
+                   for old, new in moves)  # fmt: skip
     baseline = trials[trials["config.arm"] == "baseline:labels_only"]
     assert baseline["config.distill.alpha"].tolist() == [1.0]  # never perturbed
     import yaml

@@ -86,3 +86,17 @@ def test_every_pacing_is_a_nondecreasing_fraction(kind, a, b):
 def test_bad_parameters_are_rejected(make):
     with pytest.raises(ValueError):
         make()
+
+
+def test_piecewise_pacing_switches_pieces_at_their_fractions():
+    from trainables.curriculum import PiecewisePacing, WuPacing
+
+    pacing = PiecewisePacing(
+        at=(0.0, 0.5), pieces=(WuPacing("linear", 0.2, 0.5), WuPacing("linear", 0.5, 0.9))
+    )
+    assert pacing(0.25) == pytest.approx(0.6)  # 0.2 + 0.8 * 0.25 / 0.5
+    assert pacing(0.5) == pytest.approx(0.5 + 0.5 * 0.5 / 0.9)  # the second piece from 0.5 on
+    with pytest.raises(ValueError, match="strictly increase"):
+        PiecewisePacing(at=(0.0, 0.5, 0.5), pieces=(ConstantPacing(),) * 3)
+    with pytest.raises(ValueError, match="at\\[0\\] = 0"):
+        PiecewisePacing(at=(0.1,), pieces=(ConstantPacing(),))

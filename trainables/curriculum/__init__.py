@@ -7,6 +7,7 @@ from trainables.curriculum._pacing import (
     ConstantPacing,
     ExponentialStepPacing,
     Pacing,
+    PiecewisePacing,
     WuPacing,
     make_pacing,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "Scorer",
     "SelfPacedWeighting",
     "ShuffleSampler",
+    "PiecewisePacing",
     "StageController",
     "WuPacing",
     "confidence_difficulty",

@@ -7,6 +7,7 @@ changes. Each is a small frozen dataclass validated on construction and called w
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from typing import Protocol
@@ -126,6 +127,26 @@ class ExponentialStepPacing:
     def __call__(self, progress: float) -> float:
         jumps = math.floor(max(progress, 0.0) / self.step_length + 1e-12)
         return min(1.0, self.start * self.inc**jumps)
+
+
+@dataclass(frozen=True)
+class PiecewisePacing:
+    """``pieces[i]`` from fraction ``at[i]`` of the run on (``at[0] = 0``): a pacing whose
+    parameters change during the run, as Population Based Training changes them. Each piece is
+    the whole pacing function of its parameters, evaluated at the run's progress ``p``."""
+
+    at: tuple[float, ...]
+    pieces: tuple[Pacing, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.at) != len(self.pieces) or not self.at or self.at[0] != 0.0:
+            raise ValueError("at and pieces must have one entry each, at[0] = 0")
+        if list(self.at) != sorted(set(self.at)):
+            raise ValueError(f"at must strictly increase, got {self.at}")
+
+    def __call__(self, progress: float) -> float:
+        piece = bisect.bisect_right(self.at, progress) - 1
+        return self.pieces[max(piece, 0)](progress)
 
 
 def make_pacing(

@@ -15,6 +15,7 @@ from trainables.curriculum import (
     ConfidenceSampler,
     ImportanceSampler,
     PacedSampler,
+    PiecewisePacing,
     RhoSampler,
     Sampler,
     SelfPacedWeighting,
@@ -45,10 +46,19 @@ def train_difficulty(cfg: CurriculumConfig, teacher: TeacherOutputs) -> np.ndarr
 
 def pacing_of(cfg: CurriculumConfig):
     p = cfg.pacing
-    return make_pacing(
-        p.kind, start=p.start, full_at=p.full_at, power=p.power, num_steps=p.num_steps,
-        inc=p.inc, step_length=p.step_length,
-    )  # fmt: skip
+
+    def one(start: float, full_at: float):
+        return make_pacing(
+            p.kind, start=start, full_at=full_at, power=p.power, num_steps=p.num_steps,
+            inc=p.inc, step_length=p.step_length,
+        )  # fmt: skip
+
+    if not p.changes:
+        return one(p.start, p.full_at)
+    return PiecewisePacing(
+        at=(0.0, *(c.at for c in p.changes)),
+        pieces=(one(p.start, p.full_at), *(one(c.start, c.full_at) for c in p.changes)),
+    )
 
 
 def make_sampler(
