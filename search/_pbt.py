@@ -17,7 +17,7 @@ from ray import tune
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.schedulers.pb2 import PB2
 
-from search._study import enqueue_first_trials
+from search._study import enqueue_first_trials, run_seed
 from search.spec import SweepSpec
 from spaces import suggest_config
 from trainables.config import StudentConfig
@@ -25,12 +25,14 @@ from trainables.config import StudentConfig
 MAX_BOUNDARIES = 16  # ScheduleConfig's limit
 
 
-def population(spec: SweepSpec, size: int) -> list[dict[str, Any]]:
-    """``size`` starting configs drawn at random from the space (seeded; with
-    ``cover_curricula`` the first ones try each curriculum kind), as partial student configs."""
-    sampler = optuna.samplers.RandomSampler(seed=spec.seed)
+def population(spec: SweepSpec, size: int, run: int = 0) -> list[dict[str, Any]]:
+    """``size`` starting configs drawn at random from the space (seeded per run, see
+    :func:`~search._study.run_seed`; in the first run, with ``cover_curricula``, the first ones
+    try each curriculum kind), as partial student configs."""
+    sampler = optuna.samplers.RandomSampler(seed=run_seed(spec.seed, run))
     study = optuna.create_study(sampler=sampler)
-    enqueue_first_trials(study, spec, size)
+    if run == 0:
+        enqueue_first_trials(study, spec, size)
     return [suggest_config(study.ask(), spec.space, {}) for _ in range(size)]
 
 

@@ -23,7 +23,7 @@ from search.errors import StorageError, SweepExistsError
 from search.spec import SweepSpec
 
 # Spec fields that may change between runs of one sweep (a bigger budget, another cluster).
-_MUTABLE = {"num_samples", "resources", "storage", "name"}
+_MUTABLE = {"num_samples", "time_budget_s", "resources", "storage", "name"}
 _PACKAGES = ("kd-schedule-search", "ray", "optuna", "torch", "pyarrow", "pydantic", "numpy")
 
 
@@ -126,6 +126,7 @@ class ResumePlan:
     done: int = 0  # trials with a row in the trials table (finished or failed)
     remaining: int = 0  # searched trials still to run
     done_arms: set[str] = field(default_factory=set)  # baseline arms already run
+    stopped: int = 0  # trials an earlier run's experiment stopped (they run again)
 
 
 def trial_rows(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -140,17 +141,26 @@ def plan_resume(spec: SweepSpec, study: optuna.Study, runs: int) -> ResumePlan:
 
     Study trials left ``RUNNING`` by a killed driver are settled: one whose result reached the
     trials table is told that result; any other is marked failed and its parameters enqueued
-    again, so it runs once more (it never finished) and no trial number is reused.
+    again, so it runs once more (it never finished) and no trial number is reused. Trials the
+    experiment stopped (``STOPPED`` rows: time budget, Ctrl-C) count as not done.
     """
     rows = trial_rows(spec.sweep_dir)
     arms = [row.get("config.arm") or "search" for row in rows]
     searched = [row for row, arm in zip(rows, arms, strict=True) if arm == "search"]
     _settle_interrupted(study, searched, spec.objective_metrics)
+    # A trial the experiment stopped (time budget, Ctrl-C) did not end: it runs again.
+    ended = [row["status"] != "STOPPED" for row in rows]
     return ResumePlan(
         run=runs,
-        done=len(rows),
-        remaining=spec.num_samples - len(searched),
-        done_arms={a.removeprefix("baseline:") for a in arms if a.startswith("baseline:")},
+        done=sum(ended),
+        remaining=spec.num_samples
+        - sum(e for e, arm in zip(ended, arms, strict=True) if arm == "search"),
+        done_arms={
+            a.removeprefix("baseline:")
+            for a, e in zip(arms, ended, strict=True)
+            if e and a.startswith("baseline:")
+        },
+        stopped=len(ended) - sum(ended),
     )
 
 

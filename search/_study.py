@@ -8,6 +8,7 @@ import functools
 import warnings
 from typing import Any
 
+import numpy as np
 import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -35,9 +36,18 @@ class _GridSampler(optuna.samplers.GridSampler):
         pass
 
 
-def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
-    """The spec's search algorithm as a seeded Optuna sampler."""
-    search, seed = spec.search, spec.seed
+def run_seed(seed: int, run: int) -> int:
+    """The seed of a sweep's ``run``-th run (0: the first): ``seed`` itself for the first, and
+    for each resumed run another one derived from both, so a resumed sweep's sampler does not
+    replay the proposals its first run already evaluated."""
+    if run == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, run]).generate_state(1)[0])
+
+
+def make_sampler(spec: SweepSpec, run: int = 0) -> optuna.samplers.BaseSampler:
+    """The spec's search algorithm as a seeded Optuna sampler (see :func:`run_seed`)."""
+    search, seed = spec.search, run_seed(spec.seed, run)
     if search.algorithm == "tpe":
         with warnings.catch_warnings():  # multivariate / group are "experimental" in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -93,14 +103,14 @@ def enqueue_first_trials(study: optuna.Study, spec: SweepSpec, size: int) -> Non
         study.enqueue_trial(point)
 
 
-def optuna_searcher(spec: SweepSpec, storage) -> OptunaSearch:
+def optuna_searcher(spec: SweepSpec, storage, run: int = 0) -> OptunaSearch:
     metrics, modes = spec.objective_metrics, spec.objective_modes
     multi = len(metrics) > 1
     return OptunaSearch(
         space=functools.partial(distillation_space, bounds=spec.space),
         metric=metrics if multi else metrics[0],
         mode=modes if multi else modes[0],
-        sampler=make_sampler(spec),
+        sampler=make_sampler(spec, run),
         storage=storage,
         study_name=STUDY_NAME,
     )

@@ -184,6 +184,7 @@ class ParquetSink(tune.Callback):
         self.stages_dir = Path(sweep_dir) / "stages"
         self._stages: dict[str, dict[int, dict[str, Any]]] = {}
         self._last_step: dict[str, int] = {}  # per trial: the last step written
+        self._written: set[str] = set()  # trials whose row is written
         self.sweep = sweep
         self.trials_schema = trials_schema(config_model)
         self.flush_every_s = flush_every_s
@@ -223,6 +224,11 @@ class ParquetSink(tune.Callback):
         self._write_trial(trial, status="ERROR", error=_error_message(trial))
 
     def on_experiment_end(self, trials, **info) -> None:
+        # Trials the experiment stopped before they ended (time budget, Ctrl-C): Tune calls
+        # no trial hook for them. Recorded as STOPPED; `run` again runs them once more.
+        for trial in trials:
+            if trial.trial_id not in self._written and trial.last_result:
+                self._write_trial(trial, status="STOPPED", error=None)
         self.flush()
         if self._wal is not None:
             self._wal.close()
@@ -255,6 +261,7 @@ class ParquetSink(tune.Callback):
 
     def _write_trial(self, trial, *, status: str, error: str | None) -> None:
         self.flush()
+        self._written.add(trial.trial_id)
         last = trial.last_result or {}
         row = {"sweep": self.sweep, "trial_id": trial.trial_id, "status": status, "error": error}
         row["seed"] = trial.config.get("seed")

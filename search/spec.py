@@ -162,6 +162,11 @@ class SweepSpec(_Strict):
     storage: str = "results"
     seed: int = 0
     num_samples: int = Field(default=10, ge=1, description="searched trials (baselines extra)")
+    time_budget_s: float | None = Field(
+        default=None, gt=0,
+        description="wall-clock budget of the student phase in seconds: then no trial starts "
+        "and running ones stop (recorded as stopped; `run` again continues the sweep)",
+    )  # fmt: skip
     metric: Metric = "val_accuracy"
     mode: Mode = "max"
     objectives: list[Objective] = Field(default_factory=list, max_length=4)

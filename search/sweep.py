@@ -16,7 +16,7 @@ from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
 from ray.tune.search import BasicVariantGenerator
 
 from search._pbt import LeavesBaselines, export_schedule, pbt_scheduler, population
-from search._resume import Manifest, ResumePlan, plan_resume, probe_storage
+from search._resume import Manifest, ResumePlan, plan_resume, probe_storage, trial_rows
 from search._study import (
     WithBaselines,
     baseline_configs,
@@ -144,7 +144,7 @@ def run_students(
     total = max(plan.remaining, 0) + len(baselines)
     if spec.scheduler.kind in ("pbt", "pb2"):  # Tune runs no search algorithm beside PBT
         searcher = BasicVariantGenerator(
-            points_to_evaluate=baselines + population(spec, max(plan.remaining, 0))
+            points_to_evaluate=baselines + population(spec, max(plan.remaining, 0), plan.run)
         )
         scheduler = pbt_scheduler(spec)
         trainable = tune.with_resources(
@@ -152,7 +152,7 @@ def run_students(
             {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},
         )
     else:
-        searcher = WithBaselines(optuna_searcher(spec, storage), baselines)
+        searcher = WithBaselines(optuna_searcher(spec, storage, plan.run), baselines)
         scheduler, trainable = _scheduler(spec), _trainable(spec)
     multi = len(spec.objective_metrics) > 1
     tuner = tune.Tuner(
@@ -163,6 +163,7 @@ def run_students(
             scheduler=scheduler,
             num_samples=total,
             max_concurrent_trials=_concurrency(spec),
+            time_budget_s=spec.time_budget_s,
             reuse_actors=spec.resources.workers == 1,
         ),
         run_config=tune.RunConfig(
@@ -180,6 +181,11 @@ def run_students(
         ),
     )
     return tuner.fit()
+
+
+def _stopped(spec: SweepSpec, plan: ResumePlan) -> int:
+    """How many of this run's trials the experiment stopped (``STOPPED`` rows)."""
+    return sum(row["status"] == "STOPPED" for row in trial_rows(spec.sweep_dir)) - plan.stopped
 
 
 def run_sweep(spec: SweepSpec, *, address: str | None = None, verbose: int = 0) -> Path:
@@ -209,7 +215,13 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, verbose: int = 0) 
         print(f"students: -> {spec.sweep_dir}")
         results = run_students(spec, teacher_outputs, plan, storage=storage, verbose=verbose)
         failed = sum(r.error is not None for r in results)
-        print(f"students: {len(results) - failed} finished, {failed} failed")
+        stopped = _stopped(spec, plan)
+        finished = len(results) - failed - stopped
+        print(
+            f"students: {finished} finished, "
+            + (f"{stopped} stopped before their end (run again to go on), " if stopped else "")
+            + f"{failed} failed"
+        )
         searched = [
             r for r in results if r.error is None and r.config.get("arm", "search") == "search"
         ]

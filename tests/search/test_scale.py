@@ -224,6 +224,37 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(ray_sessi
     assert failed["error"].str.contains("FloatingPointError: training loss is nan").all()
 
 
+def test_each_run_of_a_sweep_seeds_its_sampler_anew():
+    from search._study import run_seed
+
+    assert run_seed(7, 0) == 7  # the first run: the spec's seed
+    assert len({run_seed(7, 0), run_seed(7, 1), run_seed(7, 2), run_seed(8, 1)}) == 4
+    assert run_seed(7, 1) == run_seed(7, 1)  # reproducible
+
+
+@pytest.mark.ray
+def test_time_budget_stops_the_sweep_and_run_again_finishes_it(ray_session, tmp_path):
+    """A budget hit while the first trials run: they are recorded STOPPED; run again (no
+    budget), they run once more and the sweep completes with fresh proposals, no config
+    evaluated twice."""
+    args = [
+        *TINY, f"storage={tmp_path}", "name=budget", "num_samples=4", "search.algorithm=random",
+        "search.cover_curricula=false", "student.optim.steps=30000", "student.eval_every=1000",
+    ]  # fmt: skip
+    run_sweep(load_spec(QUICKSTART, [*args, "time_budget_s=6"]))
+    first = load_trials(tmp_path / "budget").to_pandas()
+    stopped = first[first["status"] == "STOPPED"]
+    assert len(stopped) >= 1 and (stopped["steps"] < 30000).all()
+    run_sweep(load_spec(QUICKSTART, args))  # the budget may change between runs
+    trials = load_trials(tmp_path / "budget").to_pandas()
+    done = trials[trials["status"] == "TERMINATED"]
+    assert len(done) == 4 and (done["steps"] == 30000).all()
+    params = ["config.distill.temperature", "config.distill.alpha"]
+    assert not done.duplicated(params).any()  # the resumed sampler did not replay run 1
+    rerun = done.merge(stopped[params], on=params)  # each stopped config ran once more
+    assert len(rerun) == len(stopped)
+
+
 def _kill_trial_actors() -> int:
     """SIGKILL every Tune function-trial actor process on this machine; how many."""
     killed = 0
