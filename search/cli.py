@@ -91,7 +91,7 @@ def _submit(spec: SweepSpec, address: str) -> int:
 
 
 def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
-    from analysis import best_schedules, load_trials
+    from analysis import ResultsError, best_schedules, load_trials
     from analysis.cli import format_table
     from search.sweep import SweepInputError, run_sweep
     from search.teacher import TeacherError
@@ -104,7 +104,13 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     except TeacherError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    best = best_schedules(load_trials(sweep_dir), metric=spec.metric, mode=spec.mode, top=args.top)
+    try:
+        trials = load_trials(sweep_dir)
+        best = best_schedules(trials, metric=spec.metric, mode=spec.mode, top=args.top)
+    except ResultsError as exc:  # every trial failed, or was stopped (budget, Ctrl-C)
+        print(f"error: no best schedules: {exc}; stopped trials run again if you run the "
+              "same command again", file=sys.stderr)  # fmt: skip
+        return 1
     print(f"\nbest schedules by {spec.metric} ({sweep_dir}):")
     print(format_table(best))
     return 0

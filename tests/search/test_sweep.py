@@ -224,3 +224,18 @@ def test_cli_submit_runs_the_sweep_as_a_ray_job(jobs_server, tmp_path):
     assert "students: 2 finished, 0 failed" in logs
     assert load_trials(tmp_path / "remote").num_rows == 2
     assert list(here.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_cli_run_whose_budget_ends_before_any_trial_exits_1_in_one_line(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "search", "run", str(QUICKSTART), "--storage", str(tmp_path),
+         "--name", "short", "--set", "num_samples=2", "--set", "baselines=[]",
+         "--set", "teacher.optim.steps=100", "--set", "student.optim.steps=60000",
+         "--set", "student.eval_every=1000", "--set", "time_budget_s=4"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr and "Traceback" not in run.stdout
+    (error,) = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
+    assert "no best schedules" in error and "run the same command again" in error
