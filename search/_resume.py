@@ -145,22 +145,17 @@ def plan_resume(spec: SweepSpec, study: optuna.Study, runs: int) -> ResumePlan:
     experiment stopped (``STOPPED`` rows: time budget, Ctrl-C) count as not done.
     """
     rows = trial_rows(spec.sweep_dir)
-    arms = [row.get("config.arm") or "search" for row in rows]
-    searched = [row for row, arm in zip(rows, arms, strict=True) if arm == "search"]
+    searched = [row for row in rows if (row.get("config.arm") or "search") == "search"]
     _settle_interrupted(study, searched, spec.objective_metrics)
     # A trial the experiment stopped (time budget, Ctrl-C) did not end: it runs again.
-    ended = [row["status"] != "STOPPED" for row in rows]
+    ended = [row for row in rows if row["status"] != "STOPPED"]
+    arms = [row.get("config.arm") or "search" for row in ended]
     return ResumePlan(
         run=runs,
-        done=sum(ended),
-        remaining=spec.num_samples
-        - sum(e for e, arm in zip(ended, arms, strict=True) if arm == "search"),
-        done_arms={
-            a.removeprefix("baseline:")
-            for a, e in zip(arms, ended, strict=True)
-            if e and a.startswith("baseline:")
-        },
-        stopped=len(ended) - sum(ended),
+        done=len(ended),
+        remaining=spec.num_samples - arms.count("search"),
+        done_arms={a.removeprefix("baseline:") for a in arms if a.startswith("baseline:")},
+        stopped=len(rows) - len(ended),
     )
 
 

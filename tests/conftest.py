@@ -29,9 +29,9 @@ def pytest_collection_modifyitems(config, items):
 
 
 _CLUSTER_SCRIPT = """
-import sys
+import json, sys
 from ray.cluster_utils import Cluster
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": int(sys.argv[1])})
+cluster = Cluster(initialize_head=True, head_node_args=json.loads(sys.argv[1]))
 for _ in range(int(sys.argv[2])):
     cluster.add_node(num_cpus=1)
 cluster.wait_for_nodes()
@@ -43,14 +43,18 @@ cluster.shutdown()
 
 @pytest.fixture
 def external_cluster():
-    """A separate Ray cluster (head + optional worker nodes) in its own process; yields its
-    address. Shut down on exit without touching any other Ray on the machine."""
+    """A separate Ray cluster (head + optional worker nodes) in its own process; yields a
+    function starting one and returning its address (``head_args``: more of the head's
+    ``ray.init`` arguments). Shut down on exit without touching any other Ray on the
+    machine."""
+    import json
     import subprocess
     import sys
 
-    def start(head_cpus: int = 2, workers: int = 0) -> str:
+    def start(head_cpus: int = 2, workers: int = 0, **head_args) -> str:
+        head = json.dumps({"num_cpus": head_cpus, **head_args})
         proc = subprocess.Popen(
-            [sys.executable, "-c", _CLUSTER_SCRIPT, str(head_cpus), str(workers)],
+            [sys.executable, "-c", _CLUSTER_SCRIPT, head, str(workers)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         procs.append(proc)
@@ -66,28 +70,13 @@ def external_cluster():
         proc.wait(timeout=60)
 
 
-_JOBS_HEAD_SCRIPT = """
-import sys
-from ray.cluster_utils import Cluster
-cluster = Cluster(initialize_head=True, head_node_args={
-    "num_cpus": 2, "include_dashboard": True, "dashboard_host": "127.0.0.1",
-    "dashboard_port": int(sys.argv[1]), "dashboard_agent_listen_port": int(sys.argv[2]),
-})
-cluster.wait_for_nodes()
-print(cluster.address, flush=True)
-sys.stdin.read()  # until the test closes stdin
-cluster.shutdown()
-"""
-
-
 @pytest.fixture
-def jobs_server():
+def jobs_server(external_cluster, monkeypatch):
     """A separate one-node Ray cluster with its dashboard, so its Jobs server, on a free local
     port; yields the Jobs address (``http://127.0.0.1:PORT``). Its jobs run ``python`` from
     this interpreter's directory, as on a node set up by ``cluster.yaml``. Skips without
     ``ray[default]`` (the ``cluster`` extra)."""
     import socket
-    import subprocess
     import sys
     import time
 
@@ -100,25 +89,19 @@ def jobs_server():
         one.bind(("127.0.0.1", 0))
         two.bind(("127.0.0.1", 0))
         port, agent_port = one.getsockname()[1], two.getsockname()[1]
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _JOBS_HEAD_SCRIPT, str(port), str(agent_port)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    monkeypatch.setenv("PATH", f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}")
+    external_cluster(
+        include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+        dashboard_agent_listen_port=agent_port,
     )  # fmt: skip
-    try:
-        if not proc.stdout.readline().strip():
-            raise RuntimeError("the test cluster did not start")
-        address = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:  # the SDK's own probe: it sends the cluster's token where auth is on
-            try:
-                JobSubmissionClient(address)
-                break
-            except ConnectionError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"no Jobs server at {address} after 60 s") from None
-                time.sleep(1)
-        yield address
-    finally:
-        proc.stdin.close()
-        proc.wait(timeout=60)
+    address = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:  # the SDK's own probe: it sends the cluster's token where auth is on
+        try:
+            JobSubmissionClient(address)
+            break
+        except ConnectionError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no Jobs server at {address} after 60 s") from None
+            time.sleep(1)
+    return address
