@@ -18,14 +18,17 @@ from analysis._tables import ResultsError, load_trials
 FORMATS = ["table", "csv", "json"]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # exit 2 with one line, like every user mistake
+class Parser(argparse.ArgumentParser):
+    """The parser of both CLIs (``python -m search``, ``python -m analysis``): a usage error
+    exits with code 2 and one line, like every user mistake."""
+
+    def error(self, message: str) -> None:
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m analysis", description="Query sweep result tables.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="python -m analysis", description="Query sweep result tables.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     where = "a sweep directory (<storage>/<name>) or a storage root"
 
     best = commands.add_parser("best", help="print the best schedules")

@@ -28,7 +28,7 @@ from _record import record  # noqa: E402
 
 from trainables.config import DataConfig, ModelConfig, OptimConfig, StudentConfig, TeacherConfig  # noqa: E402
 from trainables.curriculum import ShuffleSampler  # noqa: E402
-from trainables.distill import kd_loss, read_teacher_outputs  # noqa: E402
+from trainables.distill import kd_loss, open_bank  # noqa: E402
 from trainables.loops import student_loop, teacher_loop  # noqa: E402
 from trainables.loops._common import load_data  # noqa: E402
 from trainables.models import mlp  # noqa: E402
@@ -46,7 +46,7 @@ def macs(widths: list[int]) -> int:
 def _bank_loop(bank: str) -> float:
     cfg = StudentConfig(
         data=DATA, model=ModelConfig(hidden=STUDENT),
-        optim=OptimConfig(steps=STEPS, batch_size=BATCH), eval_every=STEPS, teacher_outputs=bank,
+        optim=OptimConfig(steps=STEPS, batch_size=BATCH), eval_every=STEPS, teacher_bank=bank,
     )  # fmt: skip
     # wall_time_s counts from the first step (setup excluded, as in the hand-written loops,
     # whose data is prepared before their clock starts)
@@ -88,15 +88,15 @@ def main() -> None:
             model=ModelConfig(hidden=TEACHER),
             optim=OptimConfig(steps=50),
             eval_every=50,
-            output_dir=bank,
+            bank_dir=bank,
         )
         list(teacher_loop(teacher_cfg))
         teacher = mlp(64, TEACHER, 2)
         teacher.load_state_dict(torch.load(Path(bank) / "teacher.pt", weights_only=True))
         teacher.eval()
-        assert read_teacher_outputs(bank).step == 50
+        assert open_bank(bank).step == 50
         ratio = macs([64, *TEACHER, 2]) / macs([64, *STUDENT, 2])
-        in_memory = torch.from_numpy(np.array(read_teacher_outputs(bank).logits["train"]))
+        in_memory = torch.from_numpy(np.array(open_bank(bank).logits["train"]))
         results = {"bank": [], "student_only": [], "kd_math": [], "online": []}
         for _ in range(REPEATS):  # interleaved: the machine's noise hits all alike
             results["bank"].append(_bank_loop(bank))

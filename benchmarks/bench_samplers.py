@@ -2,7 +2,7 @@
 
 Records:
 - ``sampler_build_s_10m``: building the easy-first curriculum sampler from 10M difficulty
-  scores through the trainable's own path (``make_sampler``: pool, ordering) — target <= 2 s.
+  scores through the trainable's own path (``batch_sampler``: pool, ordering) — target <= 2 s.
 - ``sampler_batch_us_10m``: drawing one 256-example batch from the paced sampler at half
   the data allowed — target <= 50 us. Also recorded for the other index-only samplers
   (``sampler_batch_us_10m_<kind>``) for comparison in the same run.
@@ -20,14 +20,14 @@ import numpy as np  # noqa: E402
 from _record import record  # noqa: E402
 
 from trainables.config import CurriculumConfig, PacingConfig  # noqa: E402
-from trainables.distill import TeacherOutputs  # noqa: E402
-from trainables.loops._setup import make_sampler  # noqa: E402
+from trainables.distill import TeacherBank  # noqa: E402
+from trainables.loops._setup import batch_sampler  # noqa: E402
 
 N, BATCH, DRAWS = 10_000_000, 256, 20_000
 
 
-def _teacher(scores: np.ndarray) -> TeacherOutputs:
-    return TeacherOutputs(
+def _teacher(scores: np.ndarray) -> TeacherBank:
+    return TeacherBank(
         logits={},
         step=0,
         metrics={},
@@ -52,7 +52,7 @@ def main() -> None:
     builds = []
     for _ in range(3):
         started = time.perf_counter()
-        paced = make_sampler(
+        paced = batch_sampler(
             CurriculumConfig(kind="paced", pacing=pacing),
             teacher,
             batch_size=BATCH,
@@ -68,7 +68,7 @@ def main() -> None:
     )
     record("sampler_batch_us_10m", _per_batch_us(paced), "us", "paced, 256 of the 5M easiest")
     for kind in ("none", "staged", "confidence"):
-        sampler = make_sampler(
+        sampler = batch_sampler(
             CurriculumConfig(kind=kind), teacher, batch_size=BATCH, total_steps=10**9, seed=0
         )
         record(

@@ -33,12 +33,12 @@ def main() -> None:
         teacher = Path(tmp) / "teacher"
         for _ in teacher_loop(
             TeacherConfig(
-                optim=OptimConfig(lr=1e-3, batch_size=64, steps=300), output_dir=str(teacher)
+                optim=OptimConfig(lr=1e-3, batch_size=64, steps=300), bank_dir=str(teacher)
             )
         ):
             pass
         cfg = StudentConfig(
-            optim=OptimConfig(steps=STEPS), eval_every=100, teacher_outputs=str(teacher)
+            optim=OptimConfig(steps=STEPS), eval_every=100, teacher_bank=str(teacher)
         )
         for _ in student_loop(cfg):  # warm-up: imports, data load, allocator
             pass

@@ -45,7 +45,7 @@ def run_seed(seed: int, run: int) -> int:
     return int(np.random.SeedSequence([seed, run]).generate_state(1)[0])
 
 
-def make_sampler(spec: SweepSpec, run: int = 0) -> optuna.samplers.BaseSampler:
+def optuna_sampler(spec: SweepSpec, run: int = 0) -> optuna.samplers.BaseSampler:
     """The spec's search algorithm as a seeded Optuna sampler (see :func:`run_seed`)."""
     search, seed = spec.search, run_seed(spec.seed, run)
     if search.algorithm == "tpe":
@@ -110,7 +110,7 @@ def optuna_searcher(spec: SweepSpec, storage, run: int = 0) -> OptunaSearch:
         space=functools.partial(distillation_space, bounds=spec.space),
         metric=metrics if multi else metrics[0],
         mode=modes if multi else modes[0],
-        sampler=make_sampler(spec, run),
+        sampler=optuna_sampler(spec, run),
         storage=storage,
         study_name=STUDY_NAME,
     )

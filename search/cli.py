@@ -9,17 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from analysis.cli import Parser
 from search.spec import SpecError, SweepSpec, load_spec
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m search", description="Search distillation schedules.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="python -m search", description="Search distillation schedules.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, help_text in [
         ("validate", "check a spec"),
         ("run", "run a sweep, or resume it if <storage>/<name> holds one from the same spec"),

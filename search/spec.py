@@ -12,8 +12,6 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -22,7 +20,14 @@ from pydantic import (
 )
 
 from spaces import SpaceBounds
-from trainables.config import DataConfig, ModelConfig, OptimConfig, StudentConfig, TeacherConfig
+from trainables.config import (
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    StrictModel,
+    StudentConfig,
+    TeacherConfig,
+)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -35,10 +40,6 @@ class SpecError(ValueError):
         self.problems = problems
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 Metric = Literal[
     "val_accuracy", "best_val_accuracy", "val_loss", "steps_to_target_capped", "wall_time_s",
     "samples_seen",
@@ -47,12 +48,12 @@ Mode = Literal["max", "min"]
 BASELINES = ("oneshot", "labels_only", "no_curriculum")
 
 
-class Objective(_Strict):
+class Objective(StrictModel):
     metric: Metric
     mode: Mode
 
 
-class SearchSpec(_Strict):
+class SearchSpec(StrictModel):
     """The search algorithm: an Optuna sampler, seeded with the sweep's ``seed``.
 
     ``tpe`` (multivariate and grouped by default, for conditional spaces), ``cmaes`` (the
@@ -85,7 +86,7 @@ class SearchSpec(_Strict):
         return self
 
 
-class SchedulerSpec(_Strict):
+class SchedulerSpec(StrictModel):
     """Early stopping on the student's own ``step`` counter (not ``training_iteration``).
 
     ``fifo``: none. ``asha``: asynchronous successive halving, rungs from ``grace_period``
@@ -111,7 +112,7 @@ class SchedulerSpec(_Strict):
     resample_probability: float = Field(default=0.25, ge=0.0, le=1.0)
 
 
-class ResourcesSpec(_Strict):
+class ResourcesSpec(StrictModel):
     """Per trial: ``workers`` Ray Train workers of ``cpus_per_trial`` CPUs each (1: the loop
     runs inline in the Tune trial; more: TorchTrainer with DDP over gloo, or NCCL with one GPU
     per worker). ``gpus_per_trial``: whole or fractional (e.g. 0.25: four trials share a GPU)
@@ -154,7 +155,7 @@ class ResourcesSpec(_Strict):
         return self
 
 
-class SweepSpec(_Strict):
+class SweepSpec(StrictModel):
     """A whole sweep: data, teacher, student, search space, search, scheduler, budget, repeats,
     baselines, resources and storage."""
 
@@ -233,7 +234,7 @@ class SweepSpec(_Strict):
     @field_validator("teacher", "student")
     @classmethod
     def _set_by_the_sweep(cls, value: TeacherConfig | StudentConfig, info: ValidationInfo):
-        owned = {"data", "output_dir", "teacher_outputs", "repeats"} & value.model_fields_set
+        owned = {"data", "bank_dir", "teacher_bank", "repeats"} & value.model_fields_set
         if owned:
             raise ValueError(
                 f"{', '.join(sorted(owned))} is set by the sweep, not here (use the top-level "
@@ -245,12 +246,12 @@ class SweepSpec(_Strict):
     def sweep_dir(self) -> Path:
         return Path(self.storage).resolve() / self.name
 
-    def teacher_config(self, output_dir: str) -> TeacherConfig:
-        return self.teacher.model_copy(update={"data": self.data, "output_dir": output_dir})
+    def teacher_config(self, bank_dir: str) -> TeacherConfig:
+        return self.teacher.model_copy(update={"data": self.data, "bank_dir": bank_dir})
 
-    def student_config(self, teacher_outputs: str) -> StudentConfig:
+    def student_config(self, teacher_bank: str) -> StudentConfig:
         return self.student.model_copy(
-            update={"data": self.data, "teacher_outputs": teacher_outputs, "repeats": self.repeats}
+            update={"data": self.data, "teacher_bank": teacher_bank, "repeats": self.repeats}
         )
 
 

@@ -130,7 +130,7 @@ def _scheduler(spec: SweepSpec):
 
 def run_students(
     spec: SweepSpec,
-    teacher_outputs: Path,
+    teacher_bank: Path,
     plan: ResumePlan,
     *,
     storage,
@@ -139,7 +139,7 @@ def run_students(
     """The student phase: the baselines still to run, then ``plan.remaining`` trials proposed
     by the spec's Optuna sampler over ``spec.space``."""
     _quiet_optuna()
-    base = spec.student_config(str(teacher_outputs)).model_dump()
+    base = spec.student_config(str(teacher_bank)).model_dump()
     baselines = [c for arm, c in baseline_configs(spec).items() if arm not in plan.done_arms]
     total = max(plan.remaining, 0) + len(baselines)
     if spec.scheduler.kind in ("pbt", "pb2"):  # Tune runs no search algorithm beside PBT
@@ -199,7 +199,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, verbose: int = 0) 
     started = connect(address)
     try:
         probe_storage(spec.sweep_dir)
-        teacher_outputs = ensure_teacher(spec, verbose=verbose)
+        teacher_bank = ensure_teacher(spec, verbose=verbose)
         storage = study_storage(spec)
         study = open_study(spec, storage)
         recovered = recover_curves(spec.sweep_dir)  # rows a killed run logged but never wrote
@@ -213,7 +213,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, verbose: int = 0) 
         if plan.done:
             print(f"students: resuming, {plan.done} trials done, {plan.remaining} to go")
         print(f"students: -> {spec.sweep_dir}")
-        results = run_students(spec, teacher_outputs, plan, storage=storage, verbose=verbose)
+        results = run_students(spec, teacher_bank, plan, storage=storage, verbose=verbose)
         failed = sum(r.error is not None for r in results)
         stopped = _stopped(spec, plan)
         finished = len(results) - failed - stopped

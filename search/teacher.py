@@ -15,8 +15,8 @@ from ray import tune
 
 from search.sink import TEACHER_SCHEMA, write_parquet_atomic
 from search.spec import SweepSpec
-from trainables.distill import TeacherOutputs, read_teacher_outputs, teacher_outputs_complete
-from trainables.distill._teacher_outputs import FORMAT as BANK_FORMAT
+from trainables.distill import TeacherBank, bank_complete, open_bank
+from trainables.distill._bank import FORMAT as BANK_FORMAT
 from trainables.teacher import train_teacher
 
 
@@ -41,7 +41,7 @@ def teacher_key(spec: SweepSpec) -> str:
 def ensure_teacher(spec: SweepSpec, *, verbose: int = 0) -> Path:
     """Train the teacher unless its outputs already exist; write the sweep's ``teacher`` table."""
     outputs = Path(spec.storage).resolve() / "_teachers" / teacher_key(spec)
-    if teacher_outputs_complete(outputs):
+    if bank_complete(outputs):
         print(f"teacher: reusing {outputs}")
     else:
         print(f"teacher: training ({spec.teacher.optim.steps} steps) -> {outputs}")
@@ -54,9 +54,9 @@ def ensure_teacher(spec: SweepSpec, *, verbose: int = 0) -> Path:
             ),
         )
         result = tuner.fit()[0]
-        if result.error is not None or not teacher_outputs_complete(outputs):
+        if result.error is not None or not bank_complete(outputs):
             raise TeacherError(f"teacher training failed: {result.error}")
-    teacher = read_teacher_outputs(outputs)
+    teacher = open_bank(outputs)
     table_dir = spec.sweep_dir / "teacher"
     table_dir.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(teacher_table(spec.name, teacher), table_dir / "teacher.parquet")
@@ -75,7 +75,7 @@ def ensure_teacher(spec: SweepSpec, *, verbose: int = 0) -> Path:
     return outputs
 
 
-def teacher_table(sweep: str, teacher: TeacherOutputs) -> pa.Table:
+def teacher_table(sweep: str, teacher: TeacherBank) -> pa.Table:
     """One row per teacher evaluation, marking kept checkpoints and the phase transition."""
     transition = teacher.transition or {}
     rows = []

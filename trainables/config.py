@@ -39,11 +39,13 @@ ScoreKind = Literal["confidence", "margin", "loss", "entropy", "el2n", "forgetti
 ScheduleKind = Literal["constant", "linear", "cosine", "step", "stage", "ctkd"]
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """The base of every config and spec model: unknown keys are errors, values are frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     """Where the examples come from and how they are split.
 
     ``kind: digits`` uses scikit-learn's handwritten digits (1,797 8x8 images, 10 classes).
@@ -91,7 +93,7 @@ class DataConfig(_Strict):
         return path
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     """A multilayer perceptron: ``hidden`` widths, ReLU between layers."""
 
     hidden: list[int] = Field(default_factory=lambda: [32], max_length=8)
@@ -104,7 +106,7 @@ class ModelConfig(_Strict):
         return hidden
 
 
-class OptimConfig(_Strict):
+class OptimConfig(StrictModel):
     """The optimiser (``adam`` or ``sgd`` with ``momentum``) and the step budget."""
 
     kind: Literal["adam", "sgd"] = "adam"
@@ -115,7 +117,7 @@ class OptimConfig(_Strict):
     steps: int = Field(default=600, ge=1)
 
 
-class ScheduleConfig(_Strict):
+class ScheduleConfig(StrictModel):
     """How a distillation weight moves over the run (``progress`` p in [0, 1]).
 
     ``constant``: the start value throughout. ``linear`` / ``cosine``: from the start value to
@@ -145,7 +147,7 @@ class ScheduleConfig(_Strict):
         return self
 
 
-class TeacherScheduleConfig(_Strict):
+class TeacherScheduleConfig(StrictModel):
     """Which teacher checkpoint the student learns from over its run (progressive
     distillation, Panigrahi et al. 2024).
 
@@ -165,7 +167,7 @@ class TeacherScheduleConfig(_Strict):
     switches: list[float] = Field(default_factory=list, max_length=63)
 
 
-class DistillConfig(_Strict):
+class DistillConfig(StrictModel):
     """KD loss weights: ``alpha * CE + (1 - alpha) * T^2 * KL(teacher_T || student_T)``
     (``loss: hinton``), or the progressive-distillation paper's form ``alpha * CE + (1 - alpha)
     * CE(softmax(teacher / T), student)`` (``loss: progressive``: T on the teacher only, no
@@ -198,7 +200,7 @@ class DistillConfig(_Strict):
         return self
 
 
-class PacingChange(_Strict):
+class PacingChange(StrictModel):
     """From fraction ``at`` of the run on, the pacing uses this ``start`` and ``full_at`` (the
     rate): how a schedule found by Population Based Training replays its pacing."""
 
@@ -207,7 +209,7 @@ class PacingChange(_Strict):
     full_at: float = Field(gt=0.0, le=1.0)
 
 
-class PacingConfig(_Strict):
+class PacingConfig(StrictModel):
     """The fraction c(p) of the ordered data available at fraction p of the run.
 
     ``constant``: all data. Wu et al. (2021)'s family ``linear``, ``quadratic``, ``root``,
@@ -236,7 +238,7 @@ class PacingConfig(_Strict):
         return self
 
 
-class SelfPacedConfig(_Strict):
+class SelfPacedConfig(StrictModel):
     """Self-paced weights from the student's own loss (Kumar et al. 2010; Jiang et al. 2014).
 
     ``regularizer``: ``hard`` 1[l < lambda], ``linear`` max(0, 1 - l/lambda), ``log``,
@@ -253,7 +255,7 @@ class SelfPacedConfig(_Strict):
     mixture_ratio: float = Field(default=0.5, gt=0.0, lt=1.0)
 
 
-class StageConfig(_Strict):
+class StageConfig(StrictModel):
     """One stage of a multi-stage curriculum: train on examples whose difficulty rank is in
     ``band``; ``temperature`` / ``alpha`` override the distill schedules when set; ``augment`` is
     the standard deviation of Gaussian feature noise (in standardised units); ``length`` is the
@@ -282,7 +284,7 @@ def _default_stages() -> list[StageConfig]:
     ]
 
 
-class CurriculumConfig(_Strict):
+class CurriculumConfig(StrictModel):
     """Which examples the student sees when, and how much each one counts.
 
     ``kind``:
@@ -328,7 +330,7 @@ class CurriculumConfig(_Strict):
     gate_patience: int = Field(default=3, ge=1)
 
 
-class TeacherConfig(_Strict):
+class TeacherConfig(StrictModel):
     """Configuration of :func:`trainables.train_teacher`.
 
     Checkpoints kept in the bank: every ``checkpoint_every`` steps, ``log_checkpoints``
@@ -338,7 +340,7 @@ class TeacherConfig(_Strict):
     looks across. At every evaluation the teacher also records its training-set predictions,
     from which the trajectory scores are computed: forgetting events over all evaluations and
     EL2N averaged over the evaluations in the first ``el2n_fraction`` of the run.
-    ``output_dir`` is where the teacher's logits on every split are written (Arrow IPC),
+    ``bank_dir`` is where the teacher's logits on every split are written (Arrow IPC),
     atomically: the directory appears only once complete.
     """
 
@@ -355,7 +357,7 @@ class TeacherConfig(_Strict):
     init_from: str | None = None
     train: bool = True
     seed: int = 0
-    output_dir: str | None = None
+    bank_dir: str | None = None
 
     @model_validator(mode="after")
     def _check_init(self) -> TeacherConfig:
@@ -366,10 +368,10 @@ class TeacherConfig(_Strict):
         return self
 
 
-class StudentConfig(_Strict):
+class StudentConfig(StrictModel):
     """Configuration of :func:`trainables.train_student`.
 
-    ``teacher_outputs`` is a directory written by the teacher trainable. ``target_accuracy``
+    ``teacher_bank`` is a directory written by the teacher trainable. ``target_accuracy``
     defines ``steps_to_target``: the first evaluated step whose validation accuracy reaches it
     (``steps_to_target_capped`` is the same, or ``steps + eval_every`` when never reached, a
     number a searcher can minimise). ``stop_at_target`` ends the run there.
@@ -397,4 +399,4 @@ class StudentConfig(_Strict):
     target_accuracy: float = Field(default=0.9, gt=0.0, le=1.0)
     stop_at_target: bool = False
     seed: int = 0
-    teacher_outputs: str | None = None
+    teacher_bank: str | None = None

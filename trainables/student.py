@@ -29,7 +29,7 @@ def train_student(config: dict[str, Any]) -> None:
         from ray import tune
         from trainables import StudentConfig, train_student
 
-        base = StudentConfig(teacher_outputs="/path/to/teacher_outputs").model_dump()
+        base = StudentConfig(teacher_bank="/path/to/teacher_bank").model_dump()
         tune.Tuner(train_student, param_space=base).fit()
 
     Reports, every ``eval_every`` steps, the metrics listed in

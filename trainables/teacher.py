@@ -15,7 +15,7 @@ def train_teacher(config: dict[str, Any]) -> None:
 
     ``config`` is a :class:`~trainables.config.TeacherConfig` as a dict. Reports ``step``,
     ``samples_seen``, ``wall_time_s``, ``train_loss``, ``val_accuracy``, ``val_loss`` every
-    ``eval_every`` steps; writes the logits to ``output_dir`` at the end.
+    ``eval_every`` steps; writes the logits to ``bank_dir`` at the end.
     """
     cfg = TeacherConfig.model_validate(config)
     for record in teacher_loop(cfg):

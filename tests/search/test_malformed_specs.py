@@ -15,7 +15,7 @@ from search.spec import SweepSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
-SET_BY_THE_SWEEP = {"data", "output_dir", "teacher_outputs", "repeats"}
+SET_BY_THE_SWEEP = {"data", "bank_dir", "teacher_bank", "repeats"}
 
 
 def _paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple]:

@@ -14,7 +14,7 @@ import pytest
 
 from analysis import load_curves, load_trials, pareto
 from search._resume import _settle_interrupted
-from search._study import STUDY_NAME, baseline_configs, make_sampler
+from search._study import STUDY_NAME, baseline_configs, optuna_sampler
 from search.spec import SpecError, load_spec, validate_spec
 from search.sweep import run_sweep
 from spaces import distillation_space
@@ -46,7 +46,7 @@ def test_every_algorithm_drives_the_conditional_space(algorithm, cls):
     if algorithm == "grid":
         search["grid"] = {"curriculum/kind": ["none", "paced", "focal"]}
     spec = _spec(search=search, space={"curricula": ["none", "paced", "focal"]})
-    sampler = make_sampler(spec)
+    sampler = optuna_sampler(spec)
     assert isinstance(sampler, cls)
     study = optuna.create_study(sampler=sampler, direction="maximize")
     space = functools.partial(distillation_space, bounds=spec.space)
@@ -443,10 +443,10 @@ def test_exported_pbt_schedule_replays_the_lineages_settings(tmp_path):
     from trainables.config import OptimConfig, TeacherConfig
     from trainables.loops import teacher_loop
 
-    for _ in teacher_loop(TeacherConfig(optim=OptimConfig(steps=50), output_dir=str(teacher))):
+    for _ in teacher_loop(TeacherConfig(optim=OptimConfig(steps=50), bank_dir=str(teacher))):
         pass
     cfg = StudentConfig.model_validate(
-        {**replay, "optim": {"steps": 400}, "eval_every": 50, "teacher_outputs": str(teacher)}
+        {**replay, "optim": {"steps": 400}, "eval_every": 50, "teacher_bank": str(teacher)}
     )
     temps = [r["temperature"] for r in student_loop(cfg)]
     assert temps == [3.0, 3.0, 1.5, 1.5, 6.0, 6.0, 6.0, 6.0]

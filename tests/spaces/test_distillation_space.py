@@ -5,7 +5,7 @@ from pydantic import ValidationError
 from spaces import PRESETS, SpaceBounds, distillation_space, preset, suggest_config
 from trainables.config import CURRICULUM_KINDS, StudentConfig
 
-BASE = StudentConfig(teacher_outputs="/tmp/teacher").model_dump()
+BASE = StudentConfig(teacher_bank="/tmp/teacher").model_dump()
 
 # One FixedTrial per branch of the space: every curriculum kind, each pacing and schedule.
 BRANCHES = {

@@ -14,7 +14,7 @@ from trainables.config import (
     StudentConfig,
     TeacherConfig,
 )
-from trainables.distill import read_teacher_outputs
+from trainables.distill import open_bank
 from trainables.loops import student_loop, teacher_loop
 
 CURVE_KEYS = {
@@ -28,12 +28,12 @@ CURVE_KEYS = {
 def teacher_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher") / "outputs"
     cfg = TeacherConfig(
-        optim=OptimConfig(lr=1e-3, batch_size=64, steps=300), eval_every=10, output_dir=str(out)
+        optim=OptimConfig(lr=1e-3, batch_size=64, steps=300), eval_every=10, bank_dir=str(out)
     )
     records = list(teacher_loop(cfg))
     assert [r["step"] for r in records] == list(range(10, 301, 10))
     assert records[-1]["val_accuracy"] > 0.93
-    scores = read_teacher_outputs(out).scores
+    scores = open_bank(out).scores
     assert set(scores) == {"confidence", "margin", "loss", "entropy", "el2n", "forgetting"}
     assert all(len(v) == 1079 for v in scores.values())
     assert len(set(scores["forgetting"])) > 1  # the trajectory saw examples learned and forgotten
@@ -44,7 +44,7 @@ def _student(teacher_dir, **kw):
     base = dict(
         optim=OptimConfig(steps=200, batch_size=32, lr=3e-3),
         eval_every=50,
-        teacher_outputs=teacher_dir,
+        teacher_bank=teacher_dir,
     )
     return StudentConfig(**{**base, **kw})
 
@@ -92,10 +92,10 @@ def test_labels_only_student_ignores_the_teacher_term(teacher_dir):
 
 
 def test_missing_teacher_outputs_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="teacher_outputs is required"):
+    with pytest.raises(ValueError, match="teacher_bank is required"):
         next(student_loop(StudentConfig()))
     with pytest.raises(FileNotFoundError, match="missing or incomplete"):
-        next(student_loop(StudentConfig(teacher_outputs=str(tmp_path / "none"))))
+        next(student_loop(StudentConfig(teacher_bank=str(tmp_path / "none"))))
 
 
 def test_staged_curriculum_moves_through_stages_with_their_settings(teacher_dir):
@@ -199,10 +199,10 @@ def test_a_users_difficulty_column_orders_the_curriculum(tmp_path):
         model={"hidden": [16]},
         optim=OptimConfig(steps=100),
         eval_every=50,
-        output_dir=str(out),
+        bank_dir=str(out),
     )
     list(teacher_loop(teacher))
-    scores = read_teacher_outputs(out).scores["column"]
+    scores = open_bank(out).scores["column"]
     assert len(scores) == 180  # the training split's rows, their values taken from the column
     assert np.abs(scores[:, None] - hardness[None, :]).min(axis=1).max() < 1e-6
     cur = CurriculumConfig(
@@ -210,7 +210,7 @@ def test_a_users_difficulty_column_orders_the_curriculum(tmp_path):
     )
     student = StudentConfig(
         data=data,
-        teacher_outputs=str(out),
+        teacher_bank=str(out),
         optim=OptimConfig(steps=100),
         eval_every=50,
         curriculum=cur,

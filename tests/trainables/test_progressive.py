@@ -22,7 +22,7 @@ from trainables.config import (
     TeacherScheduleConfig,
 )
 from trainables.data import sparse_parity
-from trainables.distill import kd_loss, read_teacher_outputs, teacher_outputs_complete
+from trainables.distill import bank_complete, kd_loss, open_bank
 from trainables.distill._checkpoints import (
     CheckpointSchedule,
     detect_transition,
@@ -95,14 +95,14 @@ def digits_bank(tmp_path_factory):
         optim=OptimConfig(lr=1e-3, batch_size=64, steps=200),
         eval_every=50,
         checkpoint_every=25,
-        output_dir=str(out),
+        bank_dir=str(out),
     )
     list(teacher_loop(cfg))
     return out
 
 
 def test_bank_keeps_every_checkpoint_with_its_logits(digits_bank):
-    bank = read_teacher_outputs(digits_bank)
+    bank = open_bank(digits_bank)
     assert bank.checkpoints == list(range(25, 201, 25)) and bank.step == 200
     early, final = bank.checkpoint_logits(25)["val"], bank.checkpoint_logits(200)["val"]
     assert early.shape == final.shape == (359, 10) and not np.allclose(early, final)
@@ -112,7 +112,7 @@ def test_bank_keeps_every_checkpoint_with_its_logits(digits_bank):
 
 
 def test_student_follows_the_checkpoint_schedule(digits_bank):
-    base = dict(teacher_outputs=str(digits_bank), optim=OptimConfig(steps=200), eval_every=50)
+    base = dict(teacher_bank=str(digits_bank), optim=OptimConfig(steps=200), eval_every=50)
     lock = StudentConfig(teacher_schedule=TeacherScheduleConfig(kind="lockstep"), **base)
     assert [r["teacher_checkpoint"] for r in student_loop(lock)] == [50, 100, 150, 200]
     two = StudentConfig(
@@ -128,14 +128,12 @@ def test_student_follows_the_checkpoint_schedule(digits_bank):
 
 def test_a_loaded_teacher_is_banked_without_training(digits_bank, tmp_path):
     cfg = TeacherConfig(
-        init_from=str(digits_bank / "teacher.pt"), train=False, output_dir=str(tmp_path / "loaded")
+        init_from=str(digits_bank / "teacher.pt"), train=False, bank_dir=str(tmp_path / "loaded")
     )
     assert list(teacher_loop(cfg)) == []
-    bank = read_teacher_outputs(tmp_path / "loaded")
+    bank = open_bank(tmp_path / "loaded")
     assert bank.checkpoints == [0]
-    np.testing.assert_allclose(
-        bank.logits["val"], read_teacher_outputs(digits_bank).logits["val"], atol=1e-5
-    )
+    np.testing.assert_allclose(bank.logits["val"], open_bank(digits_bank).logits["val"], atol=1e-5)
 
 
 _BUILD = """
@@ -145,7 +143,7 @@ from trainables.loops import teacher_loop
 cfg = TeacherConfig(
     data=DataConfig(kind="sparse_parity", n_bits=20, k=3, train_size=20000, holdout_size=1000),
     model=ModelConfig(hidden=[256]), optim=OptimConfig(steps=100000), eval_every=50,
-    checkpoint_every=50, output_dir=sys.argv[1],
+    checkpoint_every=50, bank_dir=sys.argv[1],
 )
 for record in teacher_loop(cfg):
     print(record["step"], flush=True)
@@ -166,13 +164,13 @@ def test_a_bank_build_killed_midway_leaves_nothing_that_reads_as_complete(tmp_pa
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     time.sleep(0.1)
-    assert not final.exists() and not teacher_outputs_complete(final)
+    assert not final.exists() and not bank_complete(final)
     with pytest.raises(FileNotFoundError, match="missing or incomplete"):
-        read_teacher_outputs(final)
+        open_bank(final)
     # a later build of the same bank is unaffected by the debris and completes
     cfg = TeacherConfig(
         data=DataConfig(kind="sparse_parity", n_bits=20, k=3, train_size=2000, holdout_size=100),
-        model=ModelConfig(hidden=[16]), optim=OptimConfig(steps=20), eval_every=10, output_dir=str(final),
+        model=ModelConfig(hidden=[16]), optim=OptimConfig(steps=20), eval_every=10, bank_dir=str(final),
     )  # fmt: skip
     list(teacher_loop(cfg))
-    assert teacher_outputs_complete(final)
+    assert bank_complete(final)

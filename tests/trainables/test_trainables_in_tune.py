@@ -4,14 +4,14 @@ import pytest
 from ray import tune
 
 from trainables import OptimConfig, StudentConfig, TeacherConfig, train_student, train_teacher
-from trainables.distill import read_teacher_outputs
+from trainables.distill import open_bank
 
 
 @pytest.mark.ray
 def test_teacher_then_students_in_a_users_own_tuner(ray_session, tmp_path):
     outputs = tmp_path / "teacher"
     teacher_cfg = TeacherConfig(
-        optim=OptimConfig(lr=1e-3, batch_size=64, steps=200), output_dir=str(outputs)
+        optim=OptimConfig(lr=1e-3, batch_size=64, steps=200), bank_dir=str(outputs)
     )
     teacher = tune.Tuner(
         train_teacher,
@@ -19,10 +19,10 @@ def test_teacher_then_students_in_a_users_own_tuner(ray_session, tmp_path):
         run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0),
     ).fit()
     assert teacher[0].error is None and teacher[0].metrics["step"] == 200
-    assert read_teacher_outputs(outputs).step == 200
+    assert open_bank(outputs).step == 200
 
     base = StudentConfig(
-        teacher_outputs=str(outputs), optim=OptimConfig(steps=100), eval_every=50
+        teacher_bank=str(outputs), optim=OptimConfig(steps=100), eval_every=50
     ).model_dump()
     base["distill"]["temperature"] = tune.loguniform(1, 8)
     results = tune.Tuner(
@@ -38,7 +38,7 @@ def test_teacher_then_students_in_a_users_own_tuner(ray_session, tmp_path):
 
 @pytest.mark.ray
 def test_unknown_config_key_fails_the_trial_naming_the_key(ray_session, tmp_path):
-    config = StudentConfig(teacher_outputs=str(tmp_path)).model_dump()
+    config = StudentConfig(teacher_bank=str(tmp_path)).model_dump()
     config["distill"]["temprature"] = 2.0
     results = tune.Tuner(
         train_student,

@@ -1,5 +1,12 @@
 """Distillation: the KD loss and the teacher's stored outputs (plain PyTorch/NumPy)."""
 
+from trainables.distill._bank import (
+    BankWriter,
+    TeacherBank,
+    bank_complete,
+    open_bank,
+    write_bank,
+)
 from trainables.distill._loss import (
     KDLoss,
     kd_loss,
@@ -7,23 +14,16 @@ from trainables.distill._loss import (
     kd_loss_per_example,
     teacher_log_probs,
 )
-from trainables.distill._teacher_outputs import (
-    BankWriter,
-    TeacherOutputs,
-    read_teacher_outputs,
-    teacher_outputs_complete,
-    write_teacher_outputs,
-)
 
 __all__ = [
     "BankWriter",
     "KDLoss",
-    "TeacherOutputs",
+    "TeacherBank",
     "kd_loss",
     "kd_loss_from_log_probs",
     "kd_loss_per_example",
-    "read_teacher_outputs",
+    "open_bank",
     "teacher_log_probs",
-    "teacher_outputs_complete",
-    "write_teacher_outputs",
+    "bank_complete",
+    "write_bank",
 ]

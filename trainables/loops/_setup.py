@@ -26,14 +26,14 @@ from trainables.curriculum import (
     prune,
 )
 from trainables.data import Splits
-from trainables.distill import TeacherOutputs
+from trainables.distill import TeacherBank
 from trainables.distill._schedules import CTKDTemperature, Schedule, make_schedule
 from trainables.models import mlp
 
 Weighting = Callable[[torch.Tensor, torch.Tensor, float, int], torch.Tensor]
 
 
-def train_difficulty(cfg: CurriculumConfig, teacher: TeacherOutputs) -> np.ndarray:
+def train_difficulty(cfg: CurriculumConfig, teacher: TeacherBank) -> np.ndarray:
     """The per-training-example difficulty named by ``cfg.score`` (higher = harder)."""
     if cfg.score not in teacher.scores:
         raise ValueError(
@@ -61,9 +61,9 @@ def pacing_of(cfg: CurriculumConfig):
     )
 
 
-def make_sampler(
+def batch_sampler(
     cfg: CurriculumConfig,
-    teacher: TeacherOutputs,
+    teacher: TeacherBank,
     *,
     batch_size: int,
     total_steps: int,

@@ -18,9 +18,9 @@ from trainables.curriculum import (
     to_ranks,
 )
 from trainables.distill import (
-    TeacherOutputs,
+    TeacherBank,
     kd_loss_from_log_probs,
-    read_teacher_outputs,
+    open_bank,
     teacher_log_probs,
 )
 from trainables.distill._checkpoints import CheckpointSchedule, transition_checkpoint
@@ -32,8 +32,8 @@ from trainables.loops._common import (
     should_evaluate,
 )
 from trainables.loops._setup import (
+    batch_sampler,
     fit_irreducible_loss,
-    make_sampler,
     make_temperature,
     make_value_schedule,
     make_weighting,
@@ -42,7 +42,7 @@ from trainables.models import mlp
 
 
 def make_checkpoint_schedule(
-    cfg: TeacherScheduleConfig, teacher: TeacherOutputs, total_steps: int
+    cfg: TeacherScheduleConfig, teacher: TeacherBank, total_steps: int
 ) -> CheckpointSchedule:
     """The teacher-checkpoint schedule, with ``transition`` resolved to the detected checkpoint."""
     first = cfg.checkpoint
@@ -62,7 +62,7 @@ class _TeacherTargets:
     otherwise per batch."""
 
     def __init__(
-        self, teacher: TeacherOutputs, form: str, *, whole_set: bool, device: torch.device
+        self, teacher: TeacherBank, form: str, *, whole_set: bool, device: torch.device
     ) -> None:
         self.teacher, self.form, self.whole_set, self.device = teacher, form, whole_set, device
         self.checkpoint: int | None = None
@@ -88,12 +88,12 @@ class _Run:
     evaluation record."""
 
     def __init__(self, cfg: StudentConfig, rank: int, world_size: int, wrap_model) -> None:
-        if cfg.teacher_outputs is None:
-            raise ValueError("teacher_outputs is required: a directory written by the teacher")
-        data, teacher = load_data(cfg.data), read_teacher_outputs(cfg.teacher_outputs)
+        if cfg.teacher_bank is None:
+            raise ValueError("teacher_bank is required: a directory written by the teacher")
+        data, teacher = load_data(cfg.data), open_bank(cfg.teacher_bank)
         if teacher.logits["train"].shape != (len(data.y_train), data.num_classes):
             raise ValueError(
-                f"teacher_outputs {cfg.teacher_outputs!r} do not match the data: logits of "
+                f"teacher_bank {cfg.teacher_bank!r} does not match the data: logits of "
                 f"shape {teacher.logits['train'].shape}, train split of {len(data.y_train)} "
                 f"rows and {data.num_classes} classes"
             )
@@ -132,7 +132,7 @@ class _Run:
             irreducible = fit_irreducible_loss(
                 data, cfg.model.hidden, steps=cur.rho_holdout_steps, seed=cfg.seed
             )
-        self.sampler = make_sampler(
+        self.sampler = batch_sampler(
             cur, teacher, batch_size=cfg.optim.batch_size, total_steps=steps, seed=cfg.seed,
             irreducible_loss=irreducible, rank=rank, world_size=world_size,
         )  # fmt: skip

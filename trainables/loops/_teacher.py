@@ -45,7 +45,7 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
     """Train the teacher with cross-entropy, yielding metrics every ``eval_every`` steps and at
     every kept checkpoint.
 
-    If ``cfg.output_dir`` is set, the teacher bank is built there (atomically, see
+    If ``cfg.bank_dir`` is set, the teacher bank is built there (atomically, see
     :class:`BankWriter`): logits on every split at each kept checkpoint, the final weights
     (``teacher.pt``), the detected phase transition, and per-training-example difficulty
     scores from the final teacher (confidence, margin, loss, entropy) and from its trajectory
@@ -61,7 +61,7 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
         model.load_state_dict(torch.load(cfg.init_from, map_location="cpu", weights_only=True))
     steps = cfg.optim.steps if cfg.train else 0
     kept = checkpoint_steps(steps, every=cfg.checkpoint_every, log_spaced=cfg.log_checkpoints)
-    writer = BankWriter(cfg.output_dir) if cfg.output_dir is not None else None
+    writer = BankWriter(cfg.bank_dir) if cfg.bank_dir is not None else None
 
     def bank(step: int) -> None:
         if writer is not None:

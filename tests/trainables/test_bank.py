@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from trainables.distill import read_teacher_outputs, teacher_outputs_complete, write_teacher_outputs
+from trainables.distill import bank_complete, open_bank, write_bank
 
 
 def _logits():
@@ -15,10 +15,10 @@ def _logits():
 
 def test_round_trip(tmp_path):
     logits = _logits()
-    write_teacher_outputs(
+    write_bank(
         tmp_path / "t", logits, step=80, metrics={"val_accuracy": 0.5}, history=[{"step": 80}]
     )
-    out = read_teacher_outputs(tmp_path / "t")
+    out = open_bank(tmp_path / "t")
     for split, array in logits.items():
         np.testing.assert_array_equal(out.logits[split], array)
     assert out.step == 80 and out.metrics == {"val_accuracy": 0.5} and out.history == [{"step": 80}]
@@ -36,8 +36,8 @@ def test_a_write_that_dies_midway_leaves_nothing_that_reads_as_complete(tmp_path
 
     monkeypatch.setattr(pa.ipc, "new_file", dies_on_second_split)
     with pytest.raises(OSError, match="disk full"):
-        write_teacher_outputs(tmp_path / "t", _logits(), step=1, metrics={})
-    assert not teacher_outputs_complete(tmp_path / "t")
+        write_bank(tmp_path / "t", _logits(), step=1, metrics={})
+    assert not bank_complete(tmp_path / "t")
     assert list(tmp_path.iterdir()) == []  # no temporary directory left behind either
     with pytest.raises(FileNotFoundError, match="missing or incomplete"):
-        read_teacher_outputs(tmp_path / "t")
+        open_bank(tmp_path / "t")

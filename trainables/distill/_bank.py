@@ -114,13 +114,13 @@ class BankWriter:
         try:
             os.rename(self.tmp, self.final)
         except OSError:
-            if not teacher_outputs_complete(self.final):
+            if not bank_complete(self.final):
                 raise
         return self.final
 
 
 @dataclass
-class TeacherOutputs:
+class TeacherBank:
     """A bank opened for reading. ``logits`` are the final teacher's, ``(n, classes)`` float32
     per split; :meth:`checkpoint_logits` memory-maps any kept checkpoint."""
 
@@ -150,7 +150,7 @@ def _read_checkpoint(directory: Path, step: int) -> dict[str, np.ndarray]:
     return out
 
 
-def write_teacher_outputs(
+def write_bank(
     directory: str | os.PathLike,
     logits: dict[str, np.ndarray],
     *,
@@ -165,19 +165,19 @@ def write_teacher_outputs(
         return writer.commit(metrics=metrics, history=history, scores=scores)
 
 
-def teacher_outputs_complete(directory: str | os.PathLike) -> bool:
+def bank_complete(directory: str | os.PathLike) -> bool:
     meta = Path(directory) / "meta.json"
     return meta.is_file() and json.loads(meta.read_text()).get("format") == FORMAT
 
 
-def read_teacher_outputs(directory: str | os.PathLike) -> TeacherOutputs:
+def open_bank(directory: str | os.PathLike) -> TeacherBank:
     """Open a bank: memory-maps the final logits and the scores (no copy on read)."""
     directory = Path(directory)
-    if not teacher_outputs_complete(directory):
+    if not bank_complete(directory):
         raise FileNotFoundError(f"teacher outputs {str(directory)!r} are missing or incomplete")
     meta = json.loads((directory / "meta.json").read_text())
     scores_table = _read_ipc(directory / "scores.arrow")
-    return TeacherOutputs(
+    return TeacherBank(
         logits=_read_checkpoint(directory, meta["step"]),
         step=meta["step"],
         metrics=meta["metrics"],
