@@ -173,9 +173,8 @@ def _settle_interrupted(
 
 
 def _same_params(params: dict[str, Any], row: dict[str, Any]) -> bool:
-    return all(
-        row.get("config." + name.replace("/", ".")) == value for name, value in params.items()
-    )
+    """Whether a trials row holds the study trial's parameters (both named by config path)."""
+    return all(row.get(f"config.{name}") == value for name, value in params.items())
 
 
 @ray.remote(num_cpus=0)

@@ -16,6 +16,7 @@ from ray.tune.search.optuna import OptunaSearch
 from analysis._curves import STUDY_NAME
 from search.spec import SweepSpec
 from spaces import distillation_space
+from trainables.config import nest
 
 
 class _GridSampler(optuna.samplers.GridSampler):
@@ -96,18 +97,22 @@ def open_study(spec: SweepSpec, storage) -> optuna.Study:
 def enqueue_first_trials(study: optuna.Study, spec: SweepSpec, size: int) -> None:
     """One trial per curriculum kind (``cover_curricula``, at most ``size``), then the user's
     ``points``; their other parameters are sampled."""
-    if spec.search.cover_curricula:
+    if spec.search.cover_curricula and len(spec.space.curricula) > 1:
         for kind in spec.space.curricula[:size]:
-            study.enqueue_trial({"curriculum/kind": kind})
+            study.enqueue_trial({"curriculum.kind": kind})
     for point in spec.search.points:
         study.enqueue_trial(point)
 
 
 def optuna_searcher(spec: SweepSpec, storage, run: int = 0) -> OptunaSearch:
+    """Ray Tune's OptunaSearch over the spec's space and the sweep's persistent study. Its
+    suggestions are flat ``{dotted.path: value}``: :class:`WithBaselines` nests them."""
     metrics, modes = spec.objective_metrics, spec.objective_modes
     multi = len(metrics) > 1
     return OptunaSearch(
-        space=functools.partial(distillation_space, bounds=spec.space),
+        space=functools.partial(
+            distillation_space, bounds=spec.space, base=spec.student.model_dump()
+        ),
         metric=metrics if multi else metrics[0],
         mode=modes if multi else modes[0],
         sampler=optuna_sampler(spec, run),
@@ -155,7 +160,8 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 class WithBaselines(Searcher):
-    """Suggest the fixed baseline configs first, then delegate to ``inner`` (Optuna).
+    """Suggest the fixed baseline configs first, then delegate to ``inner`` (Optuna), whose
+    flat dotted suggestions become the nested config Tune hands the trainable.
 
     Baseline results never reach the study: the sampler models only its own space, and a
     baseline outside the space's bounds (e.g. ``alpha = 1``) cannot confuse it. The study is
@@ -171,11 +177,12 @@ class WithBaselines(Searcher):
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return self.inner.set_search_properties(metric, mode, config, **spec)
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.pending:
             self.baseline_trials.add(trial_id)
             return self.pending.pop(0)
-        return self.inner.suggest(trial_id)
+        suggested = self.inner.suggest(trial_id)  # {"distill.temperature": 4.0, ...}
+        return nest(suggested) if isinstance(suggested, dict) else suggested
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the study's storage is the searcher's state (see ``_resume``)."""

@@ -5,38 +5,62 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
+from pydantic import ValidationError
 from ray import tune
+from ray.tune.logger import TBXLoggerCallback
+from ray.tune.utils.util import unflatten_dict
+
+from spaces import PARAMETER_PATHS
+from trainables.config import StudentConfig, flatten, settings
 
 
 def describe_schedule(config: dict[str, Any]) -> str:
-    """A short description of a student config's schedule, e.g.
-    ``paced(easy_first, confidence, linear 0.2->@0.5) T=4 alpha=0.5``."""
-    cur, distill = config.get("curriculum", {}), config.get("distill", {})
-    kind = cur.get("kind", "?")
-    pacing = cur.get("pacing", {})
-    pace = f"{pacing.get('kind')} {pacing.get('start', 0):.2g}->@{pacing.get('full_at', 0):.2g}"
-    details = {
-        "paced": f"{cur.get('order')}, {cur.get('score')}, {pace}",
-        "staged": f"{cur.get('progression')}, {cur.get('order')}, {cur.get('score')}",
-        "self_paced": f"{cur.get('self_paced', {}).get('regularizer')}, {pace}",
-        "focal": f"gamma={cur.get('focal_gamma', 0):.3g}",
-        "confidence": f"beta_max={cur.get('beta_max', 0):.3g}",
-    }.get(kind)
-    text = f"{kind}({details})" if details else kind
-    if cur.get("prune_fraction"):
-        text += f" prune={cur['prune_fraction']:.2g}"
-    t_schedule = distill.get("temperature_schedule", {})
-    t_kind, temperature = (
-        t_schedule.get("kind", "constant"),
-        distill.get("temperature", float("nan")),
-    )
-    if t_kind in ("linear", "cosine"):
-        t_text = f"T={temperature:.3g}->{t_schedule.get('end'):.3g} ({t_kind})"
-    elif t_kind == "ctkd":
-        t_text = f"T=ctkd({temperature:.3g})"
-    else:
-        t_text = f"T={temperature:.3g}"
-    return f"{text} {t_text} alpha={distill.get('alpha', float('nan')):.3g}"
+    """A short description of a student config's schedule: the curriculum kind with every
+    searchable setting it used, then the other searchable settings that differ from their
+    defaults, e.g. ``paced(order=easy_first, score=confidence, pacing.kind=linear,
+    pacing.start=0.2, pacing.full_at=0.5) distill.temperature=4 distill.alpha=0.5``.
+    Settings are named by their config paths and derived from the space's parameters, so a
+    new kind is described without changes here."""
+    try:
+        used = settings(StudentConfig.model_validate(config))
+    except ValidationError:  # a trial that failed on its config: show what it was given
+        used = flatten(config)
+    kind = used.get("curriculum.kind", "?")
+    details = [
+        f"{path.removeprefix('curriculum.')}={_short(used[path])}"
+        for path in PARAMETER_PATHS
+        if path.startswith("curriculum.") and path != "curriculum.kind"
+        and used.get(path) is not None and (path != "curriculum.prune_fraction" or used[path])
+    ]  # fmt: skip
+    text = f"{kind}({', '.join(details)})" if details else str(kind)
+    rest = [
+        f"{path}={_short(used[path])}"
+        for path in PARAMETER_PATHS
+        if not path.startswith("curriculum.") and used.get(path) is not None
+        and (path in _ALWAYS or used[path] != _DEFAULTS.get(path))
+    ]  # fmt: skip
+    return " ".join([text, *rest])
+
+
+_ALWAYS = ("distill.temperature", "distill.alpha")
+_DEFAULTS = settings(StudentConfig())
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+class TensorBoardLogger(TBXLoggerCallback):
+    """Tune's TensorBoard logger, with each trial's hyperparameters named by their dotted
+    config paths (``distill.temperature``) instead of Tune's ``distill/temperature``."""
+
+    def _try_log_hparams(self, trial, result):
+        spelled = trial.evaluated_params
+        trial.evaluated_params = flatten(unflatten_dict(spelled))
+        try:
+            super()._try_log_hparams(trial, result)
+        finally:
+            trial.evaluated_params = spelled
 
 
 class ProgressPrinter(tune.Callback):

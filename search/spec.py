@@ -19,14 +19,17 @@ from pydantic import (
     model_validator,
 )
 
-from spaces import SpaceBounds
+from spaces import PARAMETER_PATHS, SpaceBounds
 from trainables.config import (
     DataConfig,
     ModelConfig,
     OptimConfig,
+    SchedulerKind,
+    SearchAlgorithm,
     StrictModel,
     StudentConfig,
     TeacherConfig,
+    kinds,
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -45,7 +48,7 @@ Metric = Literal[
     "samples_seen",
 ]  # fmt: skip
 Mode = Literal["max", "min"]
-BASELINES = ("oneshot", "labels_only", "no_curriculum")
+Baseline = Literal["oneshot", "labels_only", "no_curriculum"]
 
 
 class Objective(StrictModel):
@@ -59,7 +62,7 @@ class SearchSpec(StrictModel):
     ``tpe`` (multivariate and grouped by default, for conditional spaces), ``cmaes`` (the
     continuous parameters; categorical ones sampled independently), ``nsga2`` (multi-objective),
     ``random``, ``grid`` (over ``grid``: parameter name -> values, e.g.
-    ``{"curriculum/kind": [none, paced]}``; parameters not in it are drawn at random).
+    ``{"curriculum.kind": [none, paced]}``; parameters not in it are drawn at random).
     ``n_startup_trials`` random trials come before TPE / CMA-ES model the space.
     ``cover_curricula``: the first trials try each curriculum kind of the space once;
     ``points``: starting points (parameter name -> value, the rest sampled), tried first.
@@ -67,7 +70,7 @@ class SearchSpec(StrictModel):
     directory (``optuna.journal``), so the study survives a crash and a re-run continues it.
     """
 
-    algorithm: Literal["tpe", "cmaes", "nsga2", "random", "grid"] = "tpe"
+    algorithm: SearchAlgorithm = "tpe"
     n_startup_trials: int = Field(default=10, ge=0)
     multivariate: bool = True
     group: bool = True
@@ -84,6 +87,20 @@ class SearchSpec(StrictModel):
         if any(not values for values in self.grid.values()):
             raise ValueError("every grid parameter needs at least one value")
         return self
+
+    @field_validator("grid", "points")
+    @classmethod
+    def _known_parameters(cls, value, info: ValidationInfo):
+        names = value if info.field_name == "grid" else [n for p in value for n in p]
+        unknown = [n for n in names if n not in PARAMETER_PATHS]
+        if unknown:
+            hint = unknown[0].replace("/", ".")
+            hint = f" (did you mean {hint!r}?)" if hint in PARAMETER_PATHS else ""
+            raise ValueError(
+                f"unknown parameter {unknown[0]!r}{hint}; parameters are named by their config "
+                f"path: {', '.join(PARAMETER_PATHS)}"
+            )
+        return value
 
 
 class SchedulerSpec(StrictModel):
@@ -103,13 +120,18 @@ class SchedulerSpec(StrictModel):
     PB2's GP bandit choosing the new settings (Parker-Holder et al. 2020).
     """
 
-    kind: Literal["fifo", "asha", "median", "pbt", "pb2"] = "fifo"
+    kind: SchedulerKind = "fifo"
     grace_period: float = Field(default=0.1, gt=0.0, le=1.0)
     reduction_factor: float = Field(default=3.0, gt=1.0)
     min_samples: int = Field(default=3, ge=1)
     perturbation_interval: float = Field(default=0.2, gt=0.0, lt=1.0)
     quantile_fraction: float = Field(default=0.25, gt=0.0, le=0.5)
     resample_probability: float = Field(default=0.25, ge=0.0, le=1.0)
+
+    @property
+    def population_based(self) -> bool:
+        """PBT or PB2: trials continue from each other's checkpoints under new settings."""
+        return self.kind in ("pbt", "pb2")
 
 
 class ResourcesSpec(StrictModel):
@@ -172,9 +194,7 @@ class SweepSpec(StrictModel):
     mode: Mode = "max"
     objectives: list[Objective] = Field(default_factory=list, max_length=4)
     repeats: int = Field(default=1, ge=1, le=64)
-    baselines: list[Literal["oneshot", "labels_only", "no_curriculum"]] = Field(
-        default_factory=lambda: list(BASELINES)
-    )
+    baselines: list[Baseline] = Field(default_factory=lambda: list(kinds(Baseline)))
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(
         default_factory=lambda: TeacherConfig(
@@ -196,14 +216,19 @@ class SweepSpec(StrictModel):
                 f"scheduler.kind {self.scheduler.kind!r} stops trials on one metric; "
                 "use fifo with several objectives"
             )
-        if (
-            self.scheduler.kind == "pbt"
-            and self.search.algorithm != "random"
-            and ("algorithm" in self.search.model_fields_set)
-        ):
+        population = self.scheduler.population_based
+        chosen = "algorithm" in self.search.model_fields_set  # tpe by default: not a choice
+        if population and chosen and self.search.algorithm != "random":
             raise ValueError(
                 f"scheduler.kind {self.scheduler.kind!r} draws its population at random (Ray "
-                "Tune runs no search algorithm beside PBT); use search.algorithm: random"
+                f"Tune runs no search algorithm beside {self.scheduler.kind}); got "
+                f"search.algorithm {self.search.algorithm!r}: use search.algorithm: random"
+            )
+        if population and self.resources.workers > 1:
+            raise ValueError(
+                f"scheduler.kind {self.scheduler.kind!r} continues trials from each other's "
+                "checkpoints, which only single-worker trials write so far; got "
+                f"resources.workers {self.resources.workers}: use 1"
             )
         if multi and self.search.algorithm in ("cmaes",):
             raise ValueError(

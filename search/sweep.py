@@ -12,10 +12,8 @@ from pathlib import Path
 import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
 from ray.tune.search import BasicVariantGenerator
 
-from search._pbt import LeavesBaselines, export_schedule, pbt_scheduler, population
 from search._resume import Manifest, ResumePlan, plan_resume, probe_storage, trial_rows
 from search._study import (
     WithBaselines,
@@ -25,7 +23,8 @@ from search._study import (
     study_storage,
 )
 from search.errors import RayConnectError, SweepExistsError, SweepInputError
-from search.progress import ProgressPrinter
+from search.progress import ProgressPrinter, TensorBoardLogger
+from search.schedulers import export_schedule, is_baseline, make_scheduler, population
 from search.sink import ParquetSink, recover_curves
 from search.spec import SweepSpec
 from search.teacher import ensure_teacher
@@ -89,8 +88,9 @@ def _concurrency(spec: SweepSpec) -> int:
 def _trainable(spec: SweepSpec):
     res = spec.resources
     if res.workers == 1:  # the loop runs inline in the Tune trial
+        checkpointed = res.checkpoint or spec.scheduler.population_based
         return tune.with_resources(
-            train_student_checkpointed if res.checkpoint else train_student,
+            train_student_checkpointed if checkpointed else train_student,
             {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
         )
     trainable = distributed_student(
@@ -100,32 +100,6 @@ def _trainable(spec: SweepSpec):
     # The trial itself only coordinates; its workers reserve their own CPUs. (Tune refuses an
     # empty request, so it holds a token of memory.)
     return tune.with_resources(trainable, {"cpu": 0, "memory": 2**20})
-
-
-class _ASHA(LeavesBaselines, ASHAScheduler):
-    pass
-
-
-class _Median(LeavesBaselines, MedianStoppingRule):
-    pass
-
-
-def _scheduler(spec: SweepSpec):
-    """FIFO, ASHA or median stopping on the student's ``step`` (survives trial restarts);
-    baselines always run to the end."""
-    sched, steps = spec.scheduler, spec.student.optim.steps
-    grace = max(spec.student.eval_every, round(sched.grace_period * steps))
-    if sched.kind == "asha":
-        return _ASHA(
-            time_attr="step", metric=spec.metric, mode=spec.mode, max_t=steps,
-            grace_period=min(grace, steps), reduction_factor=sched.reduction_factor,
-        )  # fmt: skip
-    if sched.kind == "median":
-        return _Median(
-            time_attr="step", metric=spec.metric, mode=spec.mode, grace_period=grace,
-            min_samples_required=sched.min_samples,
-        )  # fmt: skip
-    return None
 
 
 def run_students(
@@ -142,25 +116,19 @@ def run_students(
     base = spec.student_config(str(teacher_bank)).model_dump()
     baselines = [c for arm, c in baseline_configs(spec).items() if arm not in plan.done_arms]
     total = max(plan.remaining, 0) + len(baselines)
-    if spec.scheduler.kind in ("pbt", "pb2"):  # Tune runs no search algorithm beside PBT
+    if spec.scheduler.population_based:  # Tune runs no search algorithm beside PBT
         searcher = BasicVariantGenerator(
             points_to_evaluate=baselines + population(spec, max(plan.remaining, 0), plan.run)
         )
-        scheduler = pbt_scheduler(spec)
-        trainable = tune.with_resources(
-            train_student_checkpointed,
-            {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},
-        )
     else:
         searcher = WithBaselines(optuna_searcher(spec, storage, plan.run), baselines)
-        scheduler, trainable = _scheduler(spec), _trainable(spec)
     multi = len(spec.objective_metrics) > 1
     tuner = tune.Tuner(
-        trainable,
+        _trainable(spec),
         param_space=base,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            scheduler=scheduler,
+            scheduler=make_scheduler(spec),
             num_samples=total,
             max_concurrent_trials=_concurrency(spec),
             time_budget_s=spec.time_budget_s,
@@ -176,6 +144,7 @@ def run_students(
             callbacks=[
                 ParquetSink(spec.sweep_dir, spec.name, StudentConfig),
                 ProgressPrinter(total, spec.objective_metrics[0] if multi else spec.metric),
+                TensorBoardLogger(),
             ],
             verbose=verbose,
         ),
@@ -222,10 +191,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, verbose: int = 0) 
             + (f"{stopped} stopped before their end (run again to go on), " if stopped else "")
             + f"{failed} failed"
         )
-        searched = [
-            r for r in results if r.error is None and r.config.get("arm", "search") == "search"
-        ]
-        if spec.scheduler.kind in ("pbt", "pb2") and searched:
+        searched = [r for r in results if r.error is None and not is_baseline(r.config)]
+        if spec.scheduler.population_based and searched:
             sign = 1 if spec.mode == "max" else -1
             best = max(searched, key=lambda r: sign * r.metrics[spec.metric])
             out = export_schedule(

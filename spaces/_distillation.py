@@ -1,56 +1,135 @@
+"""The distillation search space: which config settings it draws, within which bounds.
+
+Every parameter is named by its dotted config path (``distill.temperature``), the one name a
+field has everywhere (Optuna, the ``trials`` table's ``config.distill.temperature``, PBT's
+mutations, ``--set``). The kinds a choice may take are the config's own ``Literal`` types
+(:mod:`trainables.config`), and whether a setting is drawn at all follows what the config
+says its kind uses (:meth:`trainables.config.StrictModel.unused`): a new curriculum kind needs
+no change here.
+"""
+
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from trainables.config import (
-    CURRICULUM_KINDS,
-    PACING_KINDS,
-    SCORE_KINDS,
+    CTKD_TEMPERATURE,
     CurriculumKind,
+    LossForm,
+    Order,
     PacingKind,
+    Progression,
+    ScheduleKind,
     ScoreKind,
+    SPLRegularizer,
+    StrictModel,
+    StudentConfig,
+    TeacherScheduleKind,
+    kinds,
+    nest,
+    settings,
 )
 
 Range = tuple[float, float]
 
 
-class SpaceBounds(BaseModel):
+@dataclass(frozen=True)
+class Parameter:
+    """One setting the space can draw: its config ``path``, the :class:`SpaceBounds` field
+    holding its choices or range, and how it is drawn (``choice``, ``float``, ``int``)."""
+
+    path: str
+    bounds: str
+    draw: str = "float"
+    log: bool = False
+
+
+# In drawing order: a choice comes before the settings whose use it decides.
+PARAMETERS = (
+    Parameter("curriculum.kind", "curricula", "choice"),
+    Parameter("curriculum.order", "orders", "choice"),
+    Parameter("curriculum.score", "scores", "choice"),
+    Parameter("curriculum.pacing.kind", "pacings", "choice"),
+    Parameter("curriculum.pacing.start", "start"),
+    Parameter("curriculum.pacing.inc", "exp_steps_inc"),
+    Parameter("curriculum.pacing.full_at", "full_at"),
+    Parameter("curriculum.pacing.power", "competence_power"),
+    Parameter("curriculum.pacing.num_steps", "step_count", "int"),
+    Parameter("curriculum.self_paced.regularizer", "spl_regularizers", "choice"),
+    Parameter("curriculum.focal_gamma", "focal_gamma"),
+    Parameter("curriculum.beta_max", "beta_max"),
+    Parameter("curriculum.progression", "progressions", "choice"),
+    Parameter("curriculum.gate_threshold", "gate_threshold"),
+    Parameter("curriculum.gate_patience", "gate_patience", "int"),
+    Parameter("curriculum.prune_fraction", "prune_fraction"),
+    Parameter("distill.loss", "losses", "choice"),
+    Parameter("teacher_schedule.kind", "teacher_schedules", "choice"),
+    Parameter("teacher_schedule.switch_at", "switch_at"),
+    Parameter("teacher_schedule.k", "uniform_k", "int"),
+    Parameter("distill.temperature_schedule.kind", "temperature_schedules", "choice"),
+    Parameter("distill.temperature", "temperature", log=True),
+    Parameter("distill.temperature_schedule.end", "temperature_end", log=True),
+    Parameter("distill.alpha", "alpha"),
+)
+PARAMETER_PATHS = tuple(p.path for p in PARAMETERS)
+_BY_BOUNDS = {p.bounds: p for p in PARAMETERS}
+
+# Kinds the config has but the space cannot draw, and why.
+NOT_SEARCHABLE = {
+    "teacher_schedule.kind": {"explicit": "needs its own steps and switches"},
+    "distill.temperature_schedule.kind": {
+        "step": "needs its own boundaries and values",
+        "stage": "needs stage values",
+    },
+}
+# A range is checked by building the config at its ends, with these settings beside it.
+_RANGE_CONTEXT = {
+    "distill.temperature_schedule.end": {"distill.temperature_schedule.kind": "linear"}
+}
+
+
+def _searchable(path: str, literal: Any, *, leave_out: tuple[str, ...] = ()) -> list[str]:
+    """The kinds of ``literal`` the space draws by default."""
+    skip = set(NOT_SEARCHABLE.get(path, {})) | set(leave_out)
+    return [k for k in kinds(literal) if k not in skip]
+
+
+def _choices(path: str, literal: Any, *, leave_out: tuple[str, ...] = (), only=None):
+    default = only or _searchable(path, literal, leave_out=leave_out)
+    return Field(default_factory=lambda: list(default), min_length=1)
+
+
+class SpaceBounds(StrictModel):
     """What :func:`distillation_space` may choose from. The defaults span every curriculum
     kind, order, score and pacing (the ``all`` preset).
 
-    Each range is ``[low, high]``; ``temperature`` and ``temperature_end`` are sampled on a log
-    scale, the others uniformly. A range with ``low == high`` fixes that parameter, and a
-    choice list with one entry fixes that choice.
+    A choice list takes the config's kinds (``curricula``: ``curriculum.kind``, ...). Each range
+    is ``[low, high]`` within what its config setting allows; ``temperature`` and
+    ``temperature_end`` are sampled on a log scale, the others uniformly. A range with
+    ``low == high`` or a choice list with one entry fixes that setting.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    curricula: list[CurriculumKind] = Field(
-        default_factory=lambda: list(CURRICULUM_KINDS), min_length=1
+    curricula: list[CurriculumKind] = _choices("curriculum.kind", CurriculumKind)
+    orders: list[Order] = _choices("curriculum.order", Order)
+    scores: list[ScoreKind] = _choices("curriculum.score", ScoreKind, leave_out=("column",))
+    pacings: list[PacingKind] = _choices(
+        "curriculum.pacing.kind", PacingKind, leave_out=("constant",)
     )
-    orders: list[str] = Field(
-        default_factory=lambda: ["easy_first", "hard_first", "random"], min_length=1
+    spl_regularizers: list[SPLRegularizer] = _choices(
+        "curriculum.self_paced.regularizer", SPLRegularizer
     )
-    scores: list[ScoreKind] = Field(
-        default_factory=lambda: [s for s in SCORE_KINDS if s != "column"], min_length=1
+    progressions: list[Progression] = _choices("curriculum.progression", Progression)
+    temperature_schedules: list[ScheduleKind] = _choices(
+        "distill.temperature_schedule.kind", ScheduleKind
     )
-    pacings: list[PacingKind] = Field(
-        default_factory=lambda: [p for p in PACING_KINDS if p != "constant"], min_length=1
+    losses: list[LossForm] = _choices("distill.loss", LossForm, only=["hinton"])
+    teacher_schedules: list[TeacherScheduleKind] = _choices(
+        "teacher_schedule.kind", TeacherScheduleKind, only=["final"]
     )
-    spl_regularizers: list[str] = Field(
-        default_factory=lambda: ["hard", "linear", "log", "mixture"], min_length=1
-    )
-    progressions: list[str] = Field(
-        default_factory=lambda: ["fixed", "threshold", "plateau"], min_length=1
-    )
-    temperature_schedules: list[str] = Field(
-        default_factory=lambda: ["constant", "linear", "cosine", "ctkd"], min_length=1
-    )
-    losses: list[str] = Field(default_factory=lambda: ["hinton"], min_length=1)
-    teacher_schedules: list[str] = Field(default_factory=lambda: ["final"], min_length=1)
     switch_at: Range = (0.05, 0.5)
     uniform_k: tuple[int, int] = (2, 8)
     temperature: Range = (1.0, 8.0)
@@ -67,84 +146,49 @@ class SpaceBounds(BaseModel):
     gate_threshold: Range = (0.7, 0.95)
     gate_patience: tuple[int, int] = (1, 4)
 
-    @field_validator(
-        "curricula", "orders", "scores", "pacings", "spl_regularizers", "progressions",
-        "temperature_schedules", "losses", "teacher_schedules",
-    )  # fmt: skip
+    @field_validator(*(p.bounds for p in PARAMETERS if p.draw == "choice"))
     @classmethod
-    def _unique_and_known(cls, kinds: list[str], info: ValidationInfo) -> list[str]:
-        allowed = {
-            "orders": ("easy_first", "hard_first", "random"),
-            "spl_regularizers": ("hard", "linear", "log", "mixture"),
-            "progressions": ("fixed", "threshold", "plateau"),
-            "temperature_schedules": ("constant", "linear", "cosine", "ctkd"),
-            "losses": ("hinton", "progressive"),
-            "teacher_schedules": ("final", "lockstep", "two_shot", "uniform_k"),
-        }.get(info.field_name)
-        if allowed and any(k not in allowed for k in kinds):
-            raise ValueError(f"entries must be among {', '.join(allowed)}; got {kinds}")
-        if len(set(kinds)) != len(kinds):
-            raise ValueError(f"has duplicates: {kinds}")
-        return kinds
+    def _unique_and_searchable(cls, choices: list[str], info: ValidationInfo) -> list[str]:
+        path = _BY_BOUNDS[info.field_name].path
+        refused = {c: why for c, why in NOT_SEARCHABLE.get(path, {}).items() if c in choices}
+        if refused:
+            kind, why = next(iter(refused.items()))
+            raise ValueError(f"{kind!r} cannot be searched ({path} {why}); got {choices}")
+        if len(set(choices)) != len(choices):
+            raise ValueError(f"has duplicates: {choices}")
+        return choices
 
-    @field_validator(
-        "temperature", "temperature_end", "start", "full_at", "focal_gamma", "beta_max"
-    )
+    @field_validator(*(p.bounds for p in PARAMETERS if p.draw != "choice"))
     @classmethod
-    def _positive_range(cls, bounds: Range, info: ValidationInfo) -> Range:
-        top = {
-            "temperature": 100.0,
-            "temperature_end": 100.0,
-            "focal_gamma": 10.0,
-            "beta_max": 50.0,
-        }
-        return _check_range(bounds, low=0.0, high=top.get(info.field_name, 1.0), open_low=True)
+    def _within_the_config(cls, bounds: Range, info: ValidationInfo) -> Range:
+        """Both ends must be values the config setting accepts (the config states its limits
+        once; the space does not repeat them)."""
+        low, high = bounds
+        if low > high:
+            raise ValueError(f"must be [low, high] with low <= high, got [{low}, {high}]")
+        path = _BY_BOUNDS[info.field_name].path
+        for value in dict.fromkeys(bounds):
+            problem = _config_problem(path, value)
+            if problem:
+                raise ValueError(f"{value} is not a valid {path}: {problem}")
+        return bounds
 
-    @field_validator("switch_at")
-    @classmethod
-    def _switch_range(cls, bounds: Range) -> Range:
-        return _check_range(bounds, low=0.0, high=0.99, open_low=True)
+    def choices(self, parameter: Parameter) -> list[Any]:
+        return list(getattr(self, parameter.bounds))
 
-    @field_validator("step_count", "gate_patience", "uniform_k")
-    @classmethod
-    def _count_range(cls, bounds: tuple[int, int], info: ValidationInfo) -> tuple[int, int]:
-        top = {"step_count": 100, "uniform_k": 64}.get(info.field_name, 1000)
-        return _check_range(bounds, low=1, high=top, open_low=False)
-
-    @field_validator("competence_power")
-    @classmethod
-    def _power_range(cls, bounds: Range) -> Range:
-        return _check_range(bounds, low=0.0, high=10.0, open_low=True)
-
-    @field_validator("exp_steps_inc")
-    @classmethod
-    def _inc_range(cls, bounds: Range) -> Range:
-        return _check_range(bounds, low=1.0, high=10.0, open_low=True)
-
-    @field_validator("gate_threshold")
-    @classmethod
-    def _gate_range(cls, bounds: Range) -> Range:
-        return _check_range(bounds, low=0.0, high=1.0, open_low=True)
-
-    @field_validator("alpha")
-    @classmethod
-    def _alpha_range(cls, bounds: Range) -> Range:
-        return _check_range(bounds, low=0.0, high=1.0, open_low=False)
-
-    @field_validator("prune_fraction")
-    @classmethod
-    def _prune_range(cls, bounds: Range) -> Range:
-        return _check_range(bounds, low=0.0, high=0.9, open_low=False)
+    def range_of(self, path: str) -> tuple[float, float]:
+        """The bounds of the setting at ``path`` (e.g. ``distill.alpha``)."""
+        (parameter,) = [p for p in PARAMETERS if p.path == path]
+        return tuple(getattr(self, parameter.bounds))
 
 
-def _check_range(bounds: Range, *, low: float, high: float, open_low: bool) -> Range:
-    a, b = bounds
-    if not ((a > low if open_low else a >= low) and b <= high and a <= b):
-        left = "(" if open_low else "["
-        raise ValueError(
-            f"must be [low, high] within {left}{low:g}, {high:g}] with low <= high, got [{a}, {b}]"
-        )
-    return bounds
+def _config_problem(path: str, value: float) -> str | None:
+    """Why a student config with ``value`` at ``path`` is invalid, or None."""
+    try:
+        StudentConfig.model_validate(nest({**_RANGE_CONTEXT.get(path, {}), path: value}))
+    except ValidationError as exc:
+        return exc.errors()[0]["msg"].removeprefix("Value error, ")
+    return None
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -166,74 +210,69 @@ def preset(name: str, **overrides: Any) -> SpaceBounds:
     return SpaceBounds(**{**PRESETS[name], **overrides})
 
 
-def distillation_space(trial: optuna.Trial, bounds: SpaceBounds) -> None:
-    """Define-by-run space over the curriculum kind and its conditional parameters, the loss
-    form, the teacher-checkpoint schedule, the temperature (log scale) and its schedule, and
-    alpha. Names unflatten into StudentConfig."""
-    kind = trial.suggest_categorical("curriculum/kind", bounds.curricula)
-    if kind in ("paced", "staged"):
-        trial.suggest_categorical("curriculum/order", bounds.orders)
-        trial.suggest_categorical("curriculum/score", bounds.scores)
-    if kind == "paced" or kind == "self_paced":
-        pacing = trial.suggest_categorical("curriculum/pacing/kind", bounds.pacings)
-        trial.suggest_float("curriculum/pacing/start", *bounds.start)
-        if pacing == "exp_steps":
-            trial.suggest_float("curriculum/pacing/inc", *bounds.exp_steps_inc)
+def distillation_space(
+    trial: optuna.Trial, bounds: SpaceBounds, base: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Define-by-run space: walk :data:`PARAMETERS` in order and draw each setting the config
+    drawn so far uses (over ``base``, a nested student config; default: the defaults). A
+    setting whose range or choice list holds one value is not drawn but returned, with every
+    other fixed value, as ``{path: value}`` (Ray Tune merges such constants into the
+    suggestion). No computation beyond validating the partial config."""
+    drawn: dict[str, Any] = {}
+    fixed: dict[str, Any] = {}
+    for parameter in PARAMETERS:
+        if not _used(parameter.path, {**fixed, **drawn}, base):
+            continue
+        if parameter.draw == "choice":
+            choices = bounds.choices(parameter)
+            if len(choices) == 1:
+                fixed[parameter.path] = choices[0]
+            else:
+                drawn[parameter.path] = trial.suggest_categorical(parameter.path, choices)
+            continue
+        low, high = _range(parameter, bounds, {**fixed, **drawn})
+        if low == high:
+            fixed[parameter.path] = low
+        elif parameter.draw == "int":
+            drawn[parameter.path] = trial.suggest_int(parameter.path, low, high)
         else:
-            trial.suggest_float("curriculum/pacing/full_at", *bounds.full_at)
-        if pacing == "competence":
-            trial.suggest_float("curriculum/pacing/power", *bounds.competence_power)
-        elif pacing == "step":
-            trial.suggest_int("curriculum/pacing/num_steps", *bounds.step_count)
-    if kind == "self_paced":
-        trial.suggest_categorical("curriculum/self_paced/regularizer", bounds.spl_regularizers)
-    elif kind == "focal":
-        trial.suggest_float("curriculum/focal_gamma", *bounds.focal_gamma)
-    elif kind == "confidence":
-        trial.suggest_float("curriculum/beta_max", *bounds.beta_max)
-    elif kind == "staged":
-        progression = trial.suggest_categorical("curriculum/progression", bounds.progressions)
-        if progression == "threshold":
-            trial.suggest_float("curriculum/gate_threshold", *bounds.gate_threshold)
-        elif progression == "plateau":
-            trial.suggest_int("curriculum/gate_patience", *bounds.gate_patience)
-    if bounds.prune_fraction[1] > 0:
-        trial.suggest_float("curriculum/prune_fraction", *bounds.prune_fraction)
+            drawn[parameter.path] = trial.suggest_float(
+                parameter.path, low, high, log=parameter.log
+            )
+    return fixed
 
-    trial.suggest_categorical("distill/loss", bounds.losses)
-    teacher_schedule = trial.suggest_categorical("teacher_schedule/kind", bounds.teacher_schedules)
-    if teacher_schedule == "two_shot":  # from the checkpoint detected inside the transition
-        trial.suggest_float("teacher_schedule/switch_at", *bounds.switch_at)
-    elif teacher_schedule == "uniform_k":
-        trial.suggest_int("teacher_schedule/k", *bounds.uniform_k)
 
-    schedule = trial.suggest_categorical(
-        "distill/temperature_schedule/kind", bounds.temperature_schedules
-    )
-    low, high = bounds.temperature
-    if schedule == "ctkd":  # CTKD's temperature lives in (1, 21)
-        low, high = min(max(low, 1.05), 20.0), min(max(high, 1.05), 20.0)
-    trial.suggest_float("distill/temperature", low, high, log=True)
-    if schedule in ("linear", "cosine"):
-        trial.suggest_float("distill/temperature_schedule/end", *bounds.temperature_end, log=True)
-    trial.suggest_float("distill/alpha", *bounds.alpha)
+def _range(parameter: Parameter, bounds: SpaceBounds, chosen: dict[str, Any]) -> tuple:
+    low, high = getattr(bounds, parameter.bounds)
+    ctkd = chosen.get("distill.temperature_schedule.kind") == "ctkd"
+    if parameter.path == "distill.temperature" and ctkd:  # CTKD's temperature is bounded
+        floor, ceiling = CTKD_TEMPERATURE[0] + 0.05, CTKD_TEMPERATURE[1] - 1.0
+        low, high = min(max(low, floor), ceiling), min(max(high, floor), ceiling)
+    return low, high
+
+
+def _used(path: str, chosen: dict[str, Any], base: dict[str, Any] | None) -> bool:
+    """Whether the student config with the choices so far uses the setting at ``path``. A
+    partial config that does not validate yet (a schedule that needs the very value about to
+    be drawn) counts as using it."""
+    try:
+        config = StudentConfig.model_validate(nest(chosen, into=base))
+    except ValidationError:
+        return True
+    return settings(config)[path] is not None
+
+
+def suggestion(
+    trial: optuna.Trial, bounds: SpaceBounds, base: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Run the space on ``trial``: every setting it drew or fixed, ``{path: value}``."""
+    fixed = distillation_space(trial, bounds, base)
+    return {**trial.params, **fixed}
 
 
 def suggest_config(
     trial: optuna.Trial, bounds: SpaceBounds, base: dict[str, Any]
 ) -> dict[str, Any]:
     """Run the space on ``trial`` and merge its choices into a copy of the nested ``base``
-    config (what Ray Tune does with a define-by-run searcher's suggestion)."""
-    distillation_space(trial, bounds)
-    config = _deepcopy(base)
-    for name, value in trial.params.items():
-        node = config
-        *parents, leaf = name.split("/")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return config
-
-
-def _deepcopy(tree: dict[str, Any]) -> dict[str, Any]:
-    return {k: _deepcopy(v) if isinstance(v, dict) else v for k, v in tree.items()}
+    config (what the sweep's searcher does with a suggestion)."""
+    return nest(suggestion(trial, bounds, base), into=base)

@@ -10,8 +10,10 @@ search spaces write into it with ``/``-separated names such as ``distill/tempera
 
 from __future__ import annotations
 
+import copy
+import typing
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -22,27 +24,49 @@ from pydantic import (
     model_validator,
 )
 
-CURRICULUM_KINDS = (
-    "none", "paced", "confidence", "self_paced", "focal", "importance", "rho", "staged",
-)  # fmt: skip
+# The vocabulary: every kind is named once, here. Space bounds, PBT mutations, column
+# translations, the progress line and the docs derive from these (``kinds(CurriculumKind)``).
 CurriculumKind = Literal[
     "none", "paced", "confidence", "self_paced", "focal", "importance", "rho", "staged"
-]
-PACING_KINDS = (
-    "constant", "linear", "quadratic", "root", "exp", "log", "step", "competence", "exp_steps",
-)  # fmt: skip
+]  # fmt: skip
+Order = Literal["easy_first", "hard_first", "random"]
+ScoreKind = Literal["confidence", "margin", "loss", "entropy", "el2n", "forgetting", "column"]
 PacingKind = Literal[
     "constant", "linear", "quadratic", "root", "exp", "log", "step", "competence", "exp_steps"
-]
-SCORE_KINDS = ("confidence", "margin", "loss", "entropy", "el2n", "forgetting", "column")
-ScoreKind = Literal["confidence", "margin", "loss", "entropy", "el2n", "forgetting", "column"]
+]  # fmt: skip
+SPLRegularizer = Literal["hard", "linear", "log", "mixture"]
+SPLGrowth = Literal["mu", "pacing"]
+Progression = Literal["fixed", "threshold", "plateau"]
+PruneBy = Literal["score", "forgetting"]
+LossForm = Literal["hinton", "progressive"]
+TeacherScheduleKind = Literal["final", "lockstep", "two_shot", "uniform_k", "explicit"]
 ScheduleKind = Literal["constant", "linear", "cosine", "step", "stage", "ctkd"]
+DataKind = Literal["digits", "file", "sparse_parity"]
+OptimizerKind = Literal["adam", "sgd"]
+SchedulerKind = Literal["fifo", "asha", "median", "pbt", "pb2"]
+SearchAlgorithm = Literal["tpe", "cmaes", "nsga2", "random", "grid"]
+
+CTKD_TEMPERATURE = (1.0, 21.0)  # CTKD's learned temperature lies in this open interval
+
+
+def kinds(literal: Any) -> tuple[str, ...]:
+    """The values of one of the vocabulary's ``Literal`` types, in order."""
+    return typing.get_args(literal)
 
 
 class StrictModel(BaseModel):
-    """The base of every config and spec model: unknown keys are errors, values are frozen."""
+    """The base of every config and spec model: unknown keys are errors, values are frozen.
+
+    :meth:`unused` names the fields this object's own values make irrelevant (a ``none``
+    curriculum uses no pacing): :func:`settings` reports them as null, and the search space
+    draws only what is used. A new kind declares what it uses there, nowhere else.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def unused(self) -> set[str]:
+        """Names (dotted below this model) of the fields that these values do not use."""
+        return set()
 
 
 class DataConfig(StrictModel):
@@ -56,7 +80,7 @@ class DataConfig(StrictModel):
     flipped with probability ``label_noise``), ``holdout_size`` each for validation and test.
     """
 
-    kind: Literal["digits", "file", "sparse_parity"] = "digits"
+    kind: DataKind = "digits"
     path: str | None = Field(
         default=None,
         validate_default=True,
@@ -92,6 +116,13 @@ class DataConfig(StrictModel):
             raise ValueError(f"{path!r} does not exist or is not a file")
         return path
 
+    def unused(self) -> set[str]:
+        parity = {"n_bits", "k", "train_size", "holdout_size", "label_noise"}
+        table = {"val_fraction", "test_fraction", "standardize", "difficulty_column"}
+        if self.kind == "sparse_parity":
+            return table | {"path", "label_column"}
+        return parity | ({"path", "label_column"} if self.kind == "digits" else set())
+
 
 class ModelConfig(StrictModel):
     """A multilayer perceptron: ``hidden`` widths, ReLU between layers."""
@@ -109,12 +140,15 @@ class ModelConfig(StrictModel):
 class OptimConfig(StrictModel):
     """The optimiser (``adam`` or ``sgd`` with ``momentum``) and the step budget."""
 
-    kind: Literal["adam", "sgd"] = "adam"
+    kind: OptimizerKind = "adam"
     momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
     lr: float = Field(default=3e-3, gt=0.0, le=1.0)
     weight_decay: float = Field(default=0.0, ge=0.0)
     batch_size: int = Field(default=32, ge=1)
     steps: int = Field(default=600, ge=1)
+
+    def unused(self) -> set[str]:
+        return {"momentum"} if self.kind != "sgd" else set()
 
 
 class ScheduleConfig(StrictModel):
@@ -146,6 +180,13 @@ class ScheduleConfig(StrictModel):
                 raise ValueError(f"boundaries must increase within (0, 1), got {self.boundaries}")
         return self
 
+    def unused(self) -> set[str]:
+        uses = {
+            "constant": set(), "linear": {"end"}, "cosine": {"end"},
+            "step": {"boundaries", "values"}, "stage": {"end", "values"}, "ctkd": {"warmup"},
+        }[self.kind]  # fmt: skip
+        return {"end", "boundaries", "values", "warmup"} - uses
+
 
 class TeacherScheduleConfig(StrictModel):
     """Which teacher checkpoint the student learns from over its run (progressive
@@ -158,13 +199,20 @@ class TeacherScheduleConfig(StrictModel):
     ``switches``, fractions of the run).
     """
 
-    kind: Literal["final", "lockstep", "two_shot", "uniform_k", "explicit"] = "final"
+    kind: TeacherScheduleKind = "final"
     checkpoint: int | Literal["transition"] = "transition"
     switch_at: float = Field(default=0.3, gt=0.0, lt=1.0)
     ratio: float = Field(default=1.0, gt=0.0)
     k: int = Field(default=4, ge=1, le=64)
     steps: list[int] = Field(default_factory=list, max_length=64)
     switches: list[float] = Field(default_factory=list, max_length=63)
+
+    def unused(self) -> set[str]:
+        uses = {
+            "final": set(), "lockstep": {"ratio"}, "two_shot": {"checkpoint", "switch_at"},
+            "uniform_k": {"k"}, "explicit": {"steps", "switches"},
+        }[self.kind]  # fmt: skip
+        return set(type(self).model_fields) - {"kind"} - uses
 
 
 class DistillConfig(StrictModel):
@@ -177,7 +225,7 @@ class DistillConfig(StrictModel):
     how they move.
     """
 
-    loss: Literal["hinton", "progressive"] = "hinton"
+    loss: LossForm = "hinton"
     temperature: float = Field(default=4.0, gt=0.0, le=100.0)
     alpha: float = Field(default=0.5, ge=0.0, le=1.0)
     temperature_schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
@@ -190,14 +238,24 @@ class DistillConfig(StrictModel):
         a = self.alpha_schedule
         if any(v > 1 for v in a.values) or (a.end is not None and a.end > 1):
             raise ValueError("alpha_schedule values and end must lie in [0, 1]")
-        if self.temperature_schedule.kind == "ctkd" and not 1.0 < self.temperature < 21.0:
+        low, high = CTKD_TEMPERATURE
+        if self.temperature_schedule.kind == "ctkd" and not low < self.temperature < high:
             raise ValueError(
-                f"temperature must be in (1, 21) with a ctkd schedule, got {self.temperature}"
+                f"temperature must be in ({low:g}, {high:g}) with a ctkd schedule, got "
+                f"{self.temperature}"
             )
         t = self.temperature_schedule
         if any(v <= 0 for v in t.values) or (t.end is not None and t.end <= 0):
             raise ValueError("temperature_schedule values and end must be > 0")
         return self
+
+    @property
+    def labels_only(self) -> bool:
+        """alpha is 1 throughout: no teacher signal, so temperature and loss form are unused."""
+        return self.alpha == 1.0 and self.alpha_schedule.kind == "constant"
+
+    def unused(self) -> set[str]:
+        return {"loss", "temperature", "temperature_schedule"} if self.labels_only else set()
 
 
 class PacingChange(StrictModel):
@@ -237,6 +295,14 @@ class PacingConfig(StrictModel):
             raise ValueError(f"changes: 'at' must strictly increase, got {at}")
         return self
 
+    def unused(self) -> set[str]:
+        shape = {"start", "full_at", "changes"}
+        uses = {
+            "constant": set(), "step": shape | {"num_steps"}, "competence": shape | {"power"},
+            "exp_steps": {"start", "inc", "step_length", "changes"},
+        }.get(self.kind, shape)  # fmt: skip
+        return set(type(self).model_fields) - {"kind"} - uses
+
 
 class SelfPacedConfig(StrictModel):
     """Self-paced weights from the student's own loss (Kumar et al. 2010; Jiang et al. 2014).
@@ -248,11 +314,15 @@ class SelfPacedConfig(StrictModel):
     when c reaches 1.
     """
 
-    regularizer: Literal["hard", "linear", "log", "mixture"] = "hard"
-    growth: Literal["mu", "pacing"] = "pacing"
+    regularizer: SPLRegularizer = "hard"
+    growth: SPLGrowth = "pacing"
     lambda0: float = Field(default=0.5, gt=0.0)
     mu: float = Field(default=1.3, ge=1.0)
     mixture_ratio: float = Field(default=0.5, gt=0.0, lt=1.0)
+
+    def unused(self) -> set[str]:
+        out = {"lambda0", "mu"} if self.growth == "pacing" else set()
+        return out | ({"mixture_ratio"} if self.regularizer != "mixture" else set())
 
 
 class StageConfig(StrictModel):
@@ -284,6 +354,21 @@ def _default_stages() -> list[StageConfig]:
     ]
 
 
+# The settings each curriculum kind uses (besides ``kind`` and ``prune_fraction``), refined in
+# :meth:`CurriculumConfig.unused`; the search space draws exactly these.
+CURRICULUM_USES: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "paced": ("order", "score", "pacing"),
+    "confidence": ("beta_max", "pool_factor"),
+    "self_paced": ("self_paced", "pacing"),
+    "focal": ("focal_gamma",),
+    "importance": ("pool_factor", "importance_smoothing"),
+    "rho": ("pool_factor", "rho_holdout_steps"),
+    "staged": ("order", "score", "stages", "progression", "gate_threshold", "gate_patience"),
+}
+assert set(CURRICULUM_USES) == set(kinds(CurriculumKind)), "every curriculum kind says its uses"
+
+
 class CurriculumConfig(StrictModel):
     """Which examples the student sees when, and how much each one counts.
 
@@ -313,7 +398,7 @@ class CurriculumConfig(StrictModel):
     """
 
     kind: CurriculumKind = "none"
-    order: Literal["easy_first", "hard_first", "random"] = "easy_first"
+    order: Order = "easy_first"
     score: ScoreKind = "confidence"
     pacing: PacingConfig = Field(default_factory=PacingConfig)
     self_paced: SelfPacedConfig = Field(default_factory=SelfPacedConfig)
@@ -323,11 +408,26 @@ class CurriculumConfig(StrictModel):
     importance_smoothing: float = Field(default=0.1, ge=0.0)
     rho_holdout_steps: int = Field(default=300, ge=1)
     prune_fraction: float = Field(default=0.0, ge=0.0, le=0.9)
-    prune_by: Literal["score", "forgetting"] = "score"
+    prune_by: PruneBy = "score"
     stages: list[StageConfig] = Field(default_factory=_default_stages, min_length=1, max_length=16)
-    progression: Literal["fixed", "threshold", "plateau"] = "fixed"
+    progression: Progression = "fixed"
     gate_threshold: float = Field(default=0.9, gt=0.0, le=1.0)
     gate_patience: int = Field(default=3, ge=1)
+
+    def unused(self) -> set[str]:
+        uses = set(CURRICULUM_USES[self.kind])
+        if self.kind == "self_paced" and self.self_paced.growth == "mu":
+            uses.discard("pacing")
+        if self.kind == "staged":
+            uses -= {"threshold": {"gate_patience"}, "plateau": {"gate_threshold"}}.get(
+                self.progression, {"gate_threshold", "gate_patience"}
+            )
+        if self.order == "random":  # a seeded permutation: no score orders it
+            uses.discard("score")
+        if self.prune_fraction > 0:
+            uses.add("prune_by")
+            uses |= {"score"} if self.prune_by == "score" else set()
+        return set(type(self).model_fields) - {"kind", "prune_fraction"} - uses
 
 
 class TeacherConfig(StrictModel):
@@ -400,3 +500,69 @@ class StudentConfig(StrictModel):
     stop_at_target: bool = False
     seed: int = 0
     teacher_bank: str | None = None
+
+    @property
+    def uses_teacher(self) -> bool:
+        """False when no step learns from the teacher (labels only, in every stage)."""
+        staged = self.curriculum.kind == "staged"
+        stage_alphas = [s.alpha for s in self.curriculum.stages if s.alpha is not None]
+        return not self.distill.labels_only or (staged and any(a < 1 for a in stage_alphas))
+
+    def unused(self) -> set[str]:
+        if self.uses_teacher:
+            return set()
+        return {"teacher_schedule", "distill.loss", "distill.temperature",
+                "distill.temperature_schedule"}  # fmt: skip
+
+
+def settings(config: BaseModel, prefix: str = "") -> dict[str, Any]:
+    """The config as ``{dotted.path: value}``, one entry per leaf field, ``None`` where the
+    config's own values make the field irrelevant (:meth:`StrictModel.unused`): what a trial
+    actually used. Lists stay lists (of plain dicts for lists of models)."""
+    unused = config.unused() if isinstance(config, StrictModel) else set()
+    return _settings(config, prefix, unused)
+
+
+def _settings(config: BaseModel, prefix: str, unused: set[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in type(config).model_fields:
+        value, path = getattr(config, name), f"{prefix}{name}"
+        below = {u.removeprefix(f"{name}.") for u in unused if u.startswith(f"{name}.")}
+        if isinstance(value, BaseModel):
+            if name in unused:
+                out.update(dict.fromkeys(settings(value, f"{path}."), None))
+            else:
+                own = value.unused() if isinstance(value, StrictModel) else set()
+                out.update(_settings(value, f"{path}.", own | below))
+        elif name in unused:
+            out[path] = None
+        elif isinstance(value, (list, tuple)):
+            out[path] = [v.model_dump() if isinstance(v, BaseModel) else v for v in value]
+        else:
+            out[path] = value
+    return out
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: a nested config dict by dotted paths (the one
+    name of every field)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def nest(flat: dict[str, Any], into: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``{"a.b": 1}`` -> ``{"a": {"b": 1}}`` (merged into a copy of ``into``): the one place
+    a dotted path becomes the nested dict that the trainables and Ray Tune take."""
+    tree = copy.deepcopy(into) if into is not None else {}
+    for path, value in flat.items():
+        *parents, leaf = path.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree

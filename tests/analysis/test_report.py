@@ -65,7 +65,7 @@ def test_compare_and_importance_on_the_real_sweep(results):
     assert "baseline:labels_only" in set(table["arm"]) and (table["n"] == 2).all()
     assert set(table["verdict"]) <= {"better", "worse", "not distinguishable", "baseline"}
     importance = param_importance(results)
-    assert "distill/alpha" in set(importance["parameter"])
+    assert "distill.alpha" in set(importance["parameter"])
     assert importance["importance"].sum() == pytest.approx(1.0)
     assert np.all(np.diff(importance["importance"]) <= 0)
 

@@ -49,7 +49,19 @@ def _problems(raw):
         ({}, "name: required field is missing"),
         (
             {"name": "a", "space": {"alpha": [0.2, 1.2]}},
-            "space.alpha: must be [low, high] within [0, 1]",
+            "space.alpha: 1.2 is not a valid distill.alpha: Input should be less than or equal to 1",
+        ),
+        (
+            {"name": "a", "search": {"algorithm": "grid", "grid": {"curriculum/kind": ["none"]}}},
+            "search.grid: unknown parameter 'curriculum/kind' (did you mean 'curriculum.kind'?)",
+        ),
+        (
+            {"name": "a", "search": {"points": [{"distill.temprature": 2.0}]}},
+            "search.points: unknown parameter 'distill.temprature'; parameters are named by their config path",
+        ),
+        (
+            {"name": "a", "scheduler": {"kind": "pb2"}, "search": {"algorithm": "tpe"}},
+            "spec: scheduler.kind 'pb2' draws its population at random",
         ),
     ],
 )

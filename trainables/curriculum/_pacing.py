@@ -12,8 +12,11 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-WU_SHAPES = ("linear", "quadratic", "root", "exp", "log", "step")
-PACING_KINDS = ("constant", *WU_SHAPES, "competence", "exp_steps")
+from trainables.config import PacingKind, kinds
+
+PACING_KINDS = kinds(PacingKind)
+WU_SHAPES = ("linear", "quadratic", "root", "exp", "log", "step")  # the kinds WuPacing draws
+assert set(WU_SHAPES) <= set(PACING_KINDS)
 
 
 class Pacing(Protocol):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-SCORE_KINDS = ("confidence", "margin", "loss", "entropy", "el2n", "forgetting", "column")
+from trainables.config import ScoreKind, kinds
+
+SCORE_KINDS = kinds(ScoreKind)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

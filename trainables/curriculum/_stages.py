@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from trainables.config import Progression, kinds
+
 
 class StageController:
     """Decides the current stage from run progress and, with a metric gate, from the stage's
@@ -19,9 +21,9 @@ class StageController:
         self, lengths: list[float], *, progression: str = "fixed", threshold: float = 0.9,
         patience: int = 3, min_delta: float = 1e-4,
     ) -> None:  # fmt: skip
-        if progression not in ("fixed", "threshold", "plateau"):
+        if progression not in kinds(Progression):
             raise ValueError(
-                f"progression must be fixed, threshold or plateau; got {progression!r}"
+                f"progression must be one of {', '.join(kinds(Progression))}; got {progression!r}"
             )
         if not lengths or any(length <= 0 for length in lengths):
             raise ValueError(f"lengths must be positive fractions of the run, got {lengths}")

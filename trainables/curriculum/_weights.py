@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
+from trainables.config import SPLRegularizer, kinds
 from trainables.curriculum._pacing import Pacing
 
-SPL_KINDS = ("hard", "linear", "log", "mixture")
+SPL_KINDS = kinds(SPLRegularizer)
 
 
 def spl_weights(

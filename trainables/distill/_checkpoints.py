@@ -13,7 +13,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-CHECKPOINT_SCHEDULES = ("final", "lockstep", "two_shot", "uniform_k", "explicit")
+from trainables.config import TeacherScheduleKind, kinds
+
+CHECKPOINT_SCHEDULES = kinds(TeacherScheduleKind)
 
 
 def detect_transition(

@@ -1,7 +1,13 @@
-"""Population Based Training over the distillation temperature and alpha and the curriculum's
-pacing (its ``start`` and ``full_at``, the rate) (Jaderberg et al. 2017, "Population Based
-Training of Neural Networks"), and the export of the schedule the best lineage followed as a
-replayable student config."""
+"""Every stopping and population rule of a sweep, and the one rule they share: baselines
+are left alone.
+
+FIFO (none), ASHA and the median stopping rule stop trials early on the student's ``step``;
+Population Based Training (Jaderberg et al. 2017, "Population Based Training of Neural
+Networks") and PB2 (Parker-Holder et al. 2020, a GP bandit choosing the new settings) evolve
+the distillation temperature and alpha and the curriculum's pacing (``start`` and
+``full_at``, its rate), and the schedule the best lineage followed is exported as a replayable
+student config.
+"""
 
 from __future__ import annotations
 
@@ -14,26 +20,32 @@ from typing import Any
 import optuna
 import yaml
 from ray import tune
-from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
+from ray.tune.schedulers import (
+    ASHAScheduler,
+    MedianStoppingRule,
+    PopulationBasedTraining,
+    TrialScheduler,
+)
 from ray.tune.schedulers.pb2 import PB2
 
 from search._study import enqueue_first_trials, run_seed
 from search.spec import SweepSpec
-from spaces import suggest_config
-from trainables.config import StudentConfig
+from spaces import PARAMETERS, suggestion
+from trainables.config import StudentConfig, nest
 
 MAX_BOUNDARIES = 16  # ScheduleConfig's limit
+# The settings PBT and PB2 evolve (within the space's bounds), by their config paths.
+EVOLVED = (
+    "distill.temperature",
+    "distill.alpha",
+    "curriculum.pacing.start",
+    "curriculum.pacing.full_at",
+)
 
 
-def population(spec: SweepSpec, size: int, run: int = 0) -> list[dict[str, Any]]:
-    """``size`` starting configs drawn at random from the space (seeded per run, see
-    :func:`~search._study.run_seed`; in the first run, with ``cover_curricula``, the first ones
-    try each curriculum kind), as partial student configs."""
-    sampler = optuna.samplers.RandomSampler(seed=run_seed(spec.seed, run))
-    study = optuna.create_study(sampler=sampler)
-    if run == 0:
-        enqueue_first_trials(study, spec, size)
-    return [suggest_config(study.ask(), spec.space, {}) for _ in range(size)]
+def is_baseline(config: dict[str, Any]) -> bool:
+    """Whether a trial's config is one of the sweep's baseline arms (``arm: baseline:...``)."""
+    return str(config.get("arm", "search")).startswith("baseline:")
 
 
 class LeavesBaselines:
@@ -42,9 +54,17 @@ class LeavesBaselines:
     from or perturbed, and do not move the rule's cut-offs."""
 
     def on_trial_result(self, tune_controller, trial, result):
-        if str(trial.config.get("arm", "search")).startswith("baseline:"):
+        if is_baseline(trial.config):
             return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
+
+
+class _ASHA(LeavesBaselines, ASHAScheduler):
+    pass
+
+
+class _Median(LeavesBaselines, MedianStoppingRule):
+    pass
 
 
 class _PBT(LeavesBaselines, PopulationBasedTraining):
@@ -55,20 +75,46 @@ class _PB2(LeavesBaselines, PB2):
     pass
 
 
-def pbt_scheduler(spec: SweepSpec) -> PopulationBasedTraining:
-    """PBT (or PB2: Parker-Holder et al. 2020, a GP-bandit choosing the new settings instead of
-    random perturbation) on the student's ``step``; new values stay inside the space's
-    bounds."""
+def make_scheduler(spec: SweepSpec) -> TrialScheduler | None:
+    """The spec's scheduler on the student's ``step`` (which survives trial restarts, unlike
+    ``training_iteration``); None for FIFO."""
     sched, steps = spec.scheduler, spec.student.optim.steps
-    bounds = {
-        ("distill", "temperature"): spec.space.temperature,
-        ("distill", "alpha"): spec.space.alpha,
-        ("curriculum", "pacing", "start"): spec.space.start,
-        ("curriculum", "pacing", "full_at"): spec.space.full_at,
-    }
+    if sched.population_based:
+        return _population_scheduler(spec)
+    grace = max(spec.student.eval_every, round(sched.grace_period * steps))
+    if sched.kind == "asha":
+        return _ASHA(
+            time_attr="step", metric=spec.metric, mode=spec.mode, max_t=steps,
+            grace_period=min(grace, steps), reduction_factor=sched.reduction_factor,
+        )  # fmt: skip
+    if sched.kind == "median":
+        return _Median(
+            time_attr="step", metric=spec.metric, mode=spec.mode, grace_period=grace,
+            min_samples_required=sched.min_samples,
+        )  # fmt: skip
+    return None
+
+
+def population(spec: SweepSpec, size: int, run: int = 0) -> list[dict[str, Any]]:
+    """``size`` starting configs drawn at random from the space (seeded per run, see
+    :func:`~search._study.run_seed`; in the first run, with ``cover_curricula``, the first ones
+    try each curriculum kind), as partial student configs."""
+    sampler = optuna.samplers.RandomSampler(seed=run_seed(spec.seed, run))
+    study = optuna.create_study(sampler=sampler)
+    if run == 0:
+        enqueue_first_trials(study, spec, size)
+    base = spec.student.model_dump()
+    return [nest(suggestion(study.ask(), spec.space, base)) for _ in range(size)]
+
+
+def _population_scheduler(spec: SweepSpec) -> PopulationBasedTraining:
+    """PBT or PB2 over :data:`EVOLVED`; new values stay inside the space's bounds."""
+    sched, steps = spec.scheduler, spec.student.optim.steps
+    bounds = {path: spec.space.range_of(path) for path in EVOLVED}
 
     def keep_in_bounds(config: dict[str, Any]) -> dict[str, Any]:
-        for (*parents, name), (low, high) in bounds.items():
+        for path, (low, high) in bounds.items():
+            *parents, name = path.split(".")
             section = functools.reduce(dict.__getitem__, parents, config)
             section[name] = min(max(section[name], low), high)
         return config
@@ -79,28 +125,20 @@ def pbt_scheduler(spec: SweepSpec) -> PopulationBasedTraining:
     if sched.kind == "pb2":
         return _PB2(
             time_attr="step", metric=spec.metric, mode=spec.mode, perturbation_interval=interval,
-            hyperparam_bounds=_nested({key: list(b) for key, b in bounds.items()}),
+            hyperparam_bounds=nest({path: list(b) for path, b in bounds.items()}),
             quantile_fraction=sched.quantile_fraction, custom_explore_fn=keep_in_bounds,
         )  # fmt: skip
-    t_low, t_high = spec.space.temperature
+    log_scale = {p.path for p in PARAMETERS if p.log}
     return _PBT(
         time_attr="step", metric=spec.metric, mode=spec.mode, perturbation_interval=interval,
-        hyperparam_mutations=_nested({
-            key: tune.loguniform(t_low, t_high) if key[-1] == "temperature"
-            else tune.uniform(*b) for key, b in bounds.items()
+        hyperparam_mutations=nest({
+            path: tune.loguniform(*b) if path in log_scale else tune.uniform(*b)
+            for path, b in bounds.items()
         }),
         quantile_fraction=sched.quantile_fraction,
         resample_probability=sched.resample_probability,
         custom_explore_fn=keep_in_bounds,
     )  # fmt: skip
-
-
-def _nested(flat: dict[tuple[str, ...], Any]) -> dict[str, Any]:
-    """``{("a", "b"): v}`` -> ``{"a": {"b": v}}``."""
-    nested: dict[str, Any] = {}
-    for (*parents, name), value in flat.items():
-        functools.reduce(lambda d, k: d.setdefault(k, {}), parents, nested)[name] = value
-    return nested
 
 
 def lineage(policy_file: Path, own_config: dict[str, Any], eval_every: int) -> list[tuple]:
