@@ -54,7 +54,7 @@ ARMS = {
 
 
 def steps_to_target(config: dict) -> int:
-    *_, last = student_loop(StudentConfig.model_validate(config))
+    *_, (last, _) = student_loop(StudentConfig.model_validate(config))
     return last["steps_to_target_capped"]
 
 

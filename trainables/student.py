@@ -38,7 +38,7 @@ def train_student(config: dict[str, Any]) -> None:
     """
     cfg = StudentConfig.model_validate(config)
     node = ray.get_runtime_context().get_node_id()
-    for record in repeated_loop(cfg):
+    for record, _ in repeated_loop(cfg):
         tune.report({**record, "node_id": node})
 
 
@@ -60,10 +60,9 @@ def train_student_checkpointed(config: dict[str, Any]) -> None:
             resume_from = torch.load(
                 f"{directory}/state.pt", weights_only=False, map_location="cpu"
             )
-    states: list = []
-    for record in repeated_loop(cfg, resume_from=resume_from, states=states):
-        with tempfile.TemporaryDirectory() as directory:
-            torch.save(states[0], f"{directory}/state.pt")
+    for record, runs in repeated_loop(cfg, resume_from=resume_from):
+        with tempfile.TemporaryDirectory() as directory:  # state.pt: a list, one state per seed
+            torch.save([run.state_dict() for run in runs], f"{directory}/state.pt")
             tune.report(
                 {**record, "node_id": node},
                 checkpoint=tune.Checkpoint.from_directory(directory),
@@ -162,7 +161,7 @@ def _student_worker(config: dict[str, Any]) -> None:
     def wrap(model: torch.nn.Module) -> torch.nn.Module:
         return DistributedDataParallel(model, device_ids=device_ids)
 
-    for record in repeated_loop(
+    for record, _ in repeated_loop(
         cfg, rank=context.get_world_rank(), world_size=context.get_world_size(), wrap_model=wrap
     ):
         ray.train.report({**record, "node_id": node})

@@ -44,19 +44,19 @@ def _spec(**fields):
 def test_every_algorithm_drives_the_conditional_space(algorithm, cls):
     search = {"algorithm": algorithm, "n_startup_trials": 2}
     if algorithm == "grid":
-        search["grid"] = {"curriculum/kind": ["none", "paced", "focal"]}
+        search["grid"] = {"curriculum.kind": ["none", "paced", "focal"]}
     spec = _spec(search=search, space={"curricula": ["none", "paced", "focal"]})
     sampler = optuna_sampler(spec)
     assert isinstance(sampler, cls)
     study = optuna.create_study(sampler=sampler, direction="maximize")
     space = functools.partial(distillation_space, bounds=spec.space)
-    study.optimize(lambda t: space(t) or t.params["distill/alpha"], n_trials=6)
+    study.optimize(lambda t: space(t) or t.params["distill.alpha"], n_trials=6)
     assert len(study.trials) == 6
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     if algorithm == "grid":  # the grid is walked first, the other parameters drawn at random
-        kinds = [t.params["curriculum/kind"] for t in study.trials[:3]]
+        kinds = [t.params["curriculum.kind"] for t in study.trials[:3]]
         assert sorted(kinds) == ["focal", "none", "paced"]
-        assert len({t.params["distill/alpha"] for t in study.trials}) == 6
+        assert len({t.params["distill.alpha"] for t in study.trials}) == 6
 
 
 def test_baselines_are_fixed_configs_and_duplicates_are_dropped():
@@ -112,9 +112,9 @@ def test_interrupted_study_trials_are_settled_from_the_trials_table():
     study = optuna.create_study(direction="maximize", study_name=STUDY_NAME)
     finished, lost = study.ask(), study.ask()  # both RUNNING, as a killed driver leaves them
     for trial, alpha in ((finished, 0.25), (lost, 0.75)):
-        trial.suggest_float("distill/alpha", 0.0, 1.0)
+        trial.suggest_float("distill.alpha", 0.0, 1.0)
         study._storage.set_trial_param(
-            trial._trial_id, "distill/alpha", alpha, optuna.distributions.FloatDistribution(0, 1)
+            trial._trial_id, "distill.alpha", alpha, optuna.distributions.FloatDistribution(0, 1)
         )
     rows = [{"config.distill.alpha": 0.25, "status": "TERMINATED", "val_accuracy": 0.9}]
     _settle_interrupted(study, rows, ["val_accuracy"])
@@ -122,7 +122,7 @@ def test_interrupted_study_trials_are_settled_from_the_trials_table():
     assert states[0] == (optuna.trial.TrialState.COMPLETE, 0.9)  # its result is kept
     assert states[1][0] == optuna.trial.TrialState.FAIL  # never finished: run again
     (waiting,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
-    assert waiting.system_attrs["fixed_params"] == {"distill/alpha": 0.75}
+    assert waiting.system_attrs["fixed_params"] == {"distill.alpha": 0.75}
 
 
 def test_pareto_keeps_exactly_the_non_dominated_trials():
@@ -420,7 +420,7 @@ def test_exported_pbt_schedule_replays_the_lineages_settings(tmp_path):
 
     import yaml
 
-    from search._pbt import export_schedule
+    from search.schedulers import export_schedule
     from trainables.config import StudentConfig
     from trainables.loops import student_loop
 
@@ -448,7 +448,7 @@ def test_exported_pbt_schedule_replays_the_lineages_settings(tmp_path):
     cfg = StudentConfig.model_validate(
         {**replay, "optim": {"steps": 400}, "eval_every": 50, "teacher_bank": str(teacher)}
     )
-    temps = [r["temperature"] for r in student_loop(cfg)]
+    temps = [r["temperature"] for r, _ in student_loop(cfg)]
     assert temps == [3.0, 3.0, 1.5, 1.5, 6.0, 6.0, 6.0, 6.0]
 
 
@@ -459,7 +459,7 @@ def test_exported_pbt_schedule_replays_the_lineages_pacing(tmp_path):
 
     import yaml
 
-    from search._pbt import export_schedule
+    from search.schedulers import export_schedule
     from trainables.config import StudentConfig
     from trainables.loops._setup import pacing_of
 
@@ -487,10 +487,15 @@ def test_exported_pbt_schedule_replays_the_lineages_pacing(tmp_path):
     assert replayed(0.95) == 1.0
 
 
-def test_pbt_needs_a_random_population():
-    with pytest.raises(SpecError, match="draws its population at random"):
-        _spec(scheduler={"kind": "pbt"}, search={"algorithm": "tpe"})
-    assert _spec(scheduler={"kind": "pbt"}).scheduler.kind == "pbt"
+@pytest.mark.parametrize("kind", ["pbt", "pb2"])
+def test_population_based_training_needs_a_random_population(kind):
+    # pb2 with tpe once passed validation and then silently ran without Optuna
+    with pytest.raises(SpecError, match="search.algorithm 'tpe'.*random"):
+        _spec(scheduler={"kind": kind}, search={"algorithm": "tpe"})
+    with pytest.raises(SpecError, match="resources.workers 2"):
+        _spec(scheduler={"kind": kind}, resources={"workers": 2})
+    assert _spec(scheduler={"kind": kind}).scheduler.population_based
+    assert _spec(scheduler={"kind": kind}, search={"algorithm": "random"}).scheduler.kind == kind
 
 
 @pytest.mark.ray

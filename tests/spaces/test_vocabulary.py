@@ -8,21 +8,8 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from spaces import NOT_SEARCHABLE, PARAMETERS, SpaceBounds
-from trainables.config import (
-    CurriculumKind,
-    LossForm,
-    Order,
-    PacingKind,
-    Progression,
-    ScheduleKind,
-    SchedulerKind,
-    ScoreKind,
-    SearchAlgorithm,
-    SPLRegularizer,
-    StudentConfig,
-    TeacherScheduleKind,
-    kinds,
-)
+from trainables import config
+from trainables.config import StudentConfig, kinds
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -79,8 +66,9 @@ def test_every_range_parameter_names_a_numeric_config_setting():
 
 
 VOCABULARY = [
-    CurriculumKind, Order, ScoreKind, PacingKind, SPLRegularizer, Progression, LossForm,
-    TeacherScheduleKind, ScheduleKind, SchedulerKind, SearchAlgorithm,
+    config.CurriculumKind, config.Order, config.ScoreKind, config.PacingKind,
+    config.SPLRegularizer, config.Progression, config.LossForm, config.TeacherScheduleKind,
+    config.ScheduleKind, config.SchedulerKind, config.SearchAlgorithm,
 ]  # fmt: skip
 
 

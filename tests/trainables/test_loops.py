@@ -1,5 +1,6 @@
 """The training loops through real PyTorch on digits (no Ray)."""
 
+import inspect
 import math
 
 import pytest
@@ -15,7 +16,14 @@ from trainables.config import (
     TeacherConfig,
 )
 from trainables.distill import open_bank
-from trainables.loops import student_loop, teacher_loop
+from trainables.loops import (
+    StudentRun,
+    build_student,
+    repeated_loop,
+    student_loop,
+    teacher_loop,
+    train_step,
+)
 
 CURVE_KEYS = {
     "step", "samples_seen", "wall_time_s", "val_accuracy", "val_loss", "train_loss", "ce_loss",
@@ -49,8 +57,13 @@ def _student(teacher_dir, **kw):
     return StudentConfig(**{**base, **kw})
 
 
+def _records(loop):
+    """The records of a ``student_loop`` or ``repeated_loop``, which yield ``(record, run)``."""
+    return [record for record, _ in loop]
+
+
 def test_student_reports_every_curve_metric_and_learns(teacher_dir):
-    records = list(student_loop(_student(teacher_dir)))
+    records = _records(student_loop(_student(teacher_dir)))
     assert [r["step"] for r in records] == [50, 100, 150, 200]
     for r in records:
         assert r.keys() >= CURVE_KEYS
@@ -70,7 +83,7 @@ def test_student_reports_every_curve_metric_and_learns(teacher_dir):
 def test_linear_curriculum_grows_the_allowed_fraction(teacher_dir):
     pacing = PacingConfig(kind="linear", start=0.1, full_at=0.5)
     cfg = _student(teacher_dir, curriculum=CurriculumConfig(kind="paced", pacing=pacing))
-    fractions = [r["curriculum_fraction"] for r in student_loop(cfg)]
+    fractions = [r["curriculum_fraction"] for r, _ in student_loop(cfg)]
     # fraction of the batch drawn at steps 50, 100, 150, 200: c((s-1)/200) = min(1, 0.1 + 0.9 * (s-1)/100)
     expected = [min(1.0, 0.1 + 0.9 * (s - 1) / 100) for s in (50, 100, 150, 200)]
     assert fractions == pytest.approx(expected)
@@ -82,12 +95,12 @@ def test_same_seed_same_run(teacher_dir):
         curriculum=CurriculumConfig(kind="paced"),
         distill=DistillConfig(temperature=2.0, alpha=0.2),
     )
-    a, b = list(student_loop(cfg)), list(student_loop(cfg))
+    a, b = _records(student_loop(cfg)), _records(student_loop(cfg))
     assert [r["val_loss"] for r in a] == [r["val_loss"] for r in b]
 
 
 def test_labels_only_student_ignores_the_teacher_term(teacher_dir):
-    records = list(student_loop(_student(teacher_dir, distill=DistillConfig(alpha=1.0))))
+    records = _records(student_loop(_student(teacher_dir, distill=DistillConfig(alpha=1.0))))
     assert all(math.isclose(r["train_loss"], r["ce_loss"], rel_tol=1e-5) for r in records)
 
 
@@ -103,7 +116,7 @@ def test_staged_curriculum_moves_through_stages_with_their_settings(teacher_dir)
         StageConfig(band=(0.0, 0.5), temperature=8.0, alpha=0.2, augment=0.5, length=0.5),
         StageConfig(band=(0.0, 1.0), temperature=2.0, alpha=0.8, length=0.5),
     ]
-    records = list(
+    records = _records(
         student_loop(
             _student(teacher_dir, curriculum=CurriculumConfig(kind="staged", stages=stages))
         )
@@ -122,7 +135,7 @@ def test_threshold_gate_advances_before_the_stage_length(teacher_dir):
         kind="staged", progression="threshold", gate_threshold=0.5,
         stages=[StageConfig(band=(0.0, 0.5), length=0.9), StageConfig(band=(0.0, 1.0), length=0.1)],
     )  # fmt: skip
-    stages = [r["stage"] for r in student_loop(_student(teacher_dir, curriculum=cur))]
+    stages = [r["stage"] for r, _ in student_loop(_student(teacher_dir, curriculum=cur))]
     # the gate opened at the first evaluation (records show the stage trained in), long
     # before 90% of the run
     assert stages == [0, 1, 1, 1]
@@ -132,12 +145,12 @@ def test_temperature_schedules_reach_the_loss(teacher_dir):
     cosine = DistillConfig(
         temperature=8.0, temperature_schedule=ScheduleConfig(kind="cosine", end=1.0)
     )
-    temps = [r["temperature"] for r in student_loop(_student(teacher_dir, distill=cosine))]
+    temps = [r["temperature"] for r, _ in student_loop(_student(teacher_dir, distill=cosine))]
     assert temps == pytest.approx(
         [1 + 3.5 * (1 + math.cos(math.pi * (s - 1) / 200)) for s in (50, 100, 150, 200)]
     )
     ctkd = DistillConfig(temperature=4.0, temperature_schedule=ScheduleConfig(kind="ctkd"))
-    temps = [r["temperature"] for r in student_loop(_student(teacher_dir, distill=ctkd))]
+    temps = [r["temperature"] for r, _ in student_loop(_student(teacher_dir, distill=ctkd))]
     assert temps[0] != 4.0 and all(1 < t < 21 for t in temps)  # learned, within CTKD's range
 
 
@@ -145,7 +158,7 @@ def test_temperature_schedules_reach_the_loss(teacher_dir):
     "kind", ["none", "paced", "confidence", "self_paced", "focal", "importance", "rho", "staged"]
 )
 def test_every_curriculum_kind_trains(teacher_dir, kind):
-    records = list(student_loop(_student(teacher_dir, curriculum=CurriculumConfig(kind=kind))))
+    records = _records(student_loop(_student(teacher_dir, curriculum=CurriculumConfig(kind=kind))))
     assert records[-1]["val_accuracy"] > 0.85, kind
 
 
@@ -153,7 +166,7 @@ def test_pruning_and_anti_curriculum(teacher_dir):
     cur = CurriculumConfig(
         kind="paced", order="hard_first", prune_fraction=0.5, prune_by="forgetting"
     )
-    records = list(student_loop(_student(teacher_dir, curriculum=cur)))
+    records = _records(student_loop(_student(teacher_dir, curriculum=cur)))
     assert records[-1]["samples_seen"] == 200 * 32
 
 
@@ -169,7 +182,7 @@ def test_stage_schedule_interpolates_the_temperature_across_stages(teacher_dir):
     cfg = _student(
         teacher_dir, distill=distill, curriculum=CurriculumConfig(kind="staged", stages=stages)
     )
-    assert [(r["stage"], r["temperature"]) for r in student_loop(cfg)] == [
+    assert [(r["stage"], r["temperature"]) for r, _ in student_loop(cfg)] == [
         (0, 8.0),
         (1, 5.0),
         (2, 2.0),
@@ -215,7 +228,7 @@ def test_a_users_difficulty_column_orders_the_curriculum(tmp_path):
         eval_every=50,
         curriculum=cur,
     )
-    assert list(student_loop(student))[-1]["val_accuracy"] > 0.8
+    assert _records(student_loop(student))[-1]["val_accuracy"] > 0.8
 
 
 def test_column_score_without_a_difficulty_column_is_a_clear_error(teacher_dir):
@@ -228,11 +241,9 @@ def test_column_score_without_a_difficulty_column_is_a_clear_error(teacher_dir):
 
 
 def test_repeats_report_the_mean_of_their_seeds_in_lockstep(teacher_dir):
-    from trainables.loops import repeated_loop
-
     cfg = _student(teacher_dir, repeats=3, seed=5)
-    records = list(repeated_loop(cfg))
-    alone = [list(student_loop(cfg.model_copy(update={"seed": 5 + i}))) for i in range(3)]
+    records = _records(repeated_loop(cfg))
+    alone = [_records(student_loop(cfg.model_copy(update={"seed": 5 + i}))) for i in range(3)]
     assert [r["step"] for r in records] == [50, 100, 150, 200]
     for k, record in enumerate(records):
         for key in ("val_accuracy", "train_loss", "kd_loss", "easy_accuracy"):
@@ -248,10 +259,8 @@ def test_repeats_report_the_mean_of_their_seeds_in_lockstep(teacher_dir):
 
 
 def test_a_seed_that_stops_at_target_waits_for_the_others(teacher_dir):
-    from trainables.loops import repeated_loop
-
     cfg = _student(teacher_dir, repeats=3, target_accuracy=0.9, stop_at_target=True)
-    records = list(repeated_loop(cfg))
+    records = _records(repeated_loop(cfg))
     last = records[-1]
     reached = last["steps_to_target_capped_seeds"]
     assert len(reached) == 3 and max(reached) <= 200
@@ -263,53 +272,83 @@ def test_a_seed_that_stops_at_target_waits_for_the_others(teacher_dir):
     )
 
 
-@pytest.mark.parametrize("kind", ["paced", "confidence", "staged"])
+def _curve(record):
+    return {k: v for k, v in record.items() if k != "wall_time_s"}
+
+
+def test_student_loop_yields_each_record_with_its_run(teacher_dir):
+    cfg = _student(teacher_dir)
+    pairs = [(record, run, run.step) for record, run in student_loop(cfg)]
+    assert [step for _, _, step in pairs] == [r["step"] for r, _, _ in pairs] == [50, 100, 150, 200]
+    runs = {id(run) for _, run, _ in pairs}
+    assert len(runs) == 1 and isinstance(pairs[0][1], StudentRun)  # one run, built once
+
+
+def test_train_step_advances_a_built_run(teacher_dir):
+    run = build_student(_student(teacher_dir))
+    for step in (1, 2, 3):
+        train_step(run, step)
+    assert (run.step, run.count, run.samples) == (3, 3, 3 * 32)
+
+
+def test_train_step_fits_on_one_screen():
+    assert len(inspect.getsource(train_step).splitlines()) <= 45
+
+
+@pytest.mark.parametrize("kind", ["paced", "confidence", "staged", "importance"])
 def test_a_run_resumed_from_its_state_continues_exactly(teacher_dir, kind):
     cfg = _student(teacher_dir, curriculum=CurriculumConfig(kind=kind))
-    whole = list(student_loop(cfg))
-    states: list = []
-    for record in student_loop(cfg, states=states):
+    whole = _records(student_loop(cfg))
+    records, state = [], None
+    for record, run in student_loop(cfg):  # taking a state mid-run changes nothing
+        records.append(record)
         if record["step"] == 100:
-            break
-    resumed = list(student_loop(cfg, resume_from=states[0]))
+            state = run.state_dict()
+    assert [_curve(r) for r in records] == [_curve(r) for r in whole]
+    resumed = _records(student_loop(cfg, resume_from=state))
     assert [r["step"] for r in resumed] == [150, 200]
-    for a, b in zip(whole[2:], resumed, strict=True):
-        for key in ("val_accuracy", "train_loss", "samples_seen", "stage", "best_val_accuracy"):
-            assert a[key] == b[key], key
+    assert [_curve(r) for r in resumed] == [_curve(r) for r in whole[2:]]
     changed = cfg.model_copy(update={"distill": DistillConfig(temperature=1.5)})
-    assert list(student_loop(changed, resume_from=states[0]))[0]["temperature"] == 1.5
+    assert _records(student_loop(changed, resume_from=state))[0]["temperature"] == 1.5
+
+
+def test_a_state_after_the_last_step_reports_the_final_record_again(teacher_dir):
+    cfg = _student(teacher_dir)
+    *_, (last, run) = student_loop(cfg)
+    (again,) = _records(student_loop(cfg, resume_from=run.state_dict()))
+    assert again["step"] == 200 and again["test_accuracy"] == last["test_accuracy"]
+    assert again["val_accuracy"] == last["val_accuracy"] and math.isnan(again["train_loss"])
 
 
 def test_repeats_resume_from_one_state_per_seed(teacher_dir):
-    from trainables.loops import repeated_loop
-
     cfg = _student(teacher_dir, repeats=2)
-    whole = list(repeated_loop(cfg))
-    states: list = []
-    for record in repeated_loop(cfg, states=states):
+    whole = _records(repeated_loop(cfg))
+    for record, runs in repeated_loop(cfg):
         if record["step"] == 50:
+            states = [run.state_dict() for run in runs]
             break
-    resumed = list(repeated_loop(cfg, resume_from=states[0]))
-    assert [r["val_accuracy"] for r in resumed] == [r["val_accuracy"] for r in whole[1:]]
+    assert len(states) == 2 and [s["step"] for s in states] == [50, 50]
+    resumed = _records(repeated_loop(cfg, resume_from=states))
+    assert [_curve(r) for r in resumed] == [_curve(r) for r in whole[1:]]
 
 
 def test_bf16_autocast_trains_and_a_missing_gpu_is_a_clear_error(teacher_dir):
-    records = list(student_loop(_student(teacher_dir, precision="bf16", device="cpu")))
+    records = _records(student_loop(_student(teacher_dir, precision="bf16", device="cpu")))
     assert records[-1]["val_accuracy"] > 0.8
     if not __import__("torch").cuda.is_available():
         with pytest.raises(ValueError, match="device: 'cuda' requested but no CUDA GPU"):
-            list(student_loop(_student(teacher_dir, device="cuda")))
+            _records(student_loop(_student(teacher_dir, device="cuda")))
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("kind", ["none", "staged", "importance"])
 def test_on_a_gpu_the_loop_learns_and_resumes_exactly(teacher_dir, kind):
     cfg = _student(teacher_dir, device="cuda", curriculum=CurriculumConfig(kind=kind))
-    whole = list(student_loop(cfg))
+    whole = _records(student_loop(cfg))
     assert whole[-1]["val_accuracy"] > 0.8
-    states: list = []
-    for record in student_loop(cfg, states=states):
+    for record, run in student_loop(cfg):
         if record["step"] == 100:
+            state = run.state_dict()
             break
-    resumed = list(student_loop(cfg, resume_from=states[0]))
+    resumed = _records(student_loop(cfg, resume_from=state))
     assert [r["val_accuracy"] for r in resumed] == [r["val_accuracy"] for r in whole[2:]]

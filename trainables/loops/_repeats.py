@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from trainables.config import StudentConfig
+from trainables.loops._build import StudentRun
 from trainables.loops._student import student_loop
 
 # Integer fields that are the same for every seed (or where the mean is not meaningful).
@@ -19,37 +20,32 @@ def repeated_loop(
     cfg: StudentConfig,
     *,
     resume_from: list[dict[str, Any]] | None = None,
-    states: list | None = None,
     **worker: Any,
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[tuple[dict[str, Any], list[StudentRun]]]:
     """:func:`student_loop` for seeds ``cfg.seed .. cfg.seed + cfg.repeats - 1``, advanced
-    together: each record is the mean over seeds (``steps_to_target`` only once every seed has
-    reached the target). A seed that stops early (``stop_at_target``) holds its last record
-    until all have stopped. Every record adds ``repeats`` and ``<metric>_seeds``, each seed's
-    value (:data:`SEED_METRICS`; ``test_accuracy_seeds`` in the last record), so a trial
-    stopped early by a scheduler still has them. ``worker`` is passed on (``rank``,
-    ``world_size``, ``wrap_model``). ``states`` / ``resume_from``: as :func:`student_loop`'s,
-    a list with one state per seed."""
-    seeds = [[] for _ in range(cfg.repeats)]
+    together, yielding ``(record, runs)``: the mean record over seeds (``steps_to_target`` only
+    once every seed has reached the target) and one :class:`StudentRun` per seed. A seed that
+    stops early (``stop_at_target``) holds its last record and state until all have stopped.
+    Every record adds ``repeats`` and ``<metric>_seeds``, each seed's value
+    (:data:`SEED_METRICS`; ``test_accuracy_seeds`` in the last record), so a trial stopped
+    early by a scheduler still has them. ``worker`` is passed on (``rank``, ``world_size``,
+    ``wrap_model``). ``resume_from``: one ``run.state_dict()`` per seed, as
+    ``[run.state_dict() for run in runs]``."""
     loops = [
         student_loop(
-            cfg.model_copy(update={"seed": cfg.seed + i}), states=seeds[i],
+            cfg.model_copy(update={"seed": cfg.seed + i}),
             resume_from=resume_from[i] if resume_from else None, **worker,
         )
         for i in range(cfg.repeats)
     ]  # fmt: skip
     latest = [next(loop) for loop in loops]
-    while not all(_done(r) for r in latest):
-        _keep(states, seeds)
-        yield mean_record(latest)
-        latest = [r if _done(r) else next(loop) for r, loop in zip(latest, loops, strict=True)]
-    _keep(states, seeds)
-    yield mean_record(latest)
-
-
-def _keep(states: list | None, seeds: list[list]) -> None:
-    if states is not None:
-        states[:] = [[s[0] for s in seeds]]
+    while not all(_done(record) for record, _ in latest):
+        yield mean_record([record for record, _ in latest]), [run for _, run in latest]
+        latest = [
+            (record, run) if _done(record) else next(loop)
+            for (record, run), loop in zip(latest, loops, strict=True)
+        ]
+    yield mean_record([record for record, _ in latest]), [run for _, run in latest]
 
 
 def _done(record: dict[str, Any]) -> bool:

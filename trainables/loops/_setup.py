@@ -9,7 +9,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainables.config import CurriculumConfig, DistillConfig, ScheduleConfig
+from trainables.config import (
+    CurriculumConfig,
+    DistillConfig,
+    ScheduleConfig,
+    TeacherScheduleConfig,
+)
 from trainables.curriculum import (
     BandSampler,
     ConfidenceSampler,
@@ -27,10 +32,34 @@ from trainables.curriculum import (
 )
 from trainables.data import Splits
 from trainables.distill import TeacherBank
+from trainables.distill._checkpoints import CheckpointSchedule, transition_checkpoint
 from trainables.distill._schedules import CTKDTemperature, Schedule, make_schedule
 from trainables.models import mlp
 
 Weighting = Callable[[torch.Tensor, torch.Tensor, float, int], torch.Tensor]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: the (first) GPU this process may use, else the CPU. Ray hides the GPUs a trial
+    was not given (``CUDA_VISIBLE_DEVICES``), so a CPU trial on a GPU node stays on the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' requested but no CUDA GPU is visible to this process")
+    return torch.device(name)
+
+
+def make_checkpoint_schedule(
+    cfg: TeacherScheduleConfig, teacher: TeacherBank, total_steps: int
+) -> CheckpointSchedule:
+    """The teacher-checkpoint schedule, with ``transition`` resolved to the detected checkpoint."""
+    first = cfg.checkpoint
+    if first == "transition":
+        first = transition_checkpoint(teacher.transition, teacher.checkpoints)
+    return CheckpointSchedule(
+        cfg.kind, tuple(teacher.checkpoints), total_steps, ratio=cfg.ratio, first=first,
+        switch_at=cfg.switch_at, k=cfg.k, steps=tuple(cfg.steps), switches=tuple(cfg.switches),
+    )  # fmt: skip
 
 
 def train_difficulty(cfg: CurriculumConfig, teacher: TeacherBank) -> np.ndarray:

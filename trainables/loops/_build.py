@@ -1,0 +1,221 @@
+"""Build a student run once: from a validated :class:`StudentConfig` to a :class:`StudentRun`
+holding every engine object and the running state that :func:`train_step` advances."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainables.config import StageConfig, StudentConfig
+from trainables.curriculum import (
+    Sampler,
+    StageController,
+    confidence_difficulty,
+    to_ranks,
+)
+from trainables.distill import TeacherBank, open_bank, teacher_log_probs
+from trainables.distill._checkpoints import CheckpointSchedule
+from trainables.distill._schedules import CTKDTemperature
+from trainables.loops._common import as_tensors, load_data, make_optimizer
+from trainables.loops._setup import (
+    Weighting,
+    batch_sampler,
+    fit_irreducible_loss,
+    make_checkpoint_schedule,
+    make_temperature,
+    make_value_schedule,
+    make_weighting,
+    resolve_device,
+)
+from trainables.models import mlp
+
+
+class TeacherTargets:
+    """The teacher's log-probabilities for training batches at the current checkpoint.
+
+    While the temperature is piecewise constant they are computed once per (checkpoint, T) for
+    the whole training set and gathered per batch (no softmax of the teacher in the step);
+    otherwise per batch."""
+
+    def __init__(
+        self, teacher: TeacherBank, form: str, *, whole_set: bool, device: torch.device
+    ) -> None:
+        self.teacher, self.form, self.whole_set, self.device = teacher, form, whole_set, device
+        self.checkpoint: int | None = None
+        self._cached_t: float | None = None
+
+    def use(self, checkpoint: int) -> None:
+        if checkpoint != self.checkpoint:  # memory-mapped logits of another checkpoint
+            self.checkpoint, self._cached_t = checkpoint, None
+            logits = self.teacher.checkpoint_logits(checkpoint)["train"]
+            self.logits = torch.from_numpy(np.array(logits)).to(self.device)
+
+    def __call__(self, idx: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
+        if not self.whole_set or isinstance(temperature, torch.Tensor):
+            return teacher_log_probs(self.logits[idx], temperature, self.form)
+        if self._cached_t != temperature:
+            self._cached = teacher_log_probs(self.logits, temperature, self.form)
+            self._cached_t = temperature
+        return self._cached[idx]
+
+
+@dataclass(eq=False)
+class StudentRun:
+    """Everything one student run needs, built once by :func:`build_student`: the engine
+    objects (model, optimiser, sampler, schedules) and the running state that
+    :func:`~trainables.loops.train_step` and :func:`~trainables.loops.evaluate_run` update."""
+
+    cfg: StudentConfig
+    device: torch.device
+    world_size: int
+    x_train: torch.Tensor  # (n_train, features), on ``device``
+    y_train: torch.Tensor  # (n_train,)
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    val_rank: torch.Tensor  # (n_val,) the teacher's difficulty rank in [0, 1]
+    teacher_val_pred: torch.Tensor  # (n_val,)
+    targets: TeacherTargets
+    model: nn.Module
+    forward: nn.Module  # the model for the training forward (DDP-wrapped on several workers)
+    optimizer: torch.optim.Optimizer
+    learned_t: CTKDTemperature | None  # CTKD's learned temperature, else None
+    sampler: Sampler
+    weighting: Weighting | None
+    controller: StageController
+    stages: list[StageConfig]  # the curriculum's stages (one unless ``staged``)
+    staged: bool
+    temperature_at: Callable[[float, int], float]  # (progress, stage) -> T
+    alpha_at: Callable[[float, int], float]  # (progress, stage) -> alpha
+    checkpoint_at: CheckpointSchedule  # step -> teacher checkpoint
+    noise: torch.Generator  # the staged curriculum's input noise
+    autocast: contextlib.AbstractContextManager
+    step: int = 0  # the last step trained
+    stage: int = 0
+    alpha: float = 0.0
+    temperature: float | torch.Tensor = 0.0
+    fraction: float = 0.0
+    samples: int = 0  # examples seen, over all workers
+    best: float = -math.inf
+    steps_to_target: int | None = None
+    sums: torch.Tensor | None = None  # (total, ce, kd) loss sums since the last evaluation
+    count: int = 0  # steps in ``sums``
+
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of everything needed to continue after ``step`` exactly as if never stopped:
+        model, optimiser, learned temperature, sampler (its generator and position), stage
+        controller, noise and torch generators, and the running summary."""
+        return copy.deepcopy({
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "learned_t": self.learned_t.state_dict() if self.learned_t else None,
+            "sampler": self.sampler.state_dict(),
+            "controller": self.controller.state_dict(),
+            "noise": self.noise.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "running": (self.samples, self.best, self.steps_to_target, self.sums, self.count),
+        })  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the settings stay ``cfg``'s)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.learned_t and state["learned_t"] is not None:
+            self.learned_t.load_state_dict(state["learned_t"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.controller.load_state_dict(state["controller"])
+        self.noise.set_state(state["noise"])
+        torch.set_rng_state(state["torch_rng"])
+        self.samples, self.best, self.steps_to_target, sums, self.count = state["running"]
+        self.sums, self.step = sums.to(self.device), int(state["step"])
+
+
+def build_student(
+    cfg: StudentConfig,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    wrap_model: Callable[[nn.Module], nn.Module] | None = None,
+) -> StudentRun:
+    """Load the data and the teacher bank and build the run's engine objects (seeded by
+    ``cfg.seed``; RHO fits its irreducible-loss model here). ``rank`` / ``world_size`` shard
+    the sampler's global batches; ``wrap_model`` (e.g. DDP) wraps the training forward."""
+    if cfg.teacher_bank is None:
+        raise ValueError("teacher_bank is required: a directory written by the teacher")
+    data, teacher = load_data(cfg.data), open_bank(cfg.teacher_bank)
+    if teacher.logits["train"].shape != (len(data.y_train), data.num_classes):
+        raise ValueError(
+            f"teacher_bank {cfg.teacher_bank!r} does not match the data: logits of "
+            f"shape {teacher.logits['train'].shape}, train split of {len(data.y_train)} "
+            f"rows and {data.num_classes} classes"
+        )
+    device = resolve_device(cfg.device)
+    cur, steps, staged = cfg.curriculum, cfg.optim.steps, cfg.curriculum.kind == "staged"
+    torch.manual_seed(cfg.seed)
+    x_train, y_train, x_val, y_val, t_val, x_test, y_test = (
+        t.to(device) for t in as_tensors(
+            data.x_train, data.y_train, data.x_val, data.y_val, teacher.logits["val"],
+            data.x_test, data.y_test,
+        )
+    )  # fmt: skip
+    val_rank = torch.from_numpy(to_ranks(confidence_difficulty(teacher.logits["val"], data.y_val)))
+    model = mlp(data.num_features, cfg.model.hidden, data.num_classes).to(device)
+    learned_t = make_temperature(cfg.distill)  # CTKD, or None
+    if learned_t:
+        learned_t.to(device)
+    params = list(model.parameters()) + (list(learned_t.parameters()) if learned_t else [])
+    optimizer = make_optimizer(params, cfg.optim)
+    forward = wrap_model(model) if wrap_model else model
+    targets = TeacherTargets(
+        teacher, cfg.distill.loss, device=device,
+        whole_set=cfg.distill.temperature_schedule.kind in ("constant", "step", "stage"),
+    )  # fmt: skip
+    targets.use(teacher.step)
+    irreducible = None
+    if cur.kind == "rho":
+        irreducible = fit_irreducible_loss(
+            data, cfg.model.hidden, steps=cur.rho_holdout_steps, seed=cfg.seed
+        )
+    sampler = batch_sampler(
+        cur, teacher, batch_size=cfg.optim.batch_size, total_steps=steps, seed=cfg.seed,
+        irreducible_loss=irreducible, rank=rank, world_size=world_size,
+    )  # fmt: skip
+    stages = cur.stages if staged else cur.stages[:1]
+    controller = StageController(
+        [s.length for s in stages], progression=cur.progression,
+        threshold=cur.gate_threshold, patience=cur.gate_patience,
+    )  # fmt: skip
+    temperature_at = make_value_schedule(
+        cfg.distill.temperature_schedule, cfg.distill.temperature,
+        [s.temperature if staged else None for s in stages],
+    )  # fmt: skip
+    alpha_at = make_value_schedule(
+        cfg.distill.alpha_schedule, cfg.distill.alpha, [s.alpha if staged else None for s in stages]
+    )
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if cfg.precision == "bf16"
+        else contextlib.nullcontext()
+    )
+    return StudentRun(
+        cfg=cfg, device=device, world_size=world_size, x_train=x_train, y_train=y_train,
+        x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test, val_rank=val_rank.to(device),
+        teacher_val_pred=t_val.argmax(dim=1), targets=targets, model=model,
+        forward=forward, optimizer=optimizer, learned_t=learned_t, sampler=sampler,
+        weighting=make_weighting(cur, data.num_classes), controller=controller, stages=stages,
+        staged=staged, temperature_at=temperature_at, alpha_at=alpha_at,
+        checkpoint_at=make_checkpoint_schedule(cfg.teacher_schedule, teacher, steps),
+        noise=torch.Generator(device=device).manual_seed(cfg.seed + 1), autocast=autocast,
+        alpha=cfg.distill.alpha, temperature=cfg.distill.temperature,
+        sums=torch.zeros(3, device=device),
+    )  # fmt: skip
