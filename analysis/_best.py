@@ -1,24 +1,82 @@
+"""Best schedules, and the column helpers every query shares."""
+
 from __future__ import annotations
 
 import json
+import math
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analysis._tables import ResultsError
+from analysis.tables import ResultsError, config_column, config_path
 
 _SUMMARY = ["val_accuracy", "best_val_accuracy", "test_accuracy", "steps_to_target", "steps"]
 
 
 def resolve_column(columns: list[str], name: str) -> str:
-    """Accept a column by its full name or, for config columns, without the ``config.`` prefix."""
+    """Accept a column by its full name or, for config columns, by the setting's dotted path
+    (``curriculum.kind`` for ``config.curriculum.kind``)."""
     if name in columns:
         return name
-    if f"config.{name}" in columns:
-        return f"config.{name}"
+    if config_column(name) in columns:
+        return config_column(name)
     options = ", ".join(c for c in columns if c not in ("sweep", "trial_id", "error"))
     raise ResultsError(f"column {name!r} is not in the trials table; columns: {options}")
+
+
+def frame(table: pa.Table | pd.DataFrame) -> pd.DataFrame:
+    """A table as pandas, with list and struct cells as Python lists and dicts (pandas would
+    make them numpy arrays); a DataFrame is copied."""
+    if isinstance(table, pd.DataFrame):
+        return table.copy()
+    nested = [f.name for f in table.schema if pa.types.is_nested(f.type)]
+    df = table.drop_columns(nested).to_pandas()
+    for name in nested:
+        df[name] = pd.Series(table[name].to_pylist(), index=df.index, dtype=object)
+    return df[table.column_names]
+
+
+def plain(cell: Any) -> Any:
+    """A cell as plain Python: numpy arrays and scalars as lists and numbers, NaN as None."""
+    if isinstance(cell, np.ndarray):
+        cell = cell.tolist()
+    if isinstance(cell, (list, tuple)):
+        return [plain(v) for v in cell]
+    if isinstance(cell, dict):
+        return {k: plain(v) for k, v in cell.items()}
+    if isinstance(cell, np.generic):
+        cell = cell.item()
+    if cell is pd.NA or cell is pd.NaT or (isinstance(cell, float) and math.isnan(cell)):
+        return None
+    return cell
+
+
+def is_nested(cell: Any) -> bool:
+    return isinstance(cell, (list, tuple, dict, np.ndarray))
+
+
+def cell_text(cell: Any) -> Any:
+    """A list or struct cell as compact JSON text (for tables, CSV and group labels); any
+    other cell as it is."""
+    return json.dumps(plain(cell), default=str) if is_nested(cell) else cell
+
+
+def group_key(values: pd.Series) -> pd.Series:
+    """``values`` as something pandas can group by: list and struct cells as JSON text."""
+    if values.dtype == object and values.map(is_nested).any():
+        return values.map(cell_text)
+    return values
+
+
+def displayable(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with list and struct cells as JSON text."""
+    out = df.copy()
+    for name in out.columns:
+        out[name] = group_key(out[name])
+    return out
 
 
 def best_schedules(
@@ -32,21 +90,22 @@ def best_schedules(
     """The ``top`` finished trials by ``metric`` (per group of ``by``, if given).
 
     Columns: ``sweep``, ``trial_id``, the group column, the summary metrics and every config
-    column whose value differs between trials (the schedule), best first.
+    column whose value differs between trials (the schedule), best first. List and struct
+    settings are Python lists and dicts; a setting the trial did not use is null.
     """
     if mode not in ("max", "min"):
         raise ResultsError(f"mode must be 'max' or 'min', got {mode!r}")
     if top < 1:
         raise ResultsError(f"top must be >= 1, got {top}")
-    df = trials.to_pandas() if isinstance(trials, pa.Table) else trials.copy()
+    df = frame(trials)
     metric = resolve_column(list(df.columns), metric)
     by = resolve_column(list(df.columns), by) if by else None
     df = df[(df["status"] == "TERMINATED") & df[metric].notna()]
     if df.empty:
         raise ResultsError(f"no finished trial reports {metric!r}")
     df = df.sort_values([metric, "trial_id"], ascending=[mode == "min", True], kind="stable")
-    df = df.groupby(by, sort=False, dropna=False).head(top) if by else df.head(top)
-    config = [c for c in df.columns if c.startswith("config.") and c != by]
+    df = (df.groupby(group_key(df[by]), sort=False, dropna=False) if by else df).head(top)
+    config = [c for c in df.columns if config_path(c) and c != by]
     varying = [c for c in config if _varies(trials, c)]
     summary = [c for c in _SUMMARY if c in df.columns and c != metric]
     columns = ["sweep", "trial_id"] + ([by] if by else []) + [metric] + summary + varying
@@ -54,13 +113,12 @@ def best_schedules(
 
 
 def _varies(trials: pa.Table | pd.DataFrame, column: str) -> bool:
+    """Whether ``column`` takes more than one value (null counting as one) over ``trials``;
+    list and struct cells compare by value."""
     values = trials[column]
     if isinstance(values, pa.ChunkedArray):
         if pa.types.is_nested(values.type):
-            values = values.to_pylist()
-            return len({json.dumps(v, default=str) for v in values}) > 1
+            first, *rest = values.to_pylist() or [None]
+            return any(v != first for v in rest)
         return pc.count_distinct(values, mode="all").as_py() > 1
-    try:
-        return values.nunique(dropna=False) > 1
-    except TypeError:  # unhashable cells (lists)
-        return len({json.dumps(v, default=str) for v in values.tolist()}) > 1
+    return group_key(values).nunique(dropna=False) > 1

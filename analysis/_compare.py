@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from analysis._best import resolve_column
-from analysis._tables import ResultsError
+from analysis._best import frame, group_key, resolve_column
+from analysis.tables import ResultsError, config_path
 
 VERDICTS = ("better", "worse", "not distinguishable")
 
@@ -81,15 +81,16 @@ def arm_values(
     """
     if select is not None:
         order = trials.sort_values([select, "trial_id"], ascending=[select_mode == "min", True])
-        trials = order.groupby(by, sort=False, dropna=False).head(1)
+        trials = order.groupby(group_key(order[by]), sort=False, dropna=False).head(1)
     seeds = f"{metric}_seeds"
     if seeds in trials.columns:  # each trial's seeds, or its one value when it has none
         per_seed = trials[seeds].where(trials[seeds].map(_has_values), trials[metric].map(_one))
     else:
         per_seed = trials[metric].map(_one)
-    values = pd.DataFrame({"arm": trials[by].astype(str), "v": per_seed}).explode("v")
+    arms = group_key(trials[by]).astype(str)  # a list or struct arm as its JSON text
+    values = pd.DataFrame({"arm": arms, "v": per_seed}).explode("v")
     values = values[values["v"].notna()]
-    chosen = dict(zip(trials[by].astype(str), trials["trial_id"], strict=True))
+    chosen = dict(zip(arms, trials["trial_id"], strict=True))
     out = {}
     for arm, group in values.groupby("arm", sort=True):
         trial = chosen[arm] if select is not None else None
@@ -132,7 +133,7 @@ def compare(
         raise ResultsError(f"mode must be 'max' or 'min', got {mode!r} / {select_mode!r}")
     if not 0.5 <= level < 1.0:
         raise ResultsError(f"level must be in [0.5, 1), got {level}")
-    df = trials.to_pandas() if isinstance(trials, pa.Table) else trials.copy()
+    df = frame(trials)
     columns = list(df.columns)
     by, metric = resolve_column(columns, by), resolve_column(columns, metric)
     select = resolve_column(columns, select) if select else None
@@ -155,7 +156,7 @@ def compare(
         effect_ci = bootstrap_effect_ci(values, base, level=level, resamples=resamples, seed=seed)
         rows.append(
             {
-                by.removeprefix("config."): arm, "trial_id": trial, "n": len(values),
+                (config_path(by) or by): arm, "trial_id": trial, "n": len(values),
                 "mean": values.mean(),
                 "ci_low": low, "ci_high": high, "effect": values.mean() - base.mean(),
                 "effect_ci_low": effect_ci[0], "effect_ci_high": effect_ci[1],

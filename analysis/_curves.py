@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from analysis._best import resolve_column
-from analysis._tables import ResultsError
+from analysis._best import frame, group_key, resolve_column
+from analysis.tables import STUDY_JOURNAL, STUDY_NAME, ResultsError
 
-STUDY_NAME = "students"  # the Optuna study of a sweep (search writes it, analysis reads it)
+__all__ = ["learning_curves", "load_study", "param_importance", "steps_to_target"]
 
 
 def learning_curves(
@@ -29,11 +29,12 @@ def learning_curves(
     from statistics import NormalDist
 
     curves = curves.to_pandas() if isinstance(curves, pa.Table) else curves
-    trials = trials.to_pandas() if isinstance(trials, pa.Table) else trials
+    trials = frame(trials)
     by = resolve_column(list(trials.columns), by)
     if metric not in curves.columns:
         raise ResultsError(f"metric {metric!r} is not in the curves table")
-    merged = curves.merge(trials[["sweep", "trial_id", by]], on=["sweep", "trial_id"])
+    keys = trials[["sweep", "trial_id"]].assign(**{by: group_key(trials[by])})
+    merged = curves.merge(keys, on=["sweep", "trial_id"])
     grouped = merged.groupby([by, "step"])[metric]
     out = grouped.agg(mean="mean", sd="std", n="count").reset_index()
     z = NormalDist().inv_cdf(0.5 + level / 2)
@@ -57,7 +58,7 @@ def load_study(results: str | os.PathLike):
     """The sweep's Optuna study (from ``<sweep>/optuna.journal``)."""
     import optuna
 
-    journal = Path(results) / "optuna.journal"
+    journal = Path(results) / STUDY_JOURNAL
     if not journal.is_file():
         raise ResultsError(f"results: no Optuna study ({journal} is missing); give one sweep")
     backend = optuna.storages.journal.JournalFileBackend(str(journal))

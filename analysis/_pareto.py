@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from analysis._best import _SUMMARY, _varies, resolve_column
-from analysis._tables import ResultsError
+from analysis._best import _SUMMARY, _varies, frame, resolve_column
+from analysis.tables import ResultsError, config_path
 
 
 def pareto(trials: pa.Table | pd.DataFrame, objectives: dict[str, str]) -> pd.DataFrame:
@@ -18,7 +18,7 @@ def pareto(trials: pa.Table | pd.DataFrame, objectives: dict[str, str]) -> pd.Da
     """
     if len(objectives) < 2:
         raise ResultsError(f"pareto needs at least two objectives, got {list(objectives)}")
-    df = trials.to_pandas() if isinstance(trials, pa.Table) else trials.copy()
+    df = frame(trials)
     names = {resolve_column(list(df.columns), m): mode for m, mode in objectives.items()}
     for name, mode in names.items():
         if mode not in ("max", "min"):
@@ -36,7 +36,7 @@ def pareto(trials: pa.Table | pd.DataFrame, objectives: dict[str, str]) -> pd.Da
     front = df[~dominated]
     first, first_mode = next(iter(names.items()))
     front = front.sort_values([first, "trial_id"], ascending=[first_mode == "min", True])
-    config = [c for c in front.columns if c.startswith("config.")]
+    config = [c for c in front.columns if config_path(c)]
     varying = [c for c in config if _varies(df, c)]
     summary = [c for c in _SUMMARY if c in front.columns and c not in names]
     return front[["sweep", "trial_id", *names, *summary, *varying]].reset_index(drop=True)

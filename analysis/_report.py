@@ -24,11 +24,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis._best import best_schedules  # noqa: E402
+from analysis._best import best_schedules, displayable, frame  # noqa: E402
 from analysis._compare import compare  # noqa: E402
 from analysis._curves import learning_curves, param_importance  # noqa: E402
 from analysis._pareto import pareto  # noqa: E402
-from analysis._tables import ResultsError, load_curves, load_teacher, load_trials  # noqa: E402
+from analysis.tables import (  # noqa: E402
+    ResultsError,
+    config_column,
+    config_path,
+    load_curves,
+    load_teacher,
+    load_trials,
+)
 
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 _CSS = (
@@ -40,8 +47,9 @@ _CSS = (
 
 def _kind(trials: pd.DataFrame) -> pd.Series:
     """Curriculum kind, with baselines named as such."""
-    arm = trials.get("config.arm", pd.Series("search", index=trials.index)).fillna("search")
-    kind = trials["config.curriculum.kind"].astype(str)
+    arm = trials.get(config_column("arm"), pd.Series("search", index=trials.index))
+    arm = arm.fillna("search")
+    kind = trials[config_column("curriculum.kind")].astype(str)
     return kind.where(arm == "search", arm.str.removeprefix("baseline:") + " (baseline)")
 
 
@@ -66,7 +74,7 @@ def fig_temperature_alpha(trials: pd.DataFrame, metric: str) -> plt.Figure:
     kinds = _kind(trials)
     for ax, column, label in zip(
         axes,
-        ["config.distill.temperature", "config.distill.alpha"],
+        [config_column("distill.temperature"), config_column("distill.alpha")],
         ["temperature T", "alpha"],
         strict=True,
     ):
@@ -149,7 +157,7 @@ def fig_stages(curves: pd.DataFrame, trials: pd.DataFrame) -> plt.Figure:
 
 def figures(results: str | os.PathLike, *, metric: str = "val_accuracy") -> dict[str, plt.Figure]:
     """Every plot the report holds that the results support, by name."""
-    trials = load_trials(results).to_pandas()
+    trials = frame(load_trials(results))
     curves = load_curves(results).to_pandas()
     out = {
         "learning_curves": fig_learning_curves(curves, trials),
@@ -175,7 +183,7 @@ def png(fig: plt.Figure) -> bytes:
 
 
 def _table(df: pd.DataFrame) -> str:
-    shown = df.rename(columns=lambda c: c.removeprefix("config."))
+    shown = displayable(df).rename(columns=lambda c: config_path(c) or c)
     return shown.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, na_rep="")
 
 
@@ -186,7 +194,8 @@ def render_report(
     (default ``baseline:oneshot`` if the sweep ran it)."""
     trials = load_trials(results)
     sections = [f"<h2>Best schedules</h2>{_table(best_schedules(trials, top=10))}"]
-    arms = set(trials["config.arm"].to_pylist()) if "config.arm" in trials.column_names else set()
+    arm = config_column("arm")
+    arms = set(trials[arm].to_pylist()) if arm in trials.column_names else set()
     baseline = baseline or ("baseline:oneshot" if "baseline:oneshot" in arms else None)
     if baseline:
         table = compare(trials, baseline=baseline)

@@ -6,14 +6,15 @@ Exit codes: 0 success, 2 bad input (a path without results, an unknown column), 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import pandas as pd
 
-from analysis._best import best_schedules
+from analysis._best import best_schedules, displayable, plain
 from analysis._compare import compare
 from analysis._pareto import pareto
-from analysis._tables import ResultsError, load_trials
+from analysis.tables import ResultsError, config_path, load_trials
 
 FORMATS = ["table", "csv", "json"]
 
@@ -67,11 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def format_table(df: pd.DataFrame, fmt: str = "table") -> str:
-    if fmt == "csv":
-        return df.to_csv(index=False)
+    """``df`` as an aligned text table (config columns by their dotted path), CSV or JSON
+    records. List and struct cells are JSON text in a table or CSV, nested JSON in JSON;
+    nulls are empty in CSV and ``null`` in JSON."""
     if fmt == "json":
-        return df.to_json(orient="records", indent=2)
-    shown = df.rename(columns=lambda c: c.removeprefix("config."))
+        records = [{k: plain(v) for k, v in row.items()} for row in df.to_dict("records")]
+        return json.dumps(records, indent=2, default=str)
+    if fmt == "csv":
+        return displayable(df).to_csv(index=False)
+    shown = displayable(df).rename(columns=lambda c: config_path(c) or c)
     with pd.option_context("display.width", 200, "display.max_columns", None):
         return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 

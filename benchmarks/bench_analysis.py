@@ -24,14 +24,16 @@ import pyarrow as pa  # noqa: E402
 from _record import record  # noqa: E402
 
 from analysis import best_schedules, compare, load_curves, load_trials  # noqa: E402
-from search.sink import (  # noqa: E402
+from analysis.tables import (  # noqa: E402
     CURVE_SCHEMA,
-    compact,
-    flatten_config,
+    config_row,
+    part_file,
+    trial_file,
     trials_schema,
     write_parquet_atomic,
 )
-from trainables.config import StudentConfig  # noqa: E402
+from search.sink import compact  # noqa: E402
+from trainables.config import StudentConfig, settings  # noqa: E402
 
 TRIALS, CURVE_ROWS, PART_ROWS = 10_000, 1_000_000, 2_000
 KINDS = ["none", "paced", "confidence", "self_paced", "focal", "importance", "rho", "staged"]
@@ -40,13 +42,13 @@ KINDS = ["none", "paced", "confidence", "self_paced", "focal", "importance", "rh
 def write_sweep(root: Path) -> None:
     rng = np.random.default_rng(0)
     schema = trials_schema(StudentConfig)
-    base = flatten_config(StudentConfig().model_dump())
+    base = config_row(settings(StudentConfig()), schema)
     (root / "trials").mkdir(parents=True)
     (root / "curves").mkdir()
     for i in range(TRIALS):
         acc = rng.normal(0.9, 0.03, 3).clip(0, 1)
         row = {name: None for name in schema.names}
-        row.update({k: v for k, v in base.items() if k in row and not isinstance(v, list)})
+        row.update(base)
         row.update({
             "sweep": "big", "trial_id": f"t{i:05d}", "status": "TERMINATED", "seed": 0,
             "config.curriculum.kind": KINDS[i % len(KINDS)], "config.arm": "search",
@@ -55,7 +57,7 @@ def write_sweep(root: Path) -> None:
             "test_accuracy_seeds": [float(a - 0.01) for a in acc], "repeats": 3, "steps": 1000,
         })  # fmt: skip
         table = pa.Table.from_pylist([row], schema=schema)
-        write_parquet_atomic(table, root / "trials" / f"trial-bench-t{i:05d}.parquet")
+        write_parquet_atomic(table, root / "trials" / trial_file("bench", f"t{i:05d}"))
     per_trial = CURVE_ROWS // TRIALS
     for part in range(CURVE_ROWS // PART_ROWS):
         index = np.arange(part * PART_ROWS, (part + 1) * PART_ROWS)
@@ -69,7 +71,7 @@ def write_sweep(root: Path) -> None:
             {f.name: columns.get(f.name, pa.nulls(PART_ROWS, f.type)) for f in CURVE_SCHEMA},
             schema=CURVE_SCHEMA,
         )
-        write_parquet_atomic(table, root / "curves" / f"part-bench-{part:06d}.parquet")
+        write_parquet_atomic(table, root / "curves" / part_file("bench", part))
 
 
 def _query(root: Path) -> tuple[float, pa.Table]:

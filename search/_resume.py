@@ -19,6 +19,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from analysis import ResultsError, load_trials
+from analysis.tables import config_column
 from search.errors import StorageError, SweepExistsError
 from search.spec import SweepSpec
 
@@ -174,7 +175,7 @@ def _settle_interrupted(
 
 def _same_params(params: dict[str, Any], row: dict[str, Any]) -> bool:
     """Whether a trials row holds the study trial's parameters (both named by config path)."""
-    return all(row.get(f"config.{name}") == value for name, value in params.items())
+    return all(row.get(config_column(name)) == value for name, value in params.items())
 
 
 @ray.remote(num_cpus=0)

@@ -13,7 +13,7 @@ import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from analysis._curves import STUDY_NAME
+from analysis.tables import STUDY_JOURNAL, STUDY_NAME
 from search.spec import SweepSpec
 from spaces import distillation_space
 from trainables.config import nest
@@ -73,7 +73,7 @@ def study_storage(spec: SweepSpec) -> optuna.storages.BaseStorage | str:
     if spec.search.study_storage:
         return spec.search.study_storage
     spec.sweep_dir.mkdir(parents=True, exist_ok=True)
-    backend = optuna.storages.journal.JournalFileBackend(str(spec.sweep_dir / "optuna.journal"))
+    backend = optuna.storages.journal.JournalFileBackend(str(spec.sweep_dir / STUDY_JOURNAL))
     return optuna.storages.JournalStorage(backend)
 
 

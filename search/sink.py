@@ -1,176 +1,98 @@
-"""Stream Tune results into append-only Parquet tables as trials report.
+"""Stream Tune results into the sweep's Parquet tables as trials report.
 
-``<sweep_dir>/curves/``: one row per report; ``<sweep_dir>/trials/``: one row per finished or
-failed trial (columns per DESIGN.md); ``<sweep_dir>/stages/``: one row per curriculum stage of
-each finished or failed trial. Every file is written under a hidden temporary name and
-renamed into place, so readers (pandas, pyarrow.dataset, DuckDB) never see a torn file, and a
-crashed sweep keeps every row flushed before the crash (at most ``flush_every_s`` of curve rows
-are lost).
+The tables, their columns, file names and write-ahead log are the results contract of
+:mod:`analysis.tables` (read its docstring); this module is its writer. A user streaming their
+own Tune run into the tables adds ``ParquetSink(sweep_dir, name, MyConfigModel)`` to the run's
+callbacks. The schemas are re-exported here for code written against earlier versions.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 import time
-import types
-import typing
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from ray import tune
 
-from analysis._tables import WAL_PREFIX, read_wal, table_files
-
-CURVE_SCHEMA = pa.schema(
-    [
-        ("sweep", pa.string()),
-        ("trial_id", pa.string()),
-        ("step", pa.int64()),
-        ("samples_seen", pa.int64()),
-        ("wall_time_s", pa.float64()),
-        ("val_accuracy", pa.float64()),
-        ("val_loss", pa.float64()),
-        ("train_loss", pa.float64()),
-        ("ce_loss", pa.float64()),
-        ("kd_loss", pa.float64()),
-        ("curriculum_fraction", pa.float64()),
-        ("temperature", pa.float64()),
-        ("alpha", pa.float64()),
-        ("teacher_checkpoint", pa.int64()),
-        ("stage", pa.int64()),
-        ("easy_accuracy", pa.float64()),
-        ("hard_accuracy", pa.float64()),
-        ("teacher_agreement", pa.float64()),
-    ]
+from analysis.tables import (
+    CURVE_REPORTED,
+    CURVE_SCHEMA,
+    CURVES,
+    STAGE_SCHEMA,
+    STAGE_VALUES,
+    STAGES,
+    TEACHER_SCHEMA,
+    TRIAL_HEAD,
+    TRIAL_METRICS,
+    TRIALS,
+    WAL_PREFIX,
+    WriteAheadLog,
+    compact_file,
+    config_column,
+    config_fields,
+    config_row,
+    new_token,
+    part_file,
+    read_wal,
+    run_files,
+    stage_file,
+    table_files,
+    trial_file,
+    trials_schema,
+    write_parquet_atomic,
 )
+from trainables.config import StrictModel, flatten, settings
 
-# Final and best metrics of a trial; ``steps`` is the last reported ``step``; ``*_seeds``: each
-# repeat's final value (the scalar columns are their mean).
-TRIAL_METRICS = pa.schema(
-    [
-        ("val_accuracy", pa.float64()),
-        ("best_val_accuracy", pa.float64()),
-        ("steps_to_target", pa.int64()),
-        ("steps_to_target_capped", pa.int64()),
-        ("steps", pa.int64()),
-        ("samples_seen", pa.int64()),
-        ("wall_time_s", pa.float64()),
-        ("test_accuracy", pa.float64()),
-        ("repeats", pa.int64()),
-        ("val_accuracy_seeds", pa.list_(pa.float64())),
-        ("best_val_accuracy_seeds", pa.list_(pa.float64())),
-        ("test_accuracy_seeds", pa.list_(pa.float64())),
-        ("steps_to_target_capped_seeds", pa.list_(pa.int64())),
-        ("node_id", pa.string()),
-    ]
-)
-
-# One row per teacher evaluation (written by ``search.teacher`` from the bank's history).
-TEACHER_SCHEMA = pa.schema(
-    [
-        ("sweep", pa.string()),
-        ("step", pa.int64()),
-        ("samples_seen", pa.int64()),
-        ("wall_time_s", pa.float64()),
-        ("train_loss", pa.float64()),
-        ("val_accuracy", pa.float64()),
-        ("val_loss", pa.float64()),
-        ("is_kept", pa.bool_()),
-        ("in_transition", pa.bool_()),
-        ("is_transition_checkpoint", pa.bool_()),
-    ]
-)
-
-# One row per (trial, curriculum stage): where the stage began and ended, and the last
-# evaluation in it (for non-staged curricula, one stage: the whole run).
-STAGE_SCHEMA = pa.schema(
-    [
-        ("sweep", pa.string()),
-        ("trial_id", pa.string()),
-        ("stage", pa.int64()),
-        ("first_step", pa.int64()),
-        ("last_step", pa.int64()),
-        ("val_accuracy", pa.float64()),
-        ("easy_accuracy", pa.float64()),
-        ("hard_accuracy", pa.float64()),
-        ("temperature", pa.float64()),
-        ("alpha", pa.float64()),
-    ]
-)
-
-_TRIAL_HEAD = pa.schema(
-    [
-        ("sweep", pa.string()),
-        ("trial_id", pa.string()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("seed", pa.int64()),
-    ]
-)
+__all__ = [
+    "CURVE_SCHEMA",
+    "STAGE_SCHEMA",
+    "TEACHER_SCHEMA",
+    "TRIAL_HEAD",
+    "TRIAL_METRICS",
+    "ParquetSink",
+    "compact",
+    "config_fields",
+    "flatten_config",
+    "recover_curves",
+    "trial_settings",
+    "trials_schema",
+    "write_parquet_atomic",
+]
 
 
-def flatten_config(config: dict[str, Any], prefix: str = "config.") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"config.a.b": 1}``; lists become JSON strings."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten_config(value, f"{name}."))
-        elif isinstance(value, (list, tuple)):
-            flat[name] = json.dumps(list(value))
-        else:
-            flat[name] = value
-    return flat
+def trial_settings(config: dict[str, Any], config_model: type[BaseModel]) -> dict[str, Any]:
+    """What a trial's config used, as ``{dotted.path: value}``: the config validated with
+    ``config_model`` and read through :func:`trainables.config.settings` (null where the
+    config's own values make a setting irrelevant). A config that does not validate, or a
+    model that is not one of ours (a user's own Tune run), is flattened as it is."""
+    try:
+        model = config_model.model_validate(config)
+    except (ValidationError, TypeError, ValueError):  # the sink must not fail a sweep
+        return flatten(config)
+    return settings(model) if isinstance(model, StrictModel) else flatten(config)
 
 
-_SCALARS = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
-
-
-def config_fields(model: type[BaseModel], prefix: str = "config.") -> list[pa.Field]:
-    """One typed column per leaf of a pydantic config model, named like :func:`flatten_config`.
-
-    ``X | None`` is typed as ``X``; literals as strings; lists and tuples as JSON strings.
-    Typing from the model (not from one config's values) keeps every file of the table on
-    the same schema whatever values a trial takes.
-    """
-    fields = []
-    for name, info in model.model_fields.items():
-        annotation = info.annotation
-        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-            options = [a for a in typing.get_args(annotation) if a is not type(None)]
-            annotation = options[0] if len(options) == 1 else str
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            fields += config_fields(annotation, f"{prefix}{name}.")
-        else:
-            fields.append(pa.field(f"{prefix}{name}", _SCALARS.get(annotation, pa.string())))
-    return fields
-
-
-def trials_schema(config_model: type[BaseModel]) -> pa.Schema:
-    """The trials table's schema: head, one typed column per config leaf, then metrics."""
-    return pa.schema(list(_TRIAL_HEAD) + config_fields(config_model) + list(TRIAL_METRICS))
-
-
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` so that readers see either nothing or the whole file."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"config.a.b": 1}``: a config dict by column (lists stay lists;
+    kept for earlier callers, see :func:`analysis.tables.config_row`)."""
+    return {config_column(path): value for path, value in flatten(config).items()}
 
 
 class ParquetSink(tune.Callback):
-    """Tune callback writing ``curves`` and ``trials`` rows for one sweep.
+    """Tune callback writing ``curves``, ``trials`` and ``stages`` rows for one sweep
+    (:mod:`analysis.tables`).
 
     Args:
-        sweep_dir: ``<storage>/<sweep>``; tables go to its ``curves/`` and ``trials/``.
+        sweep_dir: ``<storage>/<sweep>``; tables go to its ``curves/``, ``trials/`` and
+            ``stages/``.
         sweep: the sweep name, written in every row.
         config_model: the trainable's config model (e.g. ``StudentConfig``); fixes the
-            ``config.*`` columns and their types, so every file of the table has one schema.
+            ``config.*`` columns and their types, so every file of the table has one schema,
+            and says which settings a trial used (:func:`trial_settings`).
         flush_every_s: curve rows are buffered at most this long (and flushed whenever a trial
             ends and when the experiment ends).
     """
@@ -179,20 +101,21 @@ class ParquetSink(tune.Callback):
         self, sweep_dir: str | os.PathLike, sweep: str, config_model: type[BaseModel],
         *, flush_every_s: float = 2.0,
     ) -> None:  # fmt: skip
-        self.curves_dir = Path(sweep_dir) / "curves"
-        self.trials_dir = Path(sweep_dir) / "trials"
-        self.stages_dir = Path(sweep_dir) / "stages"
+        self.curves_dir = Path(sweep_dir) / CURVES
+        self.trials_dir = Path(sweep_dir) / TRIALS
+        self.stages_dir = Path(sweep_dir) / STAGES
         self._stages: dict[str, dict[int, dict[str, Any]]] = {}
         self._last_step: dict[str, int] = {}  # per trial: the last step written
         self._written: set[str] = set()  # trials whose row is written
         self.sweep = sweep
+        self.config_model = config_model
         self.trials_schema = trials_schema(config_model)
         self.flush_every_s = flush_every_s
         self._buffer: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
-        self._token = secrets.token_hex(4)  # distinguishes this run's files from others'
+        self._token = new_token()  # distinguishes this run's files from others'
         self._parts = 0
-        self._wal = None
+        self._wal = WriteAheadLog(self.curves_dir, self._token)
 
     def setup(self, **info: Any) -> None:
         for directory in (self.curves_dir, self.trials_dir, self.stages_dir):
@@ -207,13 +130,14 @@ class ParquetSink(tune.Callback):
         if step is not None:
             self._last_step[trial.trial_id] = step
         row = {"sweep": self.sweep, "trial_id": trial.trial_id}
-        row.update({name: result.get(name) for name in CURVE_SCHEMA.names[2:]})
+        row.update({name: result.get(name) for name in CURVE_REPORTED})
+        # Into the write-ahead log before the buffer: a killed driver loses no reported row.
+        self._wal.append(row)
         self._buffer.append(row)
-        self._log(row)
         if row["stage"] is not None:
             stages = self._stages.setdefault(trial.trial_id, {})
             stage = stages.setdefault(row["stage"], {"first_step": row["step"]})
-            stage.update({k: row[k] for k in STAGE_SCHEMA.names[5:]}, last_step=row["step"])
+            stage.update({k: row[k] for k in STAGE_VALUES}, last_step=row["step"])
         if time.monotonic() - self._last_flush >= self.flush_every_s:
             self.flush()
 
@@ -230,34 +154,19 @@ class ParquetSink(tune.Callback):
             if trial.trial_id not in self._written and trial.last_result:
                 self._write_trial(trial, status="STOPPED", error=None)
         self.flush()
-        if self._wal is not None:
-            self._wal.close()
-            Path(self._wal.name).unlink(missing_ok=True)
-            self._wal = None
+        self._wal.remove()
         for directory in (self.curves_dir, self.trials_dir, self.stages_dir):
             compact(directory, self._token)
-
-    def _log(self, row: dict[str, Any]) -> None:
-        """Append the row to this run's write-ahead log before it is buffered: a killed driver
-        loses no reported row (see :func:`recover_curves`)."""
-        if self._wal is None:
-            self._wal = open(self.curves_dir / f"{WAL_PREFIX}{self._token}.jsonl", "a")  # noqa: SIM115
-        self._wal.write(json.dumps(row) + "\n")
-        self._wal.flush()  # into the OS: survives SIGKILL of this process
 
     def flush(self) -> None:
         self._last_flush = time.monotonic()
         if not self._buffer:
             return
         table = pa.Table.from_pylist(self._buffer, schema=CURVE_SCHEMA)
-        write_parquet_atomic(
-            table, self.curves_dir / f"part-{self._token}-{self._parts:06d}.parquet"
-        )
+        write_parquet_atomic(table, self.curves_dir / part_file(self._token, self._parts))
         self._parts += 1
         self._buffer = []
-        if self._wal is not None:  # its rows are in Parquet now
-            self._wal.truncate(0)
-            self._wal.seek(0)
+        self._wal.clear()  # its rows are in Parquet now
 
     def _write_trial(self, trial, *, status: str, error: str | None) -> None:
         self.flush()
@@ -265,20 +174,12 @@ class ParquetSink(tune.Callback):
         last = trial.last_result or {}
         row = {"sweep": self.sweep, "trial_id": trial.trial_id, "status": status, "error": error}
         row["seed"] = trial.config.get("seed")
-        for name, value in flatten_config(trial.config).items():
-            if name in self.trials_schema.names:
-                is_text = self.trials_schema.field(name).type == pa.string()
-                row[name] = (
-                    json.dumps(value)
-                    if is_text and not isinstance(value, (str, type(None)))
-                    else value
-                )
+        used = trial_settings(trial.config, self.config_model)
+        row.update(config_row(used, self.trials_schema))
         row.update({name: last.get(name) for name in TRIAL_METRICS.names})
         row["steps"] = last.get("step")
         table = pa.Table.from_pylist([row], schema=self.trials_schema)
-        write_parquet_atomic(
-            table, self.trials_dir / f"trial-{self._token}-{trial.trial_id}.parquet"
-        )
+        write_parquet_atomic(table, self.trials_dir / trial_file(self._token, trial.trial_id))
         stages = self._stages.pop(trial.trial_id, {})
         if stages:
             rows = [
@@ -286,21 +187,20 @@ class ParquetSink(tune.Callback):
                 for stage, values in sorted(stages.items())
             ]
             table = pa.Table.from_pylist(rows, schema=STAGE_SCHEMA)
-            write_parquet_atomic(
-                table, self.stages_dir / f"stage-{self._token}-{trial.trial_id}.parquet"
-            )
+            write_parquet_atomic(table, self.stages_dir / stage_file(self._token, trial.trial_id))
 
 
 def compact(directory: Path, token: str) -> None:
-    """Merge one run's files in ``directory`` (``<kind>-<token>-*.parquet``) into
-    ``compact-<token>.parquet``, then delete them: readers of a finished sweep open a few
-    files, not one per trial. Readers skip a run's files once its compact file exists
-    (``analysis._tables``), so no row is seen twice or missed while the files are deleted."""
-    files = sorted(directory.glob(f"*-{token}-*.parquet"))
+    """Merge one run's files in ``directory`` into its compact file
+    (:func:`analysis.tables.compact_file`), then delete them: readers of a finished sweep
+    open a few files, not one per trial. Readers skip a run's files once its compact file
+    exists (:func:`analysis.tables.table_files`), so no row is seen twice or missed while the
+    files are deleted."""
+    files = run_files(directory, token)
     if len(files) < 2:
         return
     table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
-    write_parquet_atomic(table, directory / f"compact-{token}.parquet")
+    write_parquet_atomic(table, Path(directory) / compact_file(token))
     for f in files:
         f.unlink()
 
@@ -309,20 +209,18 @@ def recover_curves(sweep_dir: Path) -> int:
     """Move the rows of dead runs' write-ahead logs into a Parquet part (skipping rows a part
     already holds); return how many were recovered. Call only when no run of the sweep is
     alive (the sweep does, before resuming)."""
-    curves_dir = Path(sweep_dir) / "curves"
+    curves_dir = Path(sweep_dir) / CURVES
     logs = sorted(curves_dir.glob(f"{WAL_PREFIX}*.jsonl"))
     rows = read_wal(curves_dir)
     if rows:
         seen = set()
-        for part in table_files(sweep_dir, "curves"):
+        for part in table_files(sweep_dir, CURVES):
             done = pq.read_table(part, columns=["trial_id", "step"]).to_pylist()
             seen |= {(r["trial_id"], r["step"]) for r in done}
-        rows = [r for r in rows if (r["trial_id"], r["step"]) not in seen]
+        rows = [r for r in rows if (r.get("trial_id"), r.get("step")) not in seen]
         if rows:
             table = pa.Table.from_pylist(rows, schema=CURVE_SCHEMA)
-            write_parquet_atomic(
-                table, curves_dir / f"part-recovered-{secrets.token_hex(4)}.parquet"
-            )
+            write_parquet_atomic(table, curves_dir / part_file(new_token(), 0))
     for path in logs:
         path.unlink()
     return len(rows)

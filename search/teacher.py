@@ -13,7 +13,13 @@ from pathlib import Path
 import pyarrow as pa
 from ray import tune
 
-from search.sink import TEACHER_SCHEMA, write_parquet_atomic
+from analysis.tables import (
+    TEACHER,
+    TEACHER_FILE,
+    TEACHER_RECORD,
+    TEACHER_SCHEMA,
+    write_parquet_atomic,
+)
 from search.spec import SweepSpec
 from trainables.distill import TeacherBank, bank_complete, open_bank
 from trainables.distill._bank import FORMAT as BANK_FORMAT
@@ -57,9 +63,9 @@ def ensure_teacher(spec: SweepSpec, *, verbose: int = 0) -> Path:
         if result.error is not None or not bank_complete(outputs):
             raise TeacherError(f"teacher training failed: {result.error}")
     teacher = open_bank(outputs)
-    table_dir = spec.sweep_dir / "teacher"
+    table_dir = spec.sweep_dir / TEACHER
     table_dir.mkdir(parents=True, exist_ok=True)
-    write_parquet_atomic(teacher_table(spec.name, teacher), table_dir / "teacher.parquet")
+    write_parquet_atomic(teacher_table(spec.name, teacher), table_dir / TEACHER_FILE)
     transition = teacher.transition
     where = (
         f"; phase transition {transition['start']}-{transition['end']}, checkpoint "
@@ -84,7 +90,7 @@ def teacher_table(sweep: str, teacher: TeacherBank) -> pa.Table:
         rows.append(
             {
                 "sweep": sweep,
-                **{k: record.get(k) for k in TEACHER_SCHEMA.names[1:7]},
+                **{k: record.get(k) for k in TEACHER_RECORD},
                 "is_kept": step in teacher.checkpoints,
                 "in_transition": bool(transition)
                 and transition["start"] <= step <= transition["end"],

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -5,7 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analysis import ResultsError, best_schedules, load_trials
+from analysis import ResultsError, best_schedules, compare, load_trials, pareto
+from analysis._best import _varies
+from analysis.cli import format_table
 
 
 def _trials():
@@ -16,7 +19,11 @@ def _trials():
             "status": ["TERMINATED", "TERMINATED", "ERROR", "TERMINATED", "TERMINATED"],
             "error": [None, None, "boom", None, None],
             "config.curriculum.kind": ["none", "linear", "linear", "none", "linear"],
-            "config.model.hidden": ["[16]"] * 5,
+            "config.model.hidden": pa.array([[16]] * 5, pa.list_(pa.int64())),
+            "config.curriculum.stages": pa.array(
+                [[{"band": [0.0, 0.5]}], [{"band": [0.0, 1.0]}], None, None, None],
+                pa.list_(pa.struct([("band", pa.list_(pa.float64()))])),
+            ),
             "config.distill.alpha": [0.1, 0.2, 0.3, 0.4, 0.5],
             "val_accuracy": [0.90, 0.95, 0.99, 0.93, 0.91],
             "steps_to_target": [100, 50, None, 80, None],
@@ -29,6 +36,38 @@ def test_best_ranks_finished_trials_and_shows_only_varying_config():
     assert best["trial_id"].tolist() == ["b", "d", "e"]  # c failed, so it is not a candidate
     assert "config.model.hidden" not in best.columns  # same for every trial
     assert {"config.curriculum.kind", "config.distill.alpha"} <= set(best.columns)
+
+
+def test_list_cells_vary_by_value_and_come_back_as_python_lists():
+    trials = _trials()
+    assert not _varies(trials, "config.model.hidden")
+    assert not _varies(trials.to_pandas(), "config.model.hidden")  # numpy-array cells
+    assert _varies(trials, "config.curriculum.stages")  # a null differs from a value
+    best = best_schedules(trials, top=2).set_index("trial_id")
+    assert best.loc["b", "config.curriculum.stages"] == [{"band": [0.0, 1.0]}]
+    assert best.loc["d", "config.curriculum.stages"] is None
+    front = pareto(trials, {"val_accuracy": "max", "config.distill.alpha": "min"})
+    assert "config.curriculum.stages" in front.columns
+
+
+def test_grouping_by_a_list_setting_works():
+    trials = _trials().to_pandas()
+    trials["config.model.hidden"] = [[16], [32, 32], [16], [32, 32], [16]]
+    best = best_schedules(trials, by="model.hidden", top=1)
+    assert best["trial_id"].tolist() == ["b", "e"]  # c (failed) would win [16]
+    trials["test_accuracy"] = trials["val_accuracy"]
+    table = compare(trials, baseline="[16]", by="model.hidden", metric="test_accuracy")
+    assert set(table["model.hidden"]) == {"[16]", "[32, 32]"}
+
+
+def test_list_cells_are_json_text_in_csv_and_tables_and_nested_in_json():
+    best = best_schedules(_trials(), top=2)
+    csv = format_table(best, "csv").splitlines()
+    assert ',"[{""band"": [0.0, 1.0]}]",' in csv[1]  # one CSV cell of JSON text
+    records = json.loads(format_table(best, "json"))
+    assert records[0]["config.curriculum.stages"] == [{"band": [0.0, 1.0]}]
+    assert records[1]["config.curriculum.stages"] is None
+    assert '[{"band": [0.0, 1.0]}]' in format_table(best, "table")
 
 
 def test_best_per_group_and_minimising():

@@ -1,6 +1,7 @@
 """ParquetSink: unit tests with stand-in trials, then through a real Tune run."""
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pydantic import BaseModel
@@ -8,6 +9,7 @@ from ray import tune
 
 from analysis import load_curves, load_trials
 from search.sink import ParquetSink
+from trainables.config import StudentConfig
 
 
 class _Model(BaseModel):
@@ -64,13 +66,56 @@ def test_buffered_rows_are_flushed_when_the_trial_ends(tmp_path):
     assert load_curves(tmp_path).num_rows == 2
     row = load_trials(tmp_path).to_pylist()[0]
     assert row["status"] == "TERMINATED" and row["seed"] == 3 and row["steps"] == 20
-    # config columns keep the base config's types (int 2 -> float 2.0) and lists become JSON
-    assert row["config.distill.temperature"] == 2.0 and row["config.model.hidden"] == "[16]"
-    assert (
-        row["config.distill.end"] == 1.5
-    )  # typed from the model (float | None), not from defaults
+    # config columns keep the model's types (int 2 -> float 2.0) and lists are Arrow lists
+    assert row["config.distill.temperature"] == 2.0 and row["config.model.hidden"] == [16]
+    assert row["config.distill.end"] == 1.5  # typed from the model (float | None)
     schema = pq.read_schema(next((tmp_path / "trials").glob("*.parquet")))
     assert str(schema.field("config.distill.alpha").type) == "double"
+    assert schema.field("config.model.hidden").type == pa.list_(pa.int64())
+
+
+def _student_row(tmp_path, config: dict) -> dict:
+    sink = ParquetSink(tmp_path, "s", StudentConfig)
+    sink.setup()
+    sink.on_trial_complete(0, [], _Trial("t1", config, {"step": 10}))
+    (row,) = load_trials(tmp_path).to_pylist()
+    return row
+
+
+def test_a_setting_the_trial_does_not_use_is_null_not_its_default(tmp_path):
+    config = StudentConfig(distill={"alpha": 1.0}).model_dump()  # labels only, no curriculum
+    row = _student_row(tmp_path, config)
+    assert row["config.curriculum.kind"] == "none" and row["config.curriculum.prune_fraction"] == 0
+    for unused in ("curriculum.order", "curriculum.pacing.start", "curriculum.pacing.kind",
+                   "curriculum.stages", "distill.temperature", "distill.loss",
+                   "teacher_schedule.kind", "optim.momentum"):  # fmt: skip
+        assert row[f"config.{unused}"] is None, unused
+    assert row["config.distill.alpha"] == 1.0 and row["config.optim.kind"] == "adam"
+    assert row["config.model.hidden"] == [32]
+
+
+def test_list_and_struct_settings_are_arrow_lists(tmp_path):
+    config = StudentConfig(
+        curriculum={"kind": "staged", "stages": [{"band": (0.0, 0.5), "length": 0.5}, {}]},
+        teacher_schedule={"kind": "two_shot", "checkpoint": 100},
+    ).model_dump()
+    row = _student_row(tmp_path, config)
+    first, second = row["config.curriculum.stages"]
+    assert first == {"band": [0.0, 0.5], "temperature": None, "alpha": None, "augment": 0.0,
+                     "length": 0.5}  # fmt: skip
+    assert second["band"] == [0.0, 1.0]
+    assert row["config.teacher_schedule.checkpoint"] == "100"  # int | "transition": text
+    assert row["config.curriculum.pacing.kind"] is None  # staged uses no pacing
+
+
+def test_a_config_the_model_rejects_still_gets_its_row(tmp_path):
+    config = StudentConfig().model_dump()
+    config["curriculum"]["kind"] = "nonsense"  # the trial fails; its row must still land
+    config["distill"]["temperature"] = "hot"  # a value its column cannot hold: null
+    row = _student_row(tmp_path, config)
+    assert row["config.curriculum.kind"] == "nonsense"
+    assert row["config.curriculum.pacing.start"] == 0.2  # flattened as it is, nothing nulled
+    assert row["config.distill.temperature"] is None
 
 
 def test_failed_trial_gets_a_row_with_the_last_error_line(tmp_path):

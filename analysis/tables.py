@@ -1,0 +1,501 @@
+"""The results contract: what a sweep writes, where, and how to read it back.
+
+The writer (:class:`search.sink.ParquetSink`, ``search.teacher``) and every reader
+(``analysis``, a user's notebook or DuckDB query) go through this module; nothing else names
+a column, a directory or a file pattern.
+
+Layout of one sweep, ``<storage>/<sweep>/``::
+
+    trials/   one row per finished, failed or stopped trial    trial-<run>-<trial_id>.parquet
+    curves/   one row per report of every trial                part-<run>-<000000>.parquet
+    stages/   one row per curriculum stage of every trial      stage-<run>-<trial_id>.parquet
+    teacher/  one row per teacher evaluation                   teacher.parquet
+    optuna.journal                                             the Optuna study (STUDY_NAME)
+
+``<run>`` is a random token per driver run (:func:`new_token`), so two runs of a sweep (a
+resume) never write the same file. A storage root holding several sweeps is read as one
+table per kind (:func:`load_trials` and friends accept either).
+
+Columns (types in :data:`CURVE_SCHEMA`, :data:`STAGE_SCHEMA`, :data:`TEACHER_SCHEMA` and
+:func:`trials_schema`):
+
+- ``trials``: :data:`TRIAL_HEAD` (``sweep``, ``trial_id``, ``status``, ``error``, ``seed``),
+  one ``config.<dotted.path>`` column per leaf of the trainable's config model
+  (:func:`config_column`; typed from the model by :func:`config_fields`, so every file of the
+  table has one schema: lists are Arrow lists, lists of models lists of structs; a setting
+  that the trial's own values make irrelevant is null), then :data:`TRIAL_METRICS`.
+- ``curves``: ``sweep``, ``trial_id`` and :data:`CURVE_REPORTED`, the names taken from each
+  report.
+- ``stages``: ``sweep``, ``trial_id``, ``stage``, ``first_step``, ``last_step`` and
+  :data:`STAGE_VALUES` (the last evaluation in the stage).
+- ``teacher``: ``sweep``, :data:`TEACHER_RECORD` (from the bank's history) and
+  :data:`TEACHER_MARKS`.
+
+Atomic writes: every file is written under a hidden temporary name (``.<name>.<hex>.tmp``)
+and renamed into place (:func:`write_parquet_atomic`), so a reader sees a whole file or
+none. Names starting with ``.`` or ``_`` are never part of a table (:func:`is_hidden`):
+pyarrow.dataset and pandas skip them, and as a temporary does not end in ``.parquet``, a
+``*.parquet`` glob (DuckDB, polars) skips it too.
+
+Compaction: when a run ends, its files of each table are merged into ``compact-<run>.parquet``
+and then deleted. The loaders skip a run's other files once its compact file exists
+(:func:`table_files`), so no row is read twice or missed while they are deleted; a plain glob
+may count a row twice in that moment, so query a finished sweep's files directly.
+
+Write-ahead log: before a curve row is buffered, the writer appends it as one JSON object per
+line to ``curves/_wal-<run>.jsonl`` (:class:`WriteAheadLog`), and empties the log once the
+rows are in Parquet. A killed driver's rows survive there: :func:`load_curves` includes them
+(:func:`read_wal`), and the next run of the sweep moves them into a Parquet part.
+
+Growth: a table whose files lack some columns (written by an older version) reads them as
+nulls; a column that an older version wrote as JSON text and a newer one as an Arrow list is
+read as the list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import types
+import typing
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+# --- directories and files ------------------------------------------------------------------
+
+TRIALS, CURVES, STAGES, TEACHER = "trials", "curves", "stages", "teacher"
+TABLES = (TRIALS, CURVES, STAGES, TEACHER)
+TEACHER_FILE = "teacher.parquet"  # the teacher table's one file
+STUDY_NAME = "students"  # the sweep's Optuna study (search writes it, analysis reads it)
+STUDY_JOURNAL = "optuna.journal"  # its default storage, in the sweep directory
+WAL_PREFIX = "_wal-"  # the curves' write-ahead logs: hidden from Parquet readers
+_KINDS = {CURVES: "part", TRIALS: "trial", STAGES: "stage"}  # a run's file prefix per table
+_COMPACT = "compact"
+
+
+class ResultsError(ValueError):
+    """The results path holds no readable table of the requested kind."""
+
+
+def new_token() -> str:
+    """A fresh run token: the part of a file name that says which driver run wrote it."""
+    return secrets.token_hex(4)
+
+
+def part_file(token: str, index: int) -> str:
+    """The name of a run's ``index``-th ``curves`` part."""
+    return f"part-{token}-{index:06d}.parquet"
+
+
+def trial_file(token: str, trial_id: str) -> str:
+    """The name of the ``trials`` file of one trial, written by run ``token``."""
+    return f"trial-{token}-{trial_id}.parquet"
+
+
+def stage_file(token: str, trial_id: str) -> str:
+    """The name of the ``stages`` file of one trial, written by run ``token``."""
+    return f"stage-{token}-{trial_id}.parquet"
+
+
+def compact_file(token: str) -> str:
+    """The name of the file that holds all of run ``token``'s files of one table."""
+    return f"{_COMPACT}-{token}.parquet"
+
+
+def run_token(path: str | os.PathLike) -> str | None:
+    """The run token in a table file's name (``part-``, ``trial-``, ``stage-`` or
+    ``compact-``), or None for any other name (e.g. ``teacher.parquet``)."""
+    name = Path(path).name
+    if not name.endswith(".parquet") or is_hidden(name):
+        return None
+    parts = name.removesuffix(".parquet").split("-")
+    if parts[0] == _COMPACT and len(parts) == 2:
+        return parts[1]
+    if parts[0] in _KINDS.values() and len(parts) >= 3:
+        return parts[1]
+    return None
+
+
+def is_compact(path: str | os.PathLike) -> bool:
+    return Path(path).name.startswith(f"{_COMPACT}-") and run_token(path) is not None
+
+
+def run_files(directory: str | os.PathLike, token: str) -> list[Path]:
+    """Run ``token``'s files in one table directory (not its compact file), sorted."""
+    files = Path(directory).glob(f"*-{token}-*.parquet")
+    return sorted(f for f in files if not is_compact(f) and run_token(f) == token)
+
+
+def is_hidden(name: str) -> bool:
+    """In-flight temporaries and write-ahead logs: never part of a table."""
+    return name.startswith((".", "_"))
+
+
+def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> None:
+    """Write ``table`` to ``path`` so that readers see either nothing or the whole file: it is
+    written under a hidden temporary name in the same directory, then renamed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --- the write-ahead log ----------------------------------------------------------------------
+
+
+def wal_path(curves_dir: str | os.PathLike, token: str) -> Path:
+    """Run ``token``'s write-ahead log in a ``curves`` directory."""
+    return Path(curves_dir) / f"{WAL_PREFIX}{token}.jsonl"
+
+
+class WriteAheadLog:
+    """Run ``token``'s log of curve rows not yet in Parquet: one JSON object per line, each
+    line flushed to the OS as it is written (it survives a SIGKILL of the writer)."""
+
+    def __init__(self, curves_dir: str | os.PathLike, token: str) -> None:
+        self.path = wal_path(curves_dir, token)
+        self._file = None
+
+    def append(self, row: dict[str, Any]) -> None:
+        if self._file is None:
+            self._file = open(self.path, "a")  # noqa: SIM115 - held open across appends
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+
+    def clear(self) -> None:
+        """The logged rows are in Parquet now: forget them."""
+        if self._file is not None:
+            self._file.truncate(0)
+            self._file.seek(0)
+
+    def remove(self) -> None:
+        """The run ended with every row in Parquet: close and delete the log."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.path.unlink(missing_ok=True)
+
+
+def read_wal(curves_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Curve rows in a ``curves`` directory's write-ahead logs: rows a running sweep has not
+    yet written to Parquet, or a killed one never did (until its next run recovers them). A
+    line cut short by a kill is skipped."""
+    rows = []
+    for path in sorted(Path(curves_dir).glob(f"{WAL_PREFIX}*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+# --- schemas ----------------------------------------------------------------------------------
+
+_KEYS = [("sweep", pa.string()), ("trial_id", pa.string())]
+
+_CURVE_REPORTED = [
+    ("step", pa.int64()),
+    ("samples_seen", pa.int64()),
+    ("wall_time_s", pa.float64()),
+    ("val_accuracy", pa.float64()),
+    ("val_loss", pa.float64()),
+    ("train_loss", pa.float64()),
+    ("ce_loss", pa.float64()),
+    ("kd_loss", pa.float64()),
+    ("curriculum_fraction", pa.float64()),
+    ("temperature", pa.float64()),
+    ("alpha", pa.float64()),
+    ("teacher_checkpoint", pa.int64()),
+    ("stage", pa.int64()),
+    ("easy_accuracy", pa.float64()),
+    ("hard_accuracy", pa.float64()),
+    ("teacher_agreement", pa.float64()),
+]
+CURVE_SCHEMA = pa.schema(_KEYS + _CURVE_REPORTED)
+CURVE_REPORTED = tuple(name for name, _ in _CURVE_REPORTED)  # taken from each report
+
+# Final and best metrics of a trial; ``steps`` is the last reported ``step``; ``*_seeds``: each
+# repeat's final value (the scalar columns are their mean).
+TRIAL_METRICS = pa.schema(
+    [
+        ("val_accuracy", pa.float64()),
+        ("best_val_accuracy", pa.float64()),
+        ("steps_to_target", pa.int64()),
+        ("steps_to_target_capped", pa.int64()),
+        ("steps", pa.int64()),
+        ("samples_seen", pa.int64()),
+        ("wall_time_s", pa.float64()),
+        ("test_accuracy", pa.float64()),
+        ("repeats", pa.int64()),
+        ("val_accuracy_seeds", pa.list_(pa.float64())),
+        ("best_val_accuracy_seeds", pa.list_(pa.float64())),
+        ("test_accuracy_seeds", pa.list_(pa.float64())),
+        ("steps_to_target_capped_seeds", pa.list_(pa.int64())),
+        ("node_id", pa.string()),
+    ]
+)
+TRIAL_HEAD = pa.schema(
+    _KEYS + [("status", pa.string()), ("error", pa.string()), ("seed", pa.int64())]
+)
+
+# One row per (trial, curriculum stage): where the stage began and ended, and the last
+# evaluation in it (for non-staged curricula, one stage: the whole run).
+_STAGE_VALUES = [
+    ("val_accuracy", pa.float64()),
+    ("easy_accuracy", pa.float64()),
+    ("hard_accuracy", pa.float64()),
+    ("temperature", pa.float64()),
+    ("alpha", pa.float64()),
+]
+STAGE_SCHEMA = pa.schema(
+    _KEYS
+    + [("stage", pa.int64()), ("first_step", pa.int64()), ("last_step", pa.int64())]
+    + _STAGE_VALUES
+)
+STAGE_VALUES = tuple(name for name, _ in _STAGE_VALUES)  # curve columns: the stage's last
+
+# One row per teacher evaluation: the bank's history record, and what the sweep marks on it.
+_TEACHER_RECORD = [
+    ("step", pa.int64()),
+    ("samples_seen", pa.int64()),
+    ("wall_time_s", pa.float64()),
+    ("train_loss", pa.float64()),
+    ("val_accuracy", pa.float64()),
+    ("val_loss", pa.float64()),
+]
+_TEACHER_MARKS = [
+    ("is_kept", pa.bool_()),
+    ("in_transition", pa.bool_()),
+    ("is_transition_checkpoint", pa.bool_()),
+]
+TEACHER_SCHEMA = pa.schema([("sweep", pa.string())] + _TEACHER_RECORD + _TEACHER_MARKS)
+TEACHER_RECORD = tuple(name for name, _ in _TEACHER_RECORD)
+TEACHER_MARKS = tuple(name for name, _ in _TEACHER_MARKS)
+
+
+# --- config columns ---------------------------------------------------------------------------
+
+CONFIG_PREFIX = "config."
+
+
+def config_column(path: str) -> str:
+    """The trials column of a config field, by its dotted path: ``distill.temperature`` ->
+    ``config.distill.temperature``."""
+    return f"{CONFIG_PREFIX}{path}"
+
+
+def config_path(column: str) -> str | None:
+    """The dotted config path of a trials column, or None for a column that is not config."""
+    return column.removeprefix(CONFIG_PREFIX) if column.startswith(CONFIG_PREFIX) else None
+
+
+_SCALARS = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
+
+
+def _is_model(annotation: Any) -> bool:
+    from pydantic import BaseModel
+
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def arrow_type(annotation: Any) -> pa.DataType:
+    """The Arrow type of a config field's annotation.
+
+    ``bool`` / ``int`` / ``float`` / ``str`` as themselves; ``X | None`` as ``X``; a
+    ``Literal`` of one scalar type as that type; ``list[X]``, ``tuple[X, ...]`` and tuples of
+    one element type as ``list<X>``; a model (in a list) as a struct of its fields; anything
+    else, including unions such as ``int | Literal["transition"]``, as a string (non-string
+    values written as JSON text).
+    """
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return arrow_type(args[0])
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        return arrow_type(options[0]) if len(options) == 1 else pa.string()
+    if origin is typing.Literal:
+        kinds = {type(a) for a in args}
+        return _SCALARS[kinds.pop()] if len(kinds) == 1 and kinds <= set(_SCALARS) else pa.string()
+    if origin in (list, tuple, set, frozenset):
+        items = [a for a in args if a is not Ellipsis]
+        if items and all(a == items[0] for a in items):
+            return pa.list_(arrow_type(items[0]))
+        return pa.string()
+    if _is_model(annotation):
+        return pa.struct(
+            [
+                pa.field(name, arrow_type(f.annotation))
+                for name, f in annotation.model_fields.items()
+            ]
+        )
+    return _SCALARS.get(annotation, pa.string())
+
+
+def config_fields(model: type, prefix: str = "") -> list[pa.Field]:
+    """One typed column per leaf of a pydantic config model, named :func:`config_column` of
+    its dotted path (nested models are walked; lists of models are struct lists).
+
+    Typing from the model, not from one config's values, keeps every file of the table on
+    the same schema whatever values (or nulls) a trial has.
+    """
+    fields = []
+    for name, info in model.model_fields.items():
+        annotation, path = info.annotation, f"{prefix}{name}"
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(options) == 1:
+            annotation = options[0]
+        if _is_model(annotation):
+            fields += config_fields(annotation, f"{path}.")
+        else:
+            fields.append(pa.field(config_column(path), arrow_type(annotation)))
+    return fields
+
+
+def trials_schema(model: type) -> pa.Schema:
+    """The trials table's schema for a trainable's config model: :data:`TRIAL_HEAD`, its
+    config columns (:func:`config_fields`), then :data:`TRIAL_METRICS`."""
+    return pa.schema(list(TRIAL_HEAD) + config_fields(model) + list(TRIAL_METRICS))
+
+
+def config_row(values: dict[str, Any], schema: pa.Schema) -> dict[str, Any]:
+    """``{dotted.path: value}`` as cells of the schema's config columns: tuples become lists,
+    a non-string value in a string column JSON text, a value the column's type cannot hold
+    null; paths without a column are dropped, columns without a path left out."""
+    row = {}
+    for path, value in values.items():
+        name = config_column(path)
+        if name in schema.names:
+            row[name] = _cell(value, schema.field(name).type)
+    return row
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _cell(value: Any, type_: pa.DataType) -> Any:
+    if value is None:
+        return None
+    value = _plain(value)
+    if pa.types.is_string(type_):
+        return value if isinstance(value, str) else json.dumps(value, default=str)
+    try:
+        pa.scalar(value, type=type_)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+        return None
+    return value
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def table_files(results: str | os.PathLike, table: str) -> list[Path]:
+    """The Parquet files of one table under ``results`` (one sweep's directory, or a storage
+    root of several sweeps), sorted: hidden temporaries left out, and a run's files left out
+    once its compact file exists."""
+    root = Path(results)
+    if not root.is_dir():
+        raise ResultsError(f"results: {str(root)!r} is not a directory")
+    files = sorted(root.glob(f"{table}/*.parquet")) or sorted(root.glob(f"*/{table}/*.parquet"))
+    files = [f for f in files if not is_hidden(f.name)]
+    compacted = {(f.parent, run_token(f)) for f in files if is_compact(f)}
+    return [f for f in files if is_compact(f) or (f.parent, run_token(f)) not in compacted]
+
+
+def _load(results: str | os.PathLike, table: str, files: list[Path] | None = None) -> pa.Table:
+    files = table_files(results, table) if files is None else files
+    if not files:
+        raise ResultsError(f"results: no {table!r} table under {str(results)!r}")
+    by_sweep: dict[Path, list[Path]] = {}
+    for f in files:
+        by_sweep.setdefault(f.parent, []).append(f)
+    return _merge([_load_sweep(group) for group in by_sweep.values()])
+
+
+def _load_sweep(files: list[Path]) -> pa.Table:
+    """One dataset scan (threaded, fast over thousands of small files) on the schema of the
+    first and last file: a sweep resumed by a newer version may have grown columns, which
+    read as nulls in the older files. If the files' types conflict, each is read alone."""
+    try:
+        schema = pa.unify_schemas([pq.read_schema(files[0]), pq.read_schema(files[-1])])
+        return ds.dataset(files, schema=schema, format="parquet").to_table()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return _merge([pq.read_table(f) for f in files])
+
+
+def _merge(tables: list[pa.Table]) -> pa.Table:
+    """Concatenate tables whose columns may differ: missing columns are nulls, and a column
+    that is JSON text in some tables and a list or struct in others becomes the latter (or,
+    if some text is not such JSON, text everywhere)."""
+    if len(tables) == 1:
+        return tables[0]
+    types_of: dict[str, list[pa.DataType]] = {}
+    for t in tables:
+        for field in t.schema:
+            types_of.setdefault(field.name, []).append(field.type)
+    for name, kinds in types_of.items():
+        nested = [k for k in kinds if pa.types.is_nested(k)]
+        if nested and any(pa.types.is_string(k) or pa.types.is_large_string(k) for k in kinds):
+            try:
+                tables = [_retype(t, name, nested[-1], json.loads) for t in tables]
+            except (ValueError, TypeError):  # not JSON of that type: keep it as text
+                tables = [_retype(t, name, pa.string(), json.dumps) for t in tables]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _retype(table: pa.Table, name: str, type_: pa.DataType, convert) -> pa.Table:
+    if name not in table.column_names or table.schema.field(name).type == type_:
+        return table
+    values = [None if v is None else convert(v) for v in table[name].to_pylist()]
+    index = table.column_names.index(name)
+    return table.set_column(index, pa.field(name, type_), pa.array(values, type=type_))
+
+
+def load_trials(results: str | os.PathLike) -> pa.Table:
+    """The ``trials`` table: one row per finished, failed or stopped trial."""
+    return _load(results, TRIALS)
+
+
+def load_curves(results: str | os.PathLike) -> pa.Table:
+    """The ``curves`` table: one row per report of every trial, including rows still only in
+    a write-ahead log (a running or killed sweep)."""
+    root = Path(results)
+    dirs: Iterable[Path] = [root / CURVES, *root.glob(f"*/{CURVES}")]
+    pending = [row for d in dirs for row in read_wal(d)]
+    files = table_files(results, CURVES)
+    if not files and pending:
+        return pa.Table.from_pylist(pending, schema=CURVE_SCHEMA)
+    table = _load(results, CURVES, files)
+    if not pending:
+        return table
+    keys = zip(table["sweep"].to_pylist(), table["trial_id"].to_pylist(),
+               table["step"].to_pylist(), strict=True)  # fmt: skip
+    seen = set(keys)
+    extra = [r for r in pending if (r.get("sweep"), r.get("trial_id"), r.get("step")) not in seen]
+    if not extra:
+        return table
+    return pa.concat_tables([table, pa.Table.from_pylist(extra, schema=table.schema)])
+
+
+def load_teacher(results: str | os.PathLike) -> pa.Table:
+    """The ``teacher`` table: one row per teacher evaluation."""
+    return _load(results, TEACHER)
+
+
+def load_stages(results: str | os.PathLike) -> pa.Table:
+    """The ``stages`` table: one row per curriculum stage of every finished or failed trial."""
+    return _load(results, STAGES)
