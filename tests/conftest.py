@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
@@ -16,6 +19,21 @@ def ray_session():
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def example_sweep(ray_session, tmp_path_factory):
+    """A function running a sweep of ``examples/<example>`` on the session's Ray, with
+    ``--set`` style overrides, in a fresh storage root; returns the sweep directory."""
+    from search.spec import load_spec
+    from search.sweep import run_sweep
+
+    def run(example: str, name: str, *overrides: str) -> Path:
+        storage = tmp_path_factory.mktemp("storage")
+        overrides = (f"storage={storage}", f"name={name}", *overrides)
+        return run_sweep(load_spec(ROOT / "examples" / example, list(overrides)))
+
+    return run
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,7 +3,6 @@
 import io
 import subprocess
 import sys
-from pathlib import Path
 
 import matplotlib.image
 import numpy as np
@@ -11,22 +10,17 @@ import pytest
 
 from analysis import compare, load_stages, load_trials, param_importance
 from analysis._report import figures, png
-from search.spec import load_spec
-from search.sweep import run_sweep
 
-ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {"learning_curves", "temperature_alpha", "stages", "teacher", "pareto", "importance"}
 
 
 @pytest.fixture(scope="module")
-def results(ray_session, tmp_path_factory):
-    spec = load_spec(
-        ROOT / "examples" / "quickstart.yaml",
-        [f"storage={tmp_path_factory.mktemp('storage')}", "name=report", "num_samples=5",
-         "teacher.optim.steps=300", "student.optim.steps=200", "student.eval_every=50",
-         "space.curricula=[none, paced, staged]", "repeats=2", "search.n_startup_trials=2"],
+def results(example_sweep):
+    return example_sweep(
+        "quickstart.yaml", "report", "num_samples=5", "teacher.optim.steps=300",
+        "student.optim.steps=200", "student.eval_every=50",
+        "space.curricula=[none, paced, staged]", "repeats=2", "search.n_startup_trials=2",
     )  # fmt: skip
-    return run_sweep(spec)
 
 
 @pytest.mark.ray

@@ -1,16 +1,11 @@
 """The trials table of a real sweep says what each trial used: a setting its kind does not use
 is null, lists are Arrow lists (Ray Tune + Optuna + PyTorch + Parquet, one tiny sweep)."""
 
-from pathlib import Path
-
 import duckdb
 import pytest
 
 from analysis import load_trials
-from search.spec import load_spec
-from search.sweep import run_sweep
 
-ROOT = Path(__file__).resolve().parents[2]
 KINDS = ["none", "paced", "confidence", "self_paced", "focal", "importance", "rho", "staged"]
 
 # What each pacing kind reads (besides its kind), written out here, not taken from the config.
@@ -88,16 +83,17 @@ def distill_uses(row: dict) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def results(ray_session, tmp_path_factory):
-    spec = load_spec(
-        ROOT / "examples" / "all_curricula.yaml",
-        [f"storage={tmp_path_factory.mktemp('storage')}", "name=used", "num_samples=8",
-         "search.cover_curricula=true", "student.optim.steps=40", "student.eval_every=20",
-         "student.model.hidden=[16, 8]", "teacher.optim.steps=100", "space.alpha=[0.0, 0.9]",
-         "baselines=[labels_only]"],
+def results(example_sweep):
+    # all_curricula.yaml's space holds every kind; cover_curricula runs each once first
+    return example_sweep(
+        "all_curricula.yaml", "used", f"num_samples={len(KINDS)}", "search.cover_curricula=true",
+        "student.optim.steps=40", "student.eval_every=20", "student.model.hidden=[16, 8]",
+        "teacher.optim.steps=100", "space.alpha=[0.0, 0.9]", "baselines=[labels_only]",
     )  # fmt: skip
-    assert spec.space.curricula == KINDS and spec.num_samples == len(KINDS)
-    return run_sweep(spec)
+
+
+def test_the_sweep_covers_every_curriculum_kind(results):
+    assert sorted(set(load_trials(results)["config.curriculum.kind"].to_pylist())) == sorted(KINDS)
 
 
 @pytest.fixture(scope="module")
