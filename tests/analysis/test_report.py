@@ -83,3 +83,6 @@ def test_every_trial_has_tensorboard_events(results):
     trials = load_trials(results)
     events = list((results / "tune" / "students").glob("*/events.out.tfevents.*"))
     assert len(events) == trials.num_rows and all(e.stat().st_size > 0 for e in events)
+    for event_file in events:  # hyperparameters named by config path, not Tune's a/b
+        logged = event_file.read_bytes()
+        assert b"distill.alpha" in logged and b"distill/alpha" not in logged
