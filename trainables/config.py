@@ -4,8 +4,14 @@ One model per component, validated once at the trainable's boundary: unknown key
 rejected and every problem is reported together (pydantic collects them, with field paths).
 Below this boundary the engine receives plain values, never these objects' dicts.
 
-A trainable's ``config`` dict is exactly ``StudentConfig.model_dump()`` (or the teacher's);
-search spaces write into it with ``/``-separated names such as ``distill/temperature``.
+A trainable's ``config`` dict is exactly ``StudentConfig.model_dump()`` (or the teacher's).
+A setting's one name, everywhere a user meets it (search spaces, result columns, ``--set``,
+PBT), is its dotted path, ``distill.temperature``; :func:`nest` and :func:`flatten` convert
+between dotted paths and the nested dicts the trainables and Ray Tune take.
+
+This module is also the vocabulary: every kind (curriculum, pacing, score, schedule, ...) is
+a ``Literal`` here, and each config class says in ``unused()`` which settings its kind does
+not use; the search space, the trials table and the progress line derive from both.
 """
 
 from __future__ import annotations
