@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import socket
+import warnings
 from pathlib import Path
 
 import optuna
@@ -132,7 +133,11 @@ def run_students(
             num_samples=total,
             max_concurrent_trials=_concurrency(spec),
             time_budget_s=spec.time_budget_s,
-            reuse_actors=spec.resources.workers == 1,
+            # A fresh process for every trial. Reusing a finished trial's process for the next
+            # one (Tune's reuse_actors) loses that trial outright, whatever max_failures says,
+            # when the process died meanwhile (its node was lost): Ray (2.60) counts the failed
+            # reset twice, the second time with the trial PENDING, which it never retries.
+            reuse_actors=False,
         ),
         run_config=tune.RunConfig(
             name=f"students-{plan.run}" if plan.run else "students",
@@ -149,7 +154,9 @@ def run_students(
             verbose=verbose,
         ),
     )
-    return tuner.fit()
+    with warnings.catch_warnings():  # Tune's advice to PBT users to reuse actors: see above
+        warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
+        return tuner.fit()
 
 
 def _stopped(spec: SweepSpec, plan: ResumePlan) -> int:

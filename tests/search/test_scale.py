@@ -315,6 +315,51 @@ def test_a_trial_whose_process_dies_is_retried_from_its_checkpoint(
         assert reported >= steps // every + 5  # started over: the first reports came twice
 
 
+def _kill_and_reap(pid: int) -> None:
+    """SIGKILL ``pid`` and return once it is gone (or a zombie: it runs no more code)."""
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return
+        if state in ("Z", "X"):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} survived SIGKILL")
+
+
+@pytest.mark.ray
+def test_a_finished_trials_process_dying_does_not_fail_the_next_trial(
+    ray_session, tmp_path, monkeypatch
+):
+    """Every trial's process killed right after its trial finished, as a lost node's idle
+    processes die: every trial still runs to its end. Were a finished trial's process kept
+    for the next trial (Tune's ``reuse_actors``), the next trial would land on the dead one
+    and fail without a retry, whatever ``max_failures`` allows (Ray 2.60 counts a failure
+    while resetting a reused process twice, the second time with the trial PENDING, which
+    is never retried)."""
+    import search.sweep
+
+    class KillingPrinter(search.sweep.ProgressPrinter):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            super().on_trial_complete(iteration, trials, trial, **info)
+            # the driver calls this before Tune decides what to do with the trial's process
+            _kill_and_reap(trial.last_result["pid"])
+
+    monkeypatch.setattr(search.sweep, "ProgressPrinter", KillingPrinter)
+    spec = load_spec(
+        QUICKSTART,
+        [*TINY, f"storage={tmp_path}", "name=dying", "num_samples=3", "student.optim.steps=50",
+         "resources.max_concurrent=1", "resources.max_failures=3",
+         "search.cover_curricula=false"],
+    )  # fmt: skip
+    trials = load_trials(run_sweep(spec)).to_pandas()
+    assert len(trials) == 3 and trials["trial_id"].is_unique
+    assert (trials["status"] == "TERMINATED").all(), trials["error"].dropna().tolist()
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_driver_killed_mid_sweep_then_run_again_completes_without_rerunning(
@@ -393,28 +438,37 @@ def test_three_node_sweep_survives_losing_a_worker_node(tmp_path):
              "student.optim.steps=400", "resources.max_failures=3"],
         )  # fmt: skip
         trials_dir = spec.sweep_dir / "trials"
-        removed = threading.Event()
+        finished_at_removal: list[int] = []
+        swept = threading.Event()
 
         def remove_one_node() -> None:  # once trials have finished on both worker nodes
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
+            while not swept.is_set():  # no deadline: the teacher phase alone may take minutes
                 files = list(trials_dir.glob("*.parquet")) if trials_dir.is_dir() else []
-                nodes = {pq.read_table(f, columns=["node_id"])[0][0].as_py() for f in files}
+                nodes = set()
+                for f in files:
+                    try:
+                        nodes.update(pq.read_table(f, columns=["node_id"])[0].to_pylist())
+                    except OSError:  # compacted away meanwhile: read again next round
+                        continue
                 if len(nodes) >= 2:
                     cluster.remove_node(workers[1], allow_graceful=False)
-                    removed.set()
+                    finished_at_removal.append(len(files))
                     return
-                time.sleep(0.2)
+                swept.wait(0.2)
 
         remover = threading.Thread(target=remove_one_node)
         remover.start()
-        results = run_sweep(spec)
-        remover.join()
+        try:
+            results = run_sweep(spec)
+        finally:
+            swept.set()
+            remover.join()
         trials = load_trials(results).to_pandas()
         assert len(trials) == 8 and trials["trial_id"].is_unique
         assert (trials["status"] == "TERMINATED").all(), trials["error"].dropna().tolist()
         assert trials["node_id"].nunique() >= 2  # trials ran on both worker nodes
-        assert removed.is_set()  # mid-sweep, after trials had finished on both nodes
+        # removed while the sweep ran, after trials had finished on both nodes, before the last
+        assert finished_at_removal and finished_at_removal[0] < 8, finished_at_removal
     finally:
         ray.shutdown()
         cluster.shutdown()
