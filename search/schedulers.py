@@ -43,9 +43,10 @@ EVOLVED = (
 )
 
 
-def is_baseline(config: dict[str, Any]) -> bool:
-    """Whether a trial's config is one of the sweep's baseline arms (``arm: baseline:...``)."""
-    return str(config.get("arm", "search")).startswith("baseline:")
+def is_baseline(config: dict[str, Any] | None) -> bool:
+    """Whether a trial's config is one of the sweep's baseline arms (``arm: baseline:...``);
+    a trial stopped before it started has no config (None) and is not."""
+    return str((config or {}).get("arm", "search")).startswith("baseline:")
 
 
 class LeavesBaselines:

@@ -143,8 +143,9 @@ class ResourcesSpec(StrictModel):
     trial whose workers cannot be placed in time fails with a clear message.
     ``max_failures``: retries of a failed trial before it counts as failed. Every error is
     retried, a diverging (NaN) trial too, so the default is 1; on clusters that lose nodes
-    use 3: a node lost costs each trial running there one failure (every trial, retries too,
-    starts in a fresh process, never in one an earlier trial left on a node since lost).
+    use 3: a node lost costs each trial running there one failure (trials, retries too, start
+    in fresh processes; under PBT/PB2 they reuse each other's, and a trial resumed in one of a
+    node just lost fails without a retry).
     ``checkpoint``: save each trial's whole state (model, optimiser, sampler, generators)
     with every report, so a retried trial resumes from its last report instead of starting
     over: for long trials on clusters that lose nodes; costs one state save per report.

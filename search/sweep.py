@@ -7,7 +7,6 @@ import logging
 import os
 import re
 import socket
-import warnings
 from pathlib import Path
 
 import optuna
@@ -133,11 +132,14 @@ def run_students(
             num_samples=total,
             max_concurrent_trials=_concurrency(spec),
             time_budget_s=spec.time_budget_s,
-            # A fresh process for every trial. Reusing a finished trial's process for the next
-            # one (Tune's reuse_actors) loses that trial outright, whatever max_failures says,
-            # when the process died meanwhile (its node was lost): Ray (2.60) counts the failed
-            # reset twice, the second time with the trial PENDING, which it never retries.
-            reuse_actors=False,
+            # A fresh process for every trial, except under PBT/PB2. Reusing a finished trial's
+            # process for the next one (Tune's reuse_actors) loses that trial outright, whatever
+            # max_failures says, when the process died meanwhile (its node was lost): Ray (2.60)
+            # counts the failed reset twice, the second time with the trial PENDING, which it
+            # never retries. PBT/PB2 pause and resume trials at every perturbation, where a new
+            # process each time costs far more (a 7-trial PBT test: 32 s -> 230 s); they keep
+            # reusing processes, and that risk.
+            reuse_actors=spec.scheduler.population_based,
         ),
         run_config=tune.RunConfig(
             name=f"students-{plan.run}" if plan.run else "students",
@@ -154,9 +156,7 @@ def run_students(
             verbose=verbose,
         ),
     )
-    with warnings.catch_warnings():  # Tune's advice to PBT users to reuse actors: see above
-        warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
-        return tuner.fit()
+    return tuner.fit()
 
 
 def _stopped(spec: SweepSpec, plan: ResumePlan) -> int:
