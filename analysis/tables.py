@@ -74,6 +74,10 @@ TABLES = (TRIALS, CURVES, STAGES, TEACHER)
 TEACHER_FILE = "teacher.parquet"  # the teacher table's one file
 STUDY_NAME = "students"  # the sweep's Optuna study (search writes it, analysis reads it)
 STUDY_JOURNAL = "optuna.journal"  # its default storage, in the sweep directory
+# The version of this contract a sweep was started under (in its manifest's fingerprint): 2
+# names Optuna parameters and config columns by dotted path, writes nulls for unused settings
+# and lists as Arrow lists. A sweep started under another version is not resumed.
+RESULTS_FORMAT = 2
 WAL_PREFIX = "_wal-"  # the curves' write-ahead logs: hidden from Parquet readers
 _KINDS = {CURVES: "part", TRIALS: "trial", STAGES: "stage"}  # a run's file prefix per table
 _COMPACT = "compact"

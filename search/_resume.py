@@ -19,7 +19,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from analysis import ResultsError, load_trials
-from analysis.tables import config_column
+from analysis.tables import RESULTS_FORMAT, config_column
 from search.errors import StorageError, SweepExistsError
 from search.spec import SweepSpec
 
@@ -34,6 +34,7 @@ def _now() -> str:
 
 def _fingerprint(spec_json: dict[str, Any]) -> str:
     fixed = {k: v for k, v in spec_json.items() if k not in _MUTABLE}
+    fixed["results_format"] = RESULTS_FORMAT  # an older sweep differs in "format"
     return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
 
 

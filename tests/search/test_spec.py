@@ -108,3 +108,26 @@ def test_unreadable_specs(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(SpecError, match="must be a mapping"):
         load_spec(tmp_path / "list.yaml")
+
+
+def test_a_sweep_started_under_an_older_results_format_is_not_resumed(tmp_path):
+    """Its study names parameters `curriculum/kind`, its columns hold JSON-text lists: resuming
+    it would mix both. The manifest's fingerprint carries the format; nothing is overwritten."""
+    import hashlib
+    import json
+
+    from search._resume import _MUTABLE, Manifest
+    from search.errors import SweepExistsError
+
+    spec = validate_spec({"name": "old", "storage": str(tmp_path)})
+    spec_json = spec.model_dump(mode="json")
+    fixed = {k: v for k, v in spec_json.items() if k not in _MUTABLE}  # how format 1 hashed
+    old = hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
+    manifest = spec.sweep_dir / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"fingerprint": old, "spec": spec_json, "runs": []}))
+    with pytest.raises(SweepExistsError, match=r"differs in: format"):
+        Manifest.open(spec)
+    assert json.loads(manifest.read_text())["fingerprint"] == old
+    manifest.unlink()
+    assert Manifest.open(spec).data["fingerprint"] != old  # a new sweep: the current format
