@@ -355,7 +355,7 @@ def test_a_finished_trials_process_dying_does_not_fail_the_next_trial(
         QUICKSTART,
         [*TINY, f"storage={tmp_path}", "name=dying", "num_samples=3", "student.optim.steps=50",
          "resources.max_concurrent=1", "resources.max_failures=3",
-         "search.cover_curricula=false"],
+         "resources.reuse_processes=false", "search.cover_curricula=false"],
     )  # fmt: skip
     trials = load_trials(run_sweep(spec)).to_pandas()
     assert len(trials) == 3 and trials["trial_id"].is_unique
