@@ -164,14 +164,21 @@ def plan_resume(spec: SweepSpec, study: optuna.Study, runs: int) -> ResumePlan:
 def _settle_interrupted(
     study: optuna.Study, rows: list[dict[str, Any]], metrics: list[str]
 ) -> None:
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        row = next((r for r in rows if _same_params(trial.params, r)), None)
+    states = optuna.trial.TrialState
+    told = [t.params for t in study.get_trials(deepcopy=False, states=(states.COMPLETE,))]
+    # one row settles one study trial: not a row whose trial the study already knows, and
+    # never from a trial that was asked but had no parameters yet (it matches any row)
+    free = [r for r in rows if not any(_same_params(p, r) for p in told if p)]
+    for trial in study.get_trials(deepcopy=False, states=(states.RUNNING,)):
+        row = next((r for r in free if trial.params and _same_params(trial.params, r)), None)
         values = [row.get(m) for m in metrics] if row and row["status"] == "TERMINATED" else None
         if values and None not in values:
+            free.remove(row)
             study.tell(trial.number, values if len(values) > 1 else values[0])
         else:
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-            study.enqueue_trial(trial.params)
+            study.tell(trial.number, state=states.FAIL)
+            if trial.params:
+                study.enqueue_trial(trial.params)
 
 
 def _same_params(params: dict[str, Any], row: dict[str, Any]) -> bool:

@@ -591,3 +591,17 @@ def test_pbt_sweep_exploits_carries_state_and_exports_its_schedule(ray_session, 
 
     replay = yaml.safe_load((results / "pbt_schedule.yaml").read_text())
     StudentConfig.model_validate(replay)
+
+
+def test_settling_never_tells_a_trial_without_parameters_another_trials_result():
+    """A study trial asked but killed before its space ran has no parameters: it matches
+    every row, and was told some other trial's result (9 complete trials for 8 rows)."""
+    study = optuna.create_study(direction="maximize", study_name=STUDY_NAME)
+    done = study.ask({"distill.alpha": optuna.distributions.FloatDistribution(0, 1)})
+    study.tell(done, 0.9)
+    study.ask()  # the killed one
+    rows = [{"status": "TERMINATED", "config.distill.alpha": done.params["distill.alpha"],
+             "val_accuracy": 0.9}]  # fmt: skip
+    _settle_interrupted(study, rows, ["val_accuracy"])
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
