@@ -46,7 +46,11 @@ def train_student_checkpointed(config: dict[str, Any]) -> None:
     """:func:`train_student` that saves its whole state (every seed's model, optimiser,
     sampler, generators) with every report and resumes from Tune's checkpoint when it has one:
     for Population Based Training (a trial continues from a better one's state under its own,
-    perturbed settings) and for trials restarted after a failure."""
+    perturbed settings) and for trials restarted after a failure.
+
+    ``state.pt`` holds only tensors and plain Python values and is read with
+    ``weights_only=True``: a checkpoint on shared storage that names any other callable is
+    refused (``UnpicklingError``), never run."""
     import tempfile
 
     import torch
@@ -57,9 +61,7 @@ def train_student_checkpointed(config: dict[str, Any]) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            resume_from = torch.load(
-                f"{directory}/state.pt", weights_only=False, map_location="cpu"
-            )
+            resume_from = torch.load(f"{directory}/state.pt", weights_only=True, map_location="cpu")
     for record, runs in repeated_loop(cfg, resume_from=resume_from):
         with tempfile.TemporaryDirectory() as directory:  # state.pt: a list, one state per seed
             torch.save([run.state_dict() for run in runs], f"{directory}/state.pt")

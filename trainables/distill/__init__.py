@@ -1,10 +1,15 @@
 """Distillation: the KD loss and the teacher's stored outputs (plain PyTorch/NumPy)."""
 
 from trainables.distill._bank import (
+    FORMAT as BANK_FORMAT,
+)
+from trainables.distill._bank import (
+    BankCorruptError,
     BankWriter,
     TeacherBank,
     bank_complete,
     open_bank,
+    verify_bank,
     write_bank,
 )
 from trainables.distill._loss import (
@@ -16,6 +21,8 @@ from trainables.distill._loss import (
 )
 
 __all__ = [
+    "BANK_FORMAT",
+    "BankCorruptError",
     "BankWriter",
     "KDLoss",
     "TeacherBank",
@@ -25,5 +32,6 @@ __all__ = [
     "open_bank",
     "teacher_log_probs",
     "bank_complete",
+    "verify_bank",
     "write_bank",
 ]

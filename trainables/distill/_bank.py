@@ -9,20 +9,29 @@ Layout of a bank directory::
                                                   per score
     <dir>/meta.json                                {"format", "step", "checkpoints",
                                                   "num_classes", "metrics", "history",
-                                                  "transition"}
+                                                  "transition", "files", "meta_sha256"}
 
 A bank is built under a hidden temporary name beside its final place and renamed into place
 once complete, so a reader never sees a half-written one: if ``meta.json`` is there, so is
 everything else. A build that dies (even by SIGKILL) leaves at most a hidden ``.<name>.*``
-directory, which no reader looks at.
+directory, which no reader looks at. Directories and files get the modes of a plain
+``mkdir`` / ``open`` under the process's umask.
+
+``meta.json`` records the size and SHA-256 of every other file of the bank (``files``, keyed
+by the path relative to the bank) and the SHA-256 of its own contents (``meta_sha256``). A
+reader checks a file before it first memory-maps it in this process; later reads of the same,
+unchanged file (same inode, size and mtime) in the same process cost one ``stat``. A file
+that is missing, truncated or altered raises :class:`BankCorruptError` naming it, so a damaged
+bank is never read silently. :func:`verify_bank` checks every file at once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +40,28 @@ import numpy as np
 import pyarrow as pa
 
 SPLITS = ("train", "val", "test")
-FORMAT = 2
+FORMAT = 3  # 3: checksums in meta.json
+META = "meta.json"
+SCORES = "scores.arrow"
+
+# Files this process has checked: (path, device, inode, size, mtime_ns, expected sha256).
+_VERIFIED: set[tuple[str, int, int, int, int, str]] = set()
+
+
+class BankCorruptError(ValueError):
+    """A file of a teacher bank is missing, truncated or changed since the bank was written.
+
+    ``path`` is the file, ``problem`` what is wrong with it, ``bank`` the bank's directory.
+    """
+
+    def __init__(self, path: str | os.PathLike, problem: str, bank: str | os.PathLike) -> None:
+        self.path, self.problem, self.bank = Path(path), problem, Path(bank)
+        super().__init__(
+            f"teacher bank file {self.path} is {problem}; delete {self.bank} to rebuild it"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles (Ray ships a trial's error) with its fields
+        return type(self), (self.path, self.problem, self.bank)
 
 
 def _write_ipc(path: Path, table: pa.Table) -> None:
@@ -47,6 +77,35 @@ def _checkpoint_dir(root: Path, step: int) -> Path:
     return root / f"step-{step:09d}"
 
 
+def _split_file(step: int, split: str) -> str:
+    return f"step-{step:09d}/{split}.arrow"
+
+
+def _sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks (about 1 GB/s on one core)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _meta_sha256(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _make_hidden_dir(final: Path) -> Path:
+    """A new hidden directory beside ``final``, made by a plain ``mkdir`` so that it gets the
+    umask's mode like any other directory (``tempfile.mkdtemp`` would make it 0o700)."""
+    while True:
+        tmp = final.parent / f".{final.name}.{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir()
+            return tmp
+        except FileExistsError:
+            continue
+
+
 class BankWriter:
     """Builds a bank in a temporary directory; :meth:`commit` renames it into place.
 
@@ -57,7 +116,7 @@ class BankWriter:
     def __init__(self, directory: str | os.PathLike) -> None:
         self.final = Path(directory)
         self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.", dir=self.final.parent))
+        self.tmp = _make_hidden_dir(self.final)
         self.checkpoints: list[int] = []
         self.num_classes: int | None = None
 
@@ -100,7 +159,15 @@ class BankWriter:
         if not self.checkpoints:
             raise ValueError("a bank needs at least one checkpoint")
         table = pa.table({k: np.asarray(v, dtype=np.float64) for k, v in (scores or {}).items()})
-        _write_ipc(self.tmp / "scores.arrow", table)
+        _write_ipc(self.tmp / SCORES, table)
+        files = {  # every file in the build, including any a caller added (teacher.pt)
+            path.relative_to(self.tmp).as_posix(): {
+                "size": path.stat().st_size,
+                "sha256": _sha256(path),
+            }
+            for path in sorted(self.tmp.rglob("*"))
+            if path.is_file() and path != self.tmp / META
+        }
         meta = {
             "format": FORMAT,
             "step": self.checkpoints[-1],
@@ -109,8 +176,11 @@ class BankWriter:
             "metrics": metrics,
             "history": list(history),
             "transition": transition,
+            "files": files,
         }
-        (self.tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        meta = json.loads(json.dumps(meta))  # as a reader will see it (tuples become lists)
+        meta["meta_sha256"] = _meta_sha256(meta)
+        (self.tmp / META).write_text(json.dumps(meta, indent=2))
         try:
             os.rename(self.tmp, self.final)
         except OSError:
@@ -132,20 +202,50 @@ class TeacherBank:
     checkpoints: list[int] = field(default_factory=list)
     transition: dict[str, Any] | None = None
     directory: Path | None = None
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # meta.json's checksums
 
     def checkpoint_logits(self, step: int) -> dict[str, np.ndarray]:
+        """A kept checkpoint's logits per split (each file checked on its first read here)."""
         if step not in self.checkpoints or self.directory is None:
             raise ValueError(
                 f"teacher checkpoint {step} is not in the bank; kept: {self.checkpoints}"
             )
-        return _read_checkpoint(self.directory, step)
+        return _read_checkpoint(self.directory, step, self.files)
 
 
-def _read_checkpoint(directory: Path, step: int) -> dict[str, np.ndarray]:
+def _checked(bank: Path, name: str, files: dict[str, dict[str, Any]]) -> Path:
+    """``bank / name`` once it matches its size and checksum in ``files``; hashed only the
+    first time this process sees the file unchanged, so call it before every read."""
+    path = bank / name
+    record = files.get(name)
+    if record is None:
+        raise BankCorruptError(path, "not listed in meta.json", bank)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise BankCorruptError(path, "missing", bank) from None
+    key = (str(path.absolute()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns,
+           record["sha256"])  # fmt: skip
+    if key in _VERIFIED:
+        return path
+    if stat.st_size != record["size"]:
+        what = "truncated" if stat.st_size < record["size"] else "corrupt"
+        raise BankCorruptError(
+            path, f"{what} ({stat.st_size} bytes, {record['size']} written)", bank
+        )
+    if _sha256(path) != record["sha256"]:
+        raise BankCorruptError(path, "corrupt (checksum mismatch)", bank)
+    _VERIFIED.add(key)
+    return path
+
+
+def _read_checkpoint(
+    directory: Path, step: int, files: dict[str, dict[str, Any]]
+) -> dict[str, np.ndarray]:
     out = {}
     for split in SPLITS:
-        column = _read_ipc(_checkpoint_dir(directory, step) / f"{split}.arrow").column("logits")
-        column = column.combine_chunks()
+        path = _checked(directory, _split_file(step, split), files)
+        column = _read_ipc(path).column("logits").combine_chunks()
         out[split] = column.values.to_numpy().reshape(len(column), column.type.list_size)
     return out
 
@@ -165,20 +265,65 @@ def write_bank(
         return writer.commit(metrics=metrics, history=history, scores=scores)
 
 
+def _read_meta(bank: Path) -> dict[str, Any]:
+    """``meta.json``, checked against its own checksum."""
+    path = bank / META
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        missing = f"teacher outputs {str(bank)!r} are missing or incomplete"
+        raise FileNotFoundError(missing) from None
+    try:
+        meta = json.loads(text)
+    except ValueError:  # not UTF-8 or not JSON
+        raise BankCorruptError(path, "corrupt (not valid JSON)", bank) from None
+    if not isinstance(meta, dict):
+        raise BankCorruptError(path, "corrupt (not a JSON object)", bank)
+    if meta.get("format") != FORMAT:
+        raise BankCorruptError(
+            path, f"of format {meta.get('format')!r}, and this version reads format {FORMAT}", bank
+        )
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    if meta.get("meta_sha256") != _meta_sha256(body):
+        raise BankCorruptError(path, "corrupt (checksum mismatch)", bank)
+    return meta
+
+
+def verify_bank(directory: str | os.PathLike) -> None:
+    """Check every file of a bank against ``meta.json`` (a file already checked by this
+    process and unchanged since is not read again).
+
+    Raises ``FileNotFoundError`` if there is no bank (no ``meta.json``) and
+    :class:`BankCorruptError`, naming the first bad file, if the bank is damaged.
+    """
+    bank = Path(directory)
+    meta = _read_meta(bank)
+    for name in meta["files"]:
+        _checked(bank, name, meta["files"])
+
+
 def bank_complete(directory: str | os.PathLike) -> bool:
-    meta = Path(directory) / "meta.json"
-    return meta.is_file() and json.loads(meta.read_text()).get("format") == FORMAT
+    """Whether ``directory`` holds a whole, intact bank of this version (:func:`verify_bank`)."""
+    try:
+        verify_bank(directory)
+    except (FileNotFoundError, BankCorruptError):
+        return False
+    return True
 
 
 def open_bank(directory: str | os.PathLike) -> TeacherBank:
-    """Open a bank: memory-maps the final logits and the scores (no copy on read)."""
+    """Open a bank: memory-maps the final logits and the scores (no copy on read), each file
+    checked first (see the module's docstring).
+
+    Raises ``FileNotFoundError`` if there is no bank, :class:`BankCorruptError` if a file it
+    reads is damaged.
+    """
     directory = Path(directory)
-    if not bank_complete(directory):
-        raise FileNotFoundError(f"teacher outputs {str(directory)!r} are missing or incomplete")
-    meta = json.loads((directory / "meta.json").read_text())
-    scores_table = _read_ipc(directory / "scores.arrow")
+    meta = _read_meta(directory)
+    files = meta["files"]
+    scores_table = _read_ipc(_checked(directory, SCORES, files))
     return TeacherBank(
-        logits=_read_checkpoint(directory, meta["step"]),
+        logits=_read_checkpoint(directory, meta["step"], files),
         step=meta["step"],
         metrics=meta["metrics"],
         history=meta["history"],
@@ -186,4 +331,5 @@ def open_bank(directory: str | os.PathLike) -> TeacherBank:
         checkpoints=meta["checkpoints"],
         transition=meta["transition"],
         directory=directory,
+        files=files,
     )

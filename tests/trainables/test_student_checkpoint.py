@@ -1,0 +1,102 @@
+"""The student's checkpoint (``state.pt``) holds only tensors and plain values and is read
+with ``weights_only=True``: a resumed run continues exactly, a crafted pickle is refused."""
+
+import pickle
+
+import pytest
+import torch
+from ray import tune
+
+from trainables import StudentConfig, train_student_checkpointed
+from trainables.config import (
+    CurriculumConfig,
+    DistillConfig,
+    OptimConfig,
+    ScheduleConfig,
+    TeacherConfig,
+)
+from trainables.loops import student_loop, teacher_loop
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher") / "bank"
+    cfg = TeacherConfig(
+        optim=OptimConfig(lr=1e-3, batch_size=64, steps=60), eval_every=20, bank_dir=str(out)
+    )
+    list(teacher_loop(cfg))
+    return str(out)
+
+
+def _student(bank, **kw):
+    base = dict(teacher_bank=bank, optim=OptimConfig(steps=30, batch_size=32), eval_every=10)
+    return StudentConfig(**{**base, **kw})
+
+
+def _curve(record):
+    return {k: v for k, v in record.items() if k != "wall_time_s"}
+
+
+CURRICULA = ("none", "paced", "confidence", "self_paced", "focal", "importance", "rho", "staged")
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        *({"curriculum": CurriculumConfig(kind=kind)} for kind in CURRICULA),
+        {"distill": DistillConfig(temperature_schedule=ScheduleConfig(kind="ctkd"))},
+        {"optim": OptimConfig(steps=30, batch_size=32, kind="sgd", momentum=0.9)},
+    ],
+    ids=[*CURRICULA, "ctkd", "sgd-momentum"],
+)
+def test_a_state_saved_as_the_trainable_does_loads_weights_only_and_resumes_exactly(
+    bank, tmp_path, kw
+):
+    cfg = _student(bank, **kw)
+    whole = [_curve(r) for r, _ in student_loop(cfg)]
+    for record, run in student_loop(cfg):
+        if record["step"] == 10:
+            torch.save([run.state_dict()], tmp_path / "state.pt")
+            break
+    (state,) = torch.load(tmp_path / "state.pt", weights_only=True, map_location="cpu")
+    resumed = [_curve(r) for r, _ in student_loop(cfg, resume_from=state)]
+    assert resumed == whole[1:]
+
+
+@pytest.mark.ray
+def test_the_checkpointed_trainables_state_loads_weights_only(ray_session, bank, tmp_path):
+    results = tune.Tuner(
+        train_student_checkpointed,
+        param_space=_student(bank, curriculum=CurriculumConfig(kind="paced")).model_dump(),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0),
+    ).fit()
+    assert results[0].error is None
+    with results[0].checkpoint.as_directory() as directory:
+        states = torch.load(f"{directory}/state.pt", weights_only=True, map_location="cpu")
+    assert [s["step"] for s in states] == [30]
+
+
+class _Payload:
+    """Unpickling this runs code: it writes ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('ran')",)
+
+
+@pytest.mark.ray
+def test_a_crafted_checkpoint_is_refused_without_running_its_code(
+    ray_session, bank, tmp_path, monkeypatch
+):
+    checkpoint, marker = tmp_path / "checkpoint", tmp_path / "marker"
+    checkpoint.mkdir()
+    torch.save([{"step": 10, "model": _Payload(marker)}], checkpoint / "state.pt")
+    torch.load(checkpoint / "state.pt", weights_only=False)  # the payload is live...
+    assert marker.read_text() == "ran"
+    marker.unlink()
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(checkpoint))
+    with pytest.raises(pickle.UnpicklingError, match="exec"):
+        train_student_checkpointed(_student(bank).model_dump())
+    assert not marker.exists()  # ...and was never run
