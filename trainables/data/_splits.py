@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trainables.data._check import read_file, split_sizes
+
 
 @dataclass(frozen=True)
 class Splits:
@@ -68,7 +70,8 @@ def load_splits(
     elif kind == "file":
         if path is None:
             raise ValueError("data.path is required when data.kind is 'file'")
-        x, y, difficulty = _load_file(Path(path), label_column, difficulty_column)
+        table = read_file(path, label_column, difficulty_column)  # checks it on the way
+        x, y, difficulty = table.x, table.y, table.difficulty
     else:
         raise ValueError(f"data.kind must be 'digits' or 'file', got {kind!r}")
     return _split(x, y, difficulty, val_fraction, test_fraction, split_seed, standardize)
@@ -113,65 +116,6 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(data[:, :-1]), data[:, -1].astype(np.int64)
 
 
-def _load_file(
-    path: Path, label_column: str, difficulty_column: str | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    difficulty = None
-    if path.suffix == ".npz":
-        with np.load(path) as arrays:
-            missing = {"x", "y"} - set(arrays.files)
-            if missing:
-                raise ValueError(f"data.path {str(path)!r}: .npz needs arrays 'x' and 'y'")
-            x, y = arrays["x"], arrays["y"]
-            if difficulty_column is not None:
-                if difficulty_column not in arrays.files:
-                    raise ValueError(
-                        f"data.difficulty_column: {difficulty_column!r} is not an array of "
-                        f"{str(path)!r} (arrays: {', '.join(arrays.files)})"
-                    )
-                difficulty = arrays[difficulty_column]
-    elif path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        if label_column not in table.column_names:
-            raise ValueError(
-                f"data.label_column: {label_column!r} is not a column of {str(path)!r} "
-                f"(columns: {', '.join(table.column_names)})"
-            )
-        y = table.column(label_column).to_numpy()
-        dropped = [label_column]
-        if difficulty_column is not None:
-            if difficulty_column not in table.column_names:
-                raise ValueError(
-                    f"data.difficulty_column: {difficulty_column!r} is not a column of "
-                    f"{str(path)!r} (columns: {', '.join(table.column_names)})"
-                )
-            difficulty = table.column(difficulty_column).to_numpy()
-            dropped.append(difficulty_column)
-        features = table.drop_columns(dropped)
-        x = np.column_stack([c.to_numpy(zero_copy_only=False) for c in features.columns])
-    else:
-        raise ValueError(f"data.path {str(path)!r} must end in .npz or .parquet")
-    x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
-    if not np.issubdtype(np.asarray(y).dtype, np.integer):
-        raise ValueError(f"data.path {str(path)!r}: labels must be integers, got {y.dtype}")
-    y = np.asarray(y, dtype=np.int64)
-    if len(x) != len(y) or len(y) < 10:
-        raise ValueError(f"data.path {str(path)!r}: need >= 10 rows with one label each")
-    if y.min() < 0:
-        raise ValueError(f"data.path {str(path)!r}: labels must be >= 0")
-    if not np.isfinite(x).all():
-        raise ValueError(f"data.path {str(path)!r}: features contain NaN or inf")
-    if difficulty is not None:
-        difficulty = np.asarray(difficulty, dtype=np.float64).reshape(-1)
-        if len(difficulty) != len(y) or not np.isfinite(difficulty).all():
-            raise ValueError(
-                f"data.difficulty_column: need one finite value per row of {str(path)!r}"
-            )
-    return x, y, difficulty
-
-
 def _split(
     x: np.ndarray,
     y: np.ndarray,
@@ -183,10 +127,8 @@ def _split(
 ) -> Splits:
     n = len(y)
     order = np.random.default_rng(seed).permutation(n)
-    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
+    _, n_val, n_test = split_sizes(n, val_fraction, test_fraction)
     val, test, train = np.split(order, [n_val, n_val + n_test])
-    if min(len(train), len(val), len(test)) == 0:
-        raise ValueError(f"dataset of {n} rows is too small for the requested split")
     if standardize:
         mean = x[train].mean(axis=0)
         std = x[train].std(axis=0)
