@@ -13,6 +13,7 @@ from analysis._compare import bootstrap_effect_ci, bootstrap_mean_ci, compare
 from analysis._curves import learning_curves, load_study, param_importance, steps_to_target
 from analysis._pareto import pareto
 from analysis.tables import (
+    CorruptResultsError,
     ResultsError,
     load_curves,
     load_stages,
@@ -21,6 +22,7 @@ from analysis.tables import (
 )
 
 __all__ = [
+    "CorruptResultsError",
     "ResultsError",
     "best_schedules",
     "bootstrap_effect_ci",

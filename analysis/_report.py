@@ -29,6 +29,7 @@ from analysis._compare import compare  # noqa: E402
 from analysis._curves import learning_curves, param_importance  # noqa: E402
 from analysis._pareto import pareto  # noqa: E402
 from analysis.tables import (  # noqa: E402
+    CorruptResultsError,
     ResultsError,
     config_column,
     config_path,
@@ -164,8 +165,12 @@ def figures(results: str | os.PathLike, *, metric: str = "val_accuracy") -> dict
         "temperature_alpha": fig_temperature_alpha(trials, metric),
         "stages": fig_stages(curves, trials),
     }
-    with contextlib.suppress(ResultsError):  # a results root of several sweeps has teachers
+    try:
         out["teacher"] = fig_teacher(load_teacher(results).to_pandas(), curves)
+    except CorruptResultsError:
+        raise
+    except ResultsError:  # a results root of several sweeps has teachers
+        pass
     objectives = {metric: "max", "steps_to_target_capped": "min"}
     if trials[list(objectives)].notna().all(axis=1).sum() >= 2:
         out["pareto"] = fig_pareto(trials, objectives)

@@ -1,6 +1,7 @@
 """``python -m analysis best | compare | pareto | report RESULTS ...``.
 
-Exit codes: 0 success, 2 bad input (a path without results, an unknown column), one line each.
+Exit codes: 0 success, 2 bad input (a path without results, an unknown column, a damaged
+result file: named, with what to do), one line each.
 """
 
 from __future__ import annotations

@@ -50,12 +50,19 @@ rows are in Parquet. A killed driver's rows survive there: :func:`load_curves` i
 Growth: a table whose files lack some columns (written by an older version) reads them as
 nulls; a column that an older version wrote as JSON text and a newer one as an Arrow list is
 read as the list.
+
+Damaged files: a file that is not readable Parquet (truncated by a full disk or an
+interrupted copy, overwritten) makes the loaders raise :class:`CorruptResultsError`, naming
+the file and what moving it out of its directory costs (:func:`read_table_file`). Nothing is
+skipped silently: the table's other files, the other tables and the write-ahead logs stay
+readable once it is moved.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import types
 import typing
@@ -85,6 +92,34 @@ _COMPACT = "compact"
 
 class ResultsError(ValueError):
     """The results path holds no readable table of the requested kind."""
+
+
+class CorruptResultsError(ResultsError):
+    """A file of a table is not readable Parquet. The message names the file and what
+    moving it out of its directory costs; :attr:`path` is the file, :attr:`table` its table
+    (``trials``, ``curves``, ``stages``, ``teacher``, or None)."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path, self.reason = Path(path), reason
+        self.table = self.path.parent.name if self.path.parent.name in TABLES else None
+        cost = _LOSS.get(self.table, "its rows are missing from the table")
+        super().__init__(
+            f"results: {self.path} is not a readable Parquet file ({reason}); move it out of "
+            f"{self.path.parent}: the other files stay readable, and {cost}"
+        )
+
+    def __reduce__(self):  # picklable (e.g. raised in a Ray task) despite two arguments
+        return type(self), (self.path, self.reason)
+
+
+_RUN_AGAIN = "running the sweep again (`python -m search run` with its spec)"
+# What moving a damaged file out of each table's directory costs, and how to get it back.
+_LOSS = {
+    TRIALS: f"{_RUN_AGAIN} runs new trials in place of the ones it recorded",
+    CURVES: "its learning-curve rows are lost (the trials table keeps final and best metrics)",
+    STAGES: "its stage rows are lost (they summarise the curves table, which keeps each report)",
+    TEACHER: f"{_RUN_AGAIN} writes it again from the teacher's saved outputs",
+}
 
 
 def new_token() -> str:
@@ -407,6 +442,24 @@ def _cell(value: Any, type_: pa.DataType) -> Any:
 # --- reading ----------------------------------------------------------------------------------
 
 
+def _reason(exc: BaseException) -> str:
+    """Arrow's reason on one line, without the path it repeats."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return re.sub(r"^Could not open Parquet input source '[^']*': ", "", text)
+
+
+def read_table_file(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    """One Parquet file of a table (``columns``: only these); :class:`CorruptResultsError`,
+    naming it, if it is not readable Parquet. A file deleted meanwhile (a run compacting its
+    files) or not permitted raises FileNotFoundError or PermissionError as usual."""
+    try:
+        return pq.read_table(path, columns=columns)
+    except (FileNotFoundError, PermissionError):
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        raise CorruptResultsError(path, _reason(exc)) from None
+
+
 def table_files(results: str | os.PathLike, table: str) -> list[Path]:
     """The Parquet files of one table under ``results`` (one sweep's directory, or a storage
     root of several sweeps), sorted: hidden temporaries left out, and a run's files left out
@@ -433,12 +486,15 @@ def _load(results: str | os.PathLike, table: str, files: list[Path] | None = Non
 def _load_sweep(files: list[Path]) -> pa.Table:
     """One dataset scan (threaded, fast over thousands of small files) on the schema of the
     first and last file: a sweep resumed by a newer version may have grown columns, which
-    read as nulls in the older files. If the files' types conflict, each is read alone."""
+    read as nulls in the older files. If the files' types conflict, or one is damaged, each
+    is read alone (:func:`read_table_file` names a damaged one)."""
     try:
         schema = pa.unify_schemas([pq.read_schema(files[0]), pq.read_schema(files[-1])])
         return ds.dataset(files, schema=schema, format="parquet").to_table()
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        return _merge([pq.read_table(f) for f in files])
+    except (FileNotFoundError, PermissionError):
+        raise
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError):
+        return _merge([read_table_file(f) for f in files])
 
 
 def _merge(tables: list[pa.Table]) -> pa.Table:
