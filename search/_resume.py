@@ -18,7 +18,7 @@ import optuna
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from analysis import ResultsError, load_trials
+from analysis import CorruptResultsError, ResultsError, load_trials
 from analysis.tables import RESULTS_FORMAT, config_column
 from search.errors import StorageError, SweepExistsError
 from search.spec import SweepSpec
@@ -72,12 +72,21 @@ class Manifest:
     @classmethod
     def open(cls, spec: SweepSpec) -> Manifest:
         """The sweep's manifest, new or existing; :class:`SweepExistsError` if the directory
-        holds a sweep started from a different spec (or results without a manifest)."""
+        holds a sweep started from a different spec (or results without a manifest).
+
+        The spec is stored, and fingerprinted, with credentials redacted
+        (:meth:`SweepSpec.public_json`): the file is world-readable, a hash of a password can be
+        brute-forced, and a rotated password does not make the sweep another spec. A manifest
+        written before redaction is accepted and rewritten without its password."""
         path = spec.sweep_dir / "manifest.json"
-        spec_json = spec.model_dump(mode="json")
+        spec_json = spec.public_json()
         fingerprint = _fingerprint(spec_json)
         if path.is_file():
             data = json.loads(path.read_text())
+            unredacted = _fingerprint(spec.model_dump(mode="json"))
+            if data.get("fingerprint") == unredacted != fingerprint:
+                data.update(fingerprint=fingerprint, spec=spec_json)
+                cls(path, data)._write()
             if data.get("fingerprint") != fingerprint:
                 old = data.get("spec", {})
                 changed = sorted(
@@ -134,6 +143,8 @@ class ResumePlan:
 def trial_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     try:
         return load_trials(sweep_dir).to_pylist()
+    except CorruptResultsError:  # never taken for "no trials yet": that would run them again
+        raise
     except ResultsError:  # no trial has finished yet
         return []
 

@@ -10,11 +10,13 @@ from typing import Any
 
 import numpy as np
 import optuna
+import sqlalchemy.exc
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from analysis.tables import STUDY_JOURNAL, STUDY_NAME
-from search.spec import SweepSpec
+from search.errors import SweepInputError
+from search.spec import SweepSpec, redact
 from spaces import distillation_space
 from trainables.config import nest
 
@@ -68,10 +70,21 @@ def optuna_sampler(spec: SweepSpec, run: int = 0) -> optuna.samplers.BaseSampler
     return _GridSampler(search.grid, seed)
 
 
-def study_storage(spec: SweepSpec) -> optuna.storages.BaseStorage | str:
-    """The spec's RDB URL, or a journal file in the sweep directory (survives a crash)."""
-    if spec.search.study_storage:
-        return spec.search.study_storage
+def study_storage(spec: SweepSpec) -> optuna.storages.BaseStorage:
+    """The spec's RDB storage, or a journal file in the sweep directory (survives a crash).
+
+    :class:`SweepInputError` in one line, the URL's password redacted (a database driver's
+    message may hold it), when the database cannot be reached."""
+    url = spec.search.study_storage
+    if url:
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as exc:
+            cause = f" ({_first_line(exc.__cause__)})" if exc.__cause__ else ""
+            raise SweepInputError(
+                f"search.study_storage: cannot open the study at {redact(url)!r}: "
+                f"{redact(_first_line(exc) + cause)}"
+            ) from None
     spec.sweep_dir.mkdir(parents=True, exist_ok=True)
     backend = optuna.storages.journal.JournalFileBackend(str(spec.sweep_dir / STUDY_JOURNAL))
     return optuna.storages.JournalStorage(backend)
@@ -92,6 +105,11 @@ def open_study(spec: SweepSpec, storage) -> optuna.Study:
     if not study.trials:
         enqueue_first_trials(study, spec, spec.num_samples)
     return study
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def enqueue_first_trials(study: optuna.Study, spec: SweepSpec, size: int) -> None:
@@ -165,7 +183,11 @@ class WithBaselines(Searcher):
 
     Baseline results never reach the study: the sampler models only its own space, and a
     baseline outside the space's bounds (e.g. ``alpha = 1``) cannot confuse it. The study is
-    told each trial's final result only."""
+    told each trial's final result only, and only once the trials table holds the trial's row
+    (:meth:`tell`, called by the sink): Tune completes a trial in the searcher before its
+    callbacks, so a driver killed between the two would leave a study trial told but without
+    a row, which a resumed sweep counts as not run and runs again. The other way round the
+    resume settles the still-running study trial from the row (``_resume.plan_resume``)."""
 
     def __init__(self, inner: Searcher, baselines: list[dict[str, Any]]) -> None:
         super().__init__()
@@ -173,9 +195,15 @@ class WithBaselines(Searcher):
         self.inner = inner
         self.pending = [copy.deepcopy(b) for b in baselines]
         self.baseline_trials: set[str] = set()
+        self.untold: dict[str, tuple[dict | None, bool]] = {}  # completed, row not yet written
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return self.inner.set_search_properties(metric, mode, config, **spec)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (Tune writes it into ``tuner.pkl``) without the study: its storage holds a
+        database URL, maybe with a password, and a resumed sweep reopens the study anyway."""
+        return {**self.__dict__, "inner": None}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.pending:
@@ -197,4 +225,10 @@ class WithBaselines(Searcher):
 
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
         if trial_id not in self.baseline_trials:
+            self.untold[trial_id] = (result, error)
+
+    def tell(self, trial_id: str) -> None:
+        """Tell the study a completed trial's result: its row is in the trials table."""
+        if trial_id in self.untold:
+            result, error = self.untold.pop(trial_id)
             self.inner.on_trial_complete(trial_id, result=result, error=error)

@@ -1,7 +1,8 @@
 """``python -m search validate|run|submit SPEC [--set a.b=value ...]``.
 
 Exit codes: 0 success, 2 bad input (one line per problem, nothing started), 1 a sweep that
-started but failed.
+started but failed (a teacher that failed, a full or read-only disk), 130 interrupted (Ctrl-C:
+the same command resumes the sweep).
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ import argparse
 import sys
 
 from analysis.cli import Parser
-from search.spec import SpecError, SweepSpec, load_spec
+from search.spec import SpecError, SweepSpec, load_spec, redact
+from trainables.data import DataError, check_data
+
+INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,12 +61,24 @@ def _spec(args: argparse.Namespace) -> SweepSpec:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C outside a sweep's own handling (loading, printing)
+        print("interrupted; run the same command to resume", file=sys.stderr)
+        return INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         spec = _spec(args)
+        check_data(spec.data)  # before anything starts: a bad file fails here, not in a trial
     except SpecError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
+        return 2
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.command == "validate":
         print(f"ok: {args.spec} is a valid sweep spec ({spec.num_samples} trials)")
@@ -82,28 +98,31 @@ def _submit(spec: SweepSpec, address: str) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"submitted sweep {spec.name!r} as job {job}; follow it with:")
-    print(f"  ray job logs --follow {job} --address {address}")
+    print(f"  ray job logs --follow {job} --address {redact(address)}")
     return 0
 
 
 def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
-    from analysis import ResultsError, best_schedules, load_trials
+    from analysis import CorruptResultsError, ResultsError, best_schedules, load_trials
     from analysis.cli import format_table
-    from search.sweep import SweepInputError, run_sweep
+    from search.sweep import SweepInputError, SweepInterrupted, SweepStorageError, run_sweep
     from search.teacher import TeacherError
 
     try:
         sweep_dir = run_sweep(spec, address=args.address, verbose=1 if args.verbose else 0)
-    except SweepInputError as exc:
+    except (SweepInputError, CorruptResultsError) as exc:  # a damaged results file: move it
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except TeacherError as exc:
+    except (TeacherError, SweepStorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except SweepInterrupted as exc:
+        print(exc, file=sys.stderr)
+        return INTERRUPTED
     try:
         trials = load_trials(sweep_dir)
         best = best_schedules(trials, metric=spec.metric, mode=spec.mode, top=args.top)
-    except ResultsError as exc:  # every trial failed, or was stopped (budget, Ctrl-C)
+    except ResultsError as exc:  # every trial failed, or was stopped (budget)
         print(f"error: no best schedules: {exc}; stopped trials run again if you run the "
               "same command again", file=sys.stderr)  # fmt: skip
         return 1

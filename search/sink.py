@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ValidationError
 from ray import tune
 
@@ -37,6 +37,7 @@ from analysis.tables import (
     config_row,
     new_token,
     part_file,
+    read_table_file,
     read_wal,
     run_files,
     stage_file,
@@ -95,12 +96,15 @@ class ParquetSink(tune.Callback):
             and says which settings a trial used (:func:`trial_settings`).
         flush_every_s: curve rows are buffered at most this long (and flushed whenever a trial
             ends and when the experiment ends).
+        on_written: called with a trial's id once its ``trials`` row is on disk (the sweep
+            tells its study the trial's result only then: see ``WithBaselines.tell``).
     """
 
     def __init__(
         self, sweep_dir: str | os.PathLike, sweep: str, config_model: type[BaseModel],
-        *, flush_every_s: float = 2.0,
+        *, flush_every_s: float = 2.0, on_written: Callable[[str], None] | None = None,
     ) -> None:  # fmt: skip
+        self.on_written = on_written
         self.curves_dir = Path(sweep_dir) / CURVES
         self.trials_dir = Path(sweep_dir) / TRIALS
         self.stages_dir = Path(sweep_dir) / STAGES
@@ -188,6 +192,8 @@ class ParquetSink(tune.Callback):
             ]
             table = pa.Table.from_pylist(rows, schema=STAGE_SCHEMA)
             write_parquet_atomic(table, self.stages_dir / stage_file(self._token, trial.trial_id))
+        if self.on_written is not None:
+            self.on_written(trial.trial_id)
 
 
 def compact(directory: Path, token: str) -> None:
@@ -199,7 +205,7 @@ def compact(directory: Path, token: str) -> None:
     files = run_files(directory, token)
     if len(files) < 2:
         return
-    table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    table = pa.concat_tables([read_table_file(f) for f in files], promote_options="default")
     write_parquet_atomic(table, Path(directory) / compact_file(token))
     for f in files:
         f.unlink()
@@ -208,14 +214,15 @@ def compact(directory: Path, token: str) -> None:
 def recover_curves(sweep_dir: Path) -> int:
     """Move the rows of dead runs' write-ahead logs into a Parquet part (skipping rows a part
     already holds); return how many were recovered. Call only when no run of the sweep is
-    alive (the sweep does, before resuming)."""
+    alive (the sweep does, before resuming). A damaged part raises
+    :class:`analysis.tables.CorruptResultsError` naming it, before anything is changed."""
     curves_dir = Path(sweep_dir) / CURVES
     logs = sorted(curves_dir.glob(f"{WAL_PREFIX}*.jsonl"))
     rows = read_wal(curves_dir)
     if rows:
         seen = set()
         for part in table_files(sweep_dir, CURVES):
-            done = pq.read_table(part, columns=["trial_id", "step"]).to_pylist()
+            done = read_table_file(part, columns=["trial_id", "step"]).to_pylist()
             seen |= {(r["trial_id"], r["step"]) for r in done}
         rows = [r for r in rows if (r.get("trial_id"), r.get("step")) not in seen]
         if rows:

@@ -1,12 +1,16 @@
 """The sweep spec: a YAML file validated into typed objects before anything touches Ray.
 
 Every problem is reported at once, one line each, naming the field (dotted path), the value
-and what is allowed (:class:`SpecError`).
+and what is allowed (:class:`SpecError`), with credentials in URLs redacted (:func:`redact`).
+Before validation a spec's size is bounded (:data:`MAX_VALUES`, :data:`MAX_DEPTH`: YAML alias
+bombs, deep nesting) and the fields the sweep sets in each trial are refused
+(:data:`SET_BY_THE_SWEEP`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +22,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from spaces import PARAMETER_PATHS, SpaceBounds
 from trainables.config import (
@@ -32,13 +37,71 @@ from trainables.config import (
     kinds,
 )
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # whole name: fullmatch, no trailing "\n"
+
+# How big a spec may be, counted as expanded (a value reached twice through YAML aliases counts
+# twice), checked before anything walks it recursively (PyYAML's composer, pydantic, json):
+# a "billion laughs" file of a few lines expands to billions of values. The largest real spec,
+# every field of SweepSpec written out, is ~500 values nested 7 deep; a search.points list of
+# 1,000 points is ~40,000 values.
+MAX_VALUES = 100_000
+MAX_DEPTH = 64
+_LIMITS = f"a sweep spec is at most {MAX_VALUES} values, nested at most {MAX_DEPTH} levels deep"
+
+# Fields of the teacher's and student's configs that the sweep sets for each trial, and what
+# to use instead; a spec (or --set) setting one is refused. ``seed`` is not among them: a
+# student's repeats run with seeds ``seed, seed + 1, ...`` from the one the user sets.
+SET_BY_THE_SWEEP: dict[str, dict[str, str]] = {
+    "teacher": {
+        "data": "use the top-level data, which the teacher and student share",
+        "bank_dir": "the teacher's outputs go to <storage>/_teachers/; use the top-level storage",
+    },
+    "student": {
+        "data": "use the top-level data, which the teacher and student share",
+        "teacher_bank": "the student learns from the sweep's own teacher; configure it under "
+        "teacher",
+        "repeats": "use the top-level repeats",
+        "arm": "it labels each trial 'search' or 'baseline:<name>'; choose the baseline arms "
+        "with the top-level baselines",
+    },
+}
+
+_SET_BY_THE_SWEEP = "set by the sweep, not in a spec"
+
+# ``scheme://user:password@`` (the password up to the token's last "@") and query parameters
+# such as ``?password=`` / ``&sslkey=``; see :func:`redact`.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s'\"]*:)[^\s'\"]*@")
+_SECRET_PARAMETER = re.compile(
+    r"(?P<head>[?&;][\w.-]*(?:password|passwd|pwd|secret|token|key)=)[^&;#\s'\"]*", re.IGNORECASE
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``***``:
+    ``postgresql://user:pw@host/db`` -> ``postgresql://user:***@host/db``, and
+    ``?password=pw`` -> ``?password=***``. For whatever the sweep prints or stores; the
+    staged spec of a submitted job keeps the real URL (the job needs it)."""
+    text = _URL_PASSWORD.sub(r"\g<head>***@", text)
+    return _SECRET_PARAMETER.sub(r"\g<head>***", text)
+
+
+def _redacted(value: Any) -> Any:
+    """A JSON-like value with every string :func:`redact`-ed."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted(item) for item in value]
+    return value
 
 
 class SpecError(ValueError):
-    """A spec (or override) is invalid; ``problems`` holds one line per problem."""
+    """A spec (or override) is invalid; ``problems`` holds one line per problem (credentials
+    in URLs redacted: the lines are printed)."""
 
     def __init__(self, problems: list[str]) -> None:
+        problems = [redact(problem) for problem in problems]
         super().__init__("\n".join(problems))
         self.problems = problems
 
@@ -254,7 +317,7 @@ class SweepSpec(StrictModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, name: str) -> str:
-        if not _NAME.match(name) or len(name) > 100:
+        if not _NAME.fullmatch(name) or len(name) > 100:
             raise ValueError(
                 f"must be 1-100 letters, digits, '_', '.' or '-', starting with a letter or "
                 f"digit, got {name!r}"
@@ -264,13 +327,26 @@ class SweepSpec(StrictModel):
     @field_validator("teacher", "student")
     @classmethod
     def _set_by_the_sweep(cls, value: TeacherConfig | StudentConfig, info: ValidationInfo):
-        owned = {"data", "bank_dir", "teacher_bank", "repeats"} & value.model_fields_set
-        if owned:
-            raise ValueError(
-                f"{', '.join(sorted(owned))} is set by the sweep, not here (use the top-level "
-                "data / repeats)"
+        """Refuse :data:`SET_BY_THE_SWEEP` fields, one error each, in a config object given to
+        the spec (:func:`validate_spec` catches them in a spec's mapping first)."""
+        errors = [
+            InitErrorDetails(
+                type=PydanticCustomError("set_by_the_sweep", f"{_SET_BY_THE_SWEEP}; {hint}"),
+                loc=(name,),
+                input=getattr(value, name),
             )
+            for name, hint in SET_BY_THE_SWEEP[info.field_name].items()
+            if name in value.model_fields_set
+        ]
+        if errors:
+            raise ValidationError.from_exception_data(type(value).__name__, errors)
         return value
+
+    def public_json(self) -> dict[str, Any]:
+        """``model_dump(mode="json")`` with credentials redacted from every string
+        (:func:`redact`, e.g. a ``search.study_storage`` URL's password): what the sweep may
+        store (its manifest) or print."""
+        return _redacted(self.model_dump(mode="json"))
 
     @property
     def sweep_dir(self) -> Path:
@@ -304,11 +380,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise SpecError([f"spec: file {str(path)!r} does not exist"])
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = _parse_yaml(path.read_text())
+    except (UnicodeDecodeError, OSError) as exc:
+        reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror
+        raise SpecError([f"spec: cannot read {str(path)!r}: {reason}"]) from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where else ""
         raise SpecError([f"spec: {str(path)!r} is not valid YAML{line}"]) from None
+    except _TooBig as exc:
+        raise SpecError([f"spec: {str(path)!r} {exc}; {_LIMITS}"]) from None
     if not isinstance(raw, dict):
         raise SpecError(
             [f"spec: {str(path)!r} must be a mapping of keys, got {type(raw).__name__}"]
@@ -317,7 +398,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:
-    """Apply ``a.b.c=value`` overrides in place; values are read as YAML (``1e-3``, ``[1, 2]``)."""
+    """Apply ``a.b.c=value`` overrides in place; values are read as YAML (``1e-3``, ``[1, 2]``).
+
+    The mappings along ``a.b`` are copied before they change: one shared through a YAML alias
+    (``student: *common``) changes only where the override says."""
     problems = []
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -329,17 +413,21 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:
             )
             continue
         try:
-            value = yaml.safe_load(text)
+            value = _parse_yaml(text)
         except yaml.YAMLError:
             problems.append(f"--set {item!r}: value {text!r} is not valid YAML")
             continue
+        except _TooBig as exc:
+            problems.append(f"--set {_short(item)}: the value {exc}; {_LIMITS}")
+            continue
         node = raw
         for depth, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
+            child = node.get(part, {})
             if not isinstance(child, dict):
                 where = ".".join(parts[: depth + 1])
                 problems.append(f"--set {item!r}: {where} is {child!r}, not a mapping")
                 break
+            node[part] = child = dict(child)
             node = child
         else:
             node[parts[-1]] = value
@@ -348,10 +436,92 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:
 
 
 def validate_spec(raw: dict[str, Any]) -> SweepSpec:
+    """The spec ``raw`` describes; :class:`SpecError` lists every problem, one line each."""
+    too_big = _too_big(raw, _value_children)
+    if too_big:
+        raise SpecError([f"spec: {too_big}; {_LIMITS}"])
+    raw, problems = _without_sweep_fields(raw)
     try:
-        return SweepSpec.model_validate(raw)
+        spec = SweepSpec.model_validate(raw)
     except ValidationError as exc:
-        raise SpecError([_describe(err) for err in exc.errors()]) from None
+        problems += [_describe(err) for err in exc.errors()]
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def _without_sweep_fields(raw: Any) -> tuple[Any, list[str]]:
+    """``raw`` without the :data:`SET_BY_THE_SWEEP` fields of its teacher and student, and one
+    line for each that it sets (so they are reported beside every other problem)."""
+    if not isinstance(raw, dict):
+        return raw, []
+    out, problems = dict(raw), []
+    for section, owned in SET_BY_THE_SWEEP.items():
+        given = raw.get(section)
+        if not isinstance(given, dict) or not owned.keys() & given.keys():
+            continue
+        problems += [
+            f"{section}.{name}: {_SET_BY_THE_SWEEP}; {hint} (got {_short(given[name])})"
+            for name, hint in owned.items()
+            if name in given
+        ]
+        out[section] = {k: v for k, v in given.items() if k not in owned}
+    return out, problems
+
+
+class _TooBig(ValueError):
+    """A document beyond :data:`MAX_VALUES` / :data:`MAX_DEPTH`; the message says which."""
+
+
+def _parse_yaml(text: str) -> Any:
+    """``yaml.safe_load(text)``, refusing (:class:`_TooBig`) a document that expands beyond
+    the limits before it is constructed: the composed node graph, where an alias is a shared
+    node, is walked as expanded, so alias bombs (merge keys ``<<`` included) are caught at the
+    cost of ``MAX_VALUES`` steps. PyYAML's composer recurses once per level: a document nested
+    deeper than Python's recursion limit is refused the same way."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:  # an empty document
+            return None
+        too_big = _too_big(node, _node_children)
+        if too_big:
+            raise _TooBig(too_big)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise _TooBig(f"is nested more than {MAX_DEPTH} levels deep") from None
+    finally:
+        loader.dispose()
+
+
+def _too_big(root: Any, children: Callable[[Any], Sequence[Any]]) -> str | None:
+    """Why ``root`` exceeds :data:`MAX_VALUES` values (counted as expanded: a value reached
+    twice counts twice) or :data:`MAX_DEPTH` levels, or None. An explicit stack, no recursion;
+    it stops as soon as a limit is crossed, so even a cyclic or exponential graph costs at
+    most ``MAX_VALUES`` steps."""
+    stack, count = [(root, 1)], 1
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"is nested more than {MAX_DEPTH} levels deep"
+        below = children(node)
+        count += len(below)
+        if count > MAX_VALUES:
+            return f"expands to more than {MAX_VALUES} values (YAML aliases?)"
+        stack.extend((child, depth + 1) for child in below)
+    return None
+
+
+def _value_children(value: Any) -> Sequence[Any]:
+    if isinstance(value, dict):
+        return [*value.keys(), *value.values()]
+    return value if isinstance(value, (list, tuple)) else ()
+
+
+def _node_children(node: yaml.Node) -> Sequence[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return node.value if isinstance(node, yaml.SequenceNode) else ()
 
 
 def _describe(err: dict[str, Any]) -> str:
@@ -383,5 +553,5 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    text = redact(repr(value))  # before it is cut: a cut URL would keep half its password
     return text if len(text) <= 60 else text[:57] + "..."

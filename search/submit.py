@@ -20,8 +20,9 @@ from typing import Any
 
 import yaml
 
+from search._lock import lock_holder, locked_error
 from search.errors import RayConnectError, SweepInputError
-from search.spec import SweepSpec
+from search.spec import SweepSpec, redact
 
 PACKAGES = ("search", "trainables", "spaces", "analysis")
 EXCLUDES = ["**/__pycache__", "*.pyc"]
@@ -61,8 +62,13 @@ def job_request(spec: SweepSpec, staging: Path) -> dict[str, Any]:
 
 
 def submit(spec: SweepSpec, address: str) -> str:
-    """Submit the sweep to the Ray Jobs server at ``address``; return the job id."""
+    """Submit the sweep to the Ray Jobs server at ``address``; return the job id. The staged
+    spec keeps its credentials (the job needs them); the messages here redact them."""
     check_paths(spec)
+    holder = lock_holder(spec.sweep_dir) if spec.sweep_dir.is_dir() else None
+    if holder is not None:  # storage this machine shares with the cluster: refuse now
+        raise locked_error(spec.sweep_dir, holder)
+    shown = redact(address)
     try:
         from ray.job_submission import JobSubmissionClient
 
@@ -73,11 +79,11 @@ def submit(spec: SweepSpec, address: str) -> str:
                 "submit needs the Ray Jobs SDK: pip install 'kd-schedule-search[cluster]'"
             ) from None
         raise RayConnectError(
-            f"address: cannot reach the Ray Jobs server at {address!r}: {exc}"
+            f"address: cannot reach the Ray Jobs server at {shown!r}: {redact(str(exc))}"
         ) from None
     except (ConnectionError, ValueError) as exc:
         raise RayConnectError(
-            f"address: cannot reach the Ray Jobs server at {address!r}: {exc}"
+            f"address: cannot reach the Ray Jobs server at {shown!r}: {redact(str(exc))}"
         ) from None
     with tempfile.TemporaryDirectory(prefix="kd-submit-") as staging:
         request = job_request(spec, Path(staging))
@@ -92,5 +98,5 @@ def submit(spec: SweepSpec, address: str) -> str:
                     continue
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
                 raise RayConnectError(
-                    f"address: the Ray Jobs server at {address!r} refused the job: {reason}"
+                    f"address: the Ray Jobs server at {shown!r} refused the job: {redact(reason)}"
                 ) from None

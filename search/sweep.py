@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -14,7 +15,10 @@ import ray
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
+from search._capacity import check_capacity
+from search._lock import SweepLock
 from search._resume import Manifest, ResumePlan, plan_resume, probe_storage, trial_rows
+from search._signals import Interrupts, SweepInterrupted, interruptible
 from search._study import (
     WithBaselines,
     baseline_configs,
@@ -22,20 +26,36 @@ from search._study import (
     optuna_searcher,
     study_storage,
 )
-from search.errors import RayConnectError, SweepExistsError, SweepInputError
+from search.errors import (
+    RayConnectError,
+    StorageError,
+    SweepExistsError,
+    SweepInputError,
+    SweepStorageError,
+    storage_problem,
+)
 from search.progress import ProgressPrinter, TensorBoardLogger
 from search.schedulers import export_schedule, is_baseline, make_scheduler, population
 from search.sink import ParquetSink, recover_curves
-from search.spec import SweepSpec
-from search.teacher import ensure_teacher
+from search.spec import SweepSpec, redact
+from search.teacher import TeacherError, ensure_teacher
 from trainables.config import StudentConfig
+from trainables.data import DataError, check_data
 from trainables.student import (
     distributed_student,
     train_student,
     train_student_checkpointed,
 )
 
-__all__ = ["RayConnectError", "SweepExistsError", "SweepInputError", "connect", "run_sweep"]
+__all__ = [
+    "RayConnectError",
+    "SweepExistsError",
+    "SweepInputError",
+    "SweepInterrupted",
+    "SweepStorageError",
+    "connect",
+    "run_sweep",
+]
 
 
 @functools.cache
@@ -56,7 +76,9 @@ def connect(address: str | None) -> bool:
     try:
         ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
     except ConnectionError as exc:
-        raise RayConnectError(f"address: cannot connect to Ray at {address!r}: {exc}") from None
+        raise RayConnectError(
+            f"address: cannot connect to Ray at {redact(address)!r}: {redact(str(exc))}"
+        ) from None
     return True
 
 
@@ -69,7 +91,9 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         socket.create_connection((match[1], int(match[2])), timeout=timeout_s).close()
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise RayConnectError(f"address: cannot connect to Ray at {address!r}: {reason}") from None
+        raise RayConnectError(
+            f"address: cannot connect to Ray at {redact(address)!r}: {reason}"
+        ) from None
 
 
 def _concurrency(spec: SweepSpec) -> int:
@@ -141,6 +165,7 @@ def run_students(
         )
     else:
         searcher = WithBaselines(optuna_searcher(spec, storage, plan.run), baselines)
+    told = searcher.tell if isinstance(searcher, WithBaselines) else None
     multi = len(spec.objective_metrics) > 1
     tuner = tune.Tuner(
         _trainable(spec),
@@ -161,7 +186,7 @@ def run_students(
             # the latest ones are ever restored
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[
-                ParquetSink(spec.sweep_dir, spec.name, StudentConfig),
+                ParquetSink(spec.sweep_dir, spec.name, StudentConfig, on_written=told),
                 ProgressPrinter(total, spec.objective_metrics[0] if multi else spec.metric),
                 TensorBoardLogger(),
             ],
@@ -182,44 +207,101 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, verbose: int = 0) 
 
     Uses an already-initialised Ray as is; otherwise starts (and afterwards stops) one.
     ``verbose`` is Tune's verbosity (0: only this package's one line per trial).
+
+    Raises :class:`SweepInputError` before anything starts (bad data, storage that cannot be
+    written, a sweep started from another spec or run by another driver, a cluster that
+    cannot hold one trial); :class:`SweepInterrupted` on SIGINT (Ctrl-C) in any phase and
+    :class:`SweepStorageError` on a full or read-only disk: what finished is kept, and the
+    same call again resumes the sweep.
     """
-    manifest = Manifest.open(spec)  # raises SweepExistsError if the spec changed
-    started = connect(address)
     try:
-        probe_storage(spec.sweep_dir)
-        teacher_bank = ensure_teacher(spec, verbose=verbose)
-        storage = study_storage(spec)
-        study = open_study(spec, storage)
-        recovered = recover_curves(spec.sweep_dir)  # rows a killed run logged but never wrote
-        if recovered:
-            print(f"students: recovered {recovered} curve rows of an interrupted run")
-        plan = plan_resume(spec, study, manifest.runs)
-        if plan.remaining <= 0 and len(plan.done_arms) >= len(baseline_configs(spec)):
-            print(f"students: sweep {spec.name!r} is complete ({plan.done} trials)")
-            return spec.sweep_dir
-        manifest.begin()
-        if plan.done:
-            print(f"students: resuming, {plan.done} trials done, {plan.remaining} to go")
-        print(f"students: -> {spec.sweep_dir}")
+        check_data(spec.data)
+    except DataError as exc:
+        raise SweepInputError(str(exc)) from None
+    _check_writable(spec)
+    with interruptible() as interrupts, SweepLock(spec.sweep_dir):
+        try:
+            manifest = Manifest.open(spec)  # raises SweepExistsError if the spec changed
+            started = connect(address)
+            try:
+                return _run(spec, manifest, interrupts, verbose)
+            finally:
+                if started:
+                    ray.shutdown()
+        except KeyboardInterrupt:
+            raise SweepInterrupted(interrupts.phase) from None
+        except (OSError, TeacherError) as exc:
+            problem = storage_problem(exc, spec.sweep_dir)
+            if problem is None:
+                raise
+            raise problem from None
+
+
+def _run(spec: SweepSpec, manifest: Manifest, interrupts: Interrupts, verbose: int) -> Path:
+    probe_storage(spec.sweep_dir)
+    check_capacity(spec)
+    storage = study_storage(spec)  # a database that cannot be reached fails before the teacher
+    study = open_study(spec, storage)
+    interrupts.phase = "teacher"
+    with interrupts.experiment():
+        try:
+            teacher_bank = ensure_teacher(spec, verbose=verbose)
+        except TeacherError:
+            if interrupts.requested:  # Tune stopped the teacher's trial
+                raise SweepInterrupted("teacher") from None
+            raise
+    if interrupts.requested:
+        raise SweepInterrupted("teacher")
+    interrupts.phase = "student"
+    recovered = recover_curves(spec.sweep_dir)  # rows a killed run logged but never wrote
+    if recovered:
+        print(f"students: recovered {recovered} curve rows of an interrupted run")
+    plan = plan_resume(spec, study, manifest.runs)
+    if plan.remaining <= 0 and len(plan.done_arms) >= len(baseline_configs(spec)):
+        print(f"students: sweep {spec.name!r} is complete ({plan.done} trials)")
+        return spec.sweep_dir
+    manifest.begin()
+    if plan.done:
+        print(f"students: resuming, {plan.done} trials done, {plan.remaining} to go")
+    print(f"students: -> {spec.sweep_dir}")
+    with interrupts.experiment():
         results = run_students(spec, teacher_bank, plan, storage=storage, verbose=verbose)
-        failed = sum(r.error is not None for r in results)
-        stopped = _stopped(spec, plan)
-        finished = len(results) - failed - stopped
-        print(
-            f"students: {finished} finished, "
-            + (f"{stopped} stopped before their end (run again to go on), " if stopped else "")
-            + f"{failed} failed"
-        )
-        searched = [r for r in results if r.error is None and not is_baseline(r.config)]
-        if spec.scheduler.population_based and searched:
-            sign = 1 if spec.mode == "max" else -1
-            best = max(searched, key=lambda r: sign * r.metrics[spec.metric])
-            out = export_schedule(
-                spec, Path(best.path).parent, best.metrics["trial_id"], best.config
-            )
-            print(f"students: PBT's best schedule -> {out}")
-        manifest.end()
-    finally:
-        if started:
-            ray.shutdown()
+    if interrupts.requested:  # Tune stopped the running trials: recorded STOPPED
+        raise SweepInterrupted("student")
+    failed = sum(r.error is not None for r in results)
+    stopped = _stopped(spec, plan)
+    finished = len(results) - failed - stopped
+    print(
+        f"students: {finished} finished, "
+        + (f"{stopped} stopped before their end (run again to go on), " if stopped else "")
+        + f"{failed} failed"
+    )
+    searched = [r for r in results if r.error is None and not is_baseline(r.config)]
+    if spec.scheduler.population_based and searched:
+        sign = 1 if spec.mode == "max" else -1
+        best = max(searched, key=lambda r: sign * r.metrics[spec.metric])
+        out = export_schedule(spec, Path(best.path).parent, best.metrics["trial_id"], best.config)
+        print(f"students: PBT's best schedule -> {out}")
+    manifest.end()
     return spec.sweep_dir
+
+
+def _check_writable(spec: SweepSpec) -> None:
+    """:class:`StorageError` naming the path when the sweep directory cannot be made or
+    written (a file in the way, a read-only mount, a full disk, no permission)."""
+    root = Path(spec.storage).resolve()
+    if root.exists() and not root.is_dir():
+        raise StorageError(f"storage: {str(root)!r} is a file, not a directory")
+    probe = spec.sweep_dir / f".probe-{os.getpid()}"
+    try:
+        spec.sweep_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"probe")
+    except OSError as exc:
+        where = exc.filename or spec.sweep_dir
+        raise StorageError(
+            f"storage: cannot write {str(where)!r}: {exc.strerror or exc}; choose a writable "
+            "--storage"
+        ) from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()

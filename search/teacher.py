@@ -1,13 +1,18 @@
 """Teacher phase: train the sweep's teacher once (as a Tune trial) and keep its outputs.
 
 Outputs live under ``<storage>/_teachers/<key>/``, ``key`` a content hash of the data and
-teacher settings, so a later sweep with the same teacher reuses them without training.
+teacher settings, so a later sweep with the same teacher reuses them without training. A bank
+found damaged (checked against its checksums) is moved aside to a hidden
+``.<key>.corrupt-<token>`` beside it and rebuilt.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import secrets
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,13 +26,34 @@ from analysis.tables import (
     write_parquet_atomic,
 )
 from search.spec import SweepSpec
-from trainables.distill import TeacherBank, bank_complete, open_bank
-from trainables.distill._bank import FORMAT as BANK_FORMAT
+from trainables.distill import (
+    BANK_FORMAT,
+    BankCorruptError,
+    TeacherBank,
+    bank_complete,
+    open_bank,
+    verify_bank,
+)
 from trainables.teacher import train_teacher
 
 
 class TeacherError(RuntimeError):
-    pass
+    """The teacher's trial failed. The message is one line: the error's type and text (from
+    its traceback's last ``SomethingError:`` line on, joined); ``detail`` holds the whole
+    error as Tune reported it."""
+
+    def __init__(self, error: object, log_dir: Path) -> None:
+        self.detail = "" if error is None else str(error)
+        lines = [line.strip() for line in self.detail.splitlines() if line.strip()]
+        starts = [i for i, line in enumerate(lines) if _RAISED.match(line)]
+        text = " ".join(lines[starts[-1] if starts else -1 :])[:400] if lines else ""
+        super().__init__(
+            f"teacher training failed: {text or 'it ended without its outputs'} "
+            f"(the whole error: {log_dir})"
+        )
+
+
+_RAISED = re.compile(r"[\w.]*(Error|Exception|Interrupt|Exit)\b.*:")
 
 
 def teacher_key(spec: SweepSpec) -> str:
@@ -45,9 +71,10 @@ def teacher_key(spec: SweepSpec) -> str:
 
 
 def ensure_teacher(spec: SweepSpec, *, verbose: int = 0) -> Path:
-    """Train the teacher unless its outputs already exist; write the sweep's ``teacher`` table."""
+    """Train the teacher unless an intact bank of it exists (a damaged one is moved aside and
+    rebuilt); write the sweep's ``teacher`` table."""
     outputs = Path(spec.storage).resolve() / "_teachers" / teacher_key(spec)
-    if bank_complete(outputs):
+    if _intact(outputs):
         print(f"teacher: reusing {outputs}")
     else:
         print(f"teacher: training ({spec.teacher.optim.steps} steps) -> {outputs}")
@@ -61,7 +88,7 @@ def ensure_teacher(spec: SweepSpec, *, verbose: int = 0) -> Path:
         )
         result = tuner.fit()[0]
         if result.error is not None or not bank_complete(outputs):
-            raise TeacherError(f"teacher training failed: {result.error}")
+            raise TeacherError(result.error, Path(result.path or spec.sweep_dir / "tune"))
     teacher = open_bank(outputs)
     table_dir = spec.sweep_dir / TEACHER
     table_dir.mkdir(parents=True, exist_ok=True)
@@ -79,6 +106,27 @@ def ensure_teacher(spec: SweepSpec, *, verbose: int = 0) -> Path:
         f"{len(teacher.checkpoints)} checkpoints kept{where}"
     )
     return outputs
+
+
+def _intact(outputs: Path) -> bool:
+    """Whether ``outputs`` holds an intact bank (every file checked against its checksum). A
+    damaged one is moved aside, not deleted, with one line saying so."""
+    try:
+        verify_bank(outputs)
+        return True
+    except FileNotFoundError:
+        if not outputs.exists():
+            return False
+        bad, problem = outputs / "meta.json", "missing"  # banks appear whole: damaged
+    except BankCorruptError as error:
+        bad, problem = error.path, error.problem
+    aside = outputs.with_name(f".{outputs.name}.corrupt-{secrets.token_hex(4)}")
+    try:
+        os.rename(outputs, aside)
+    except FileNotFoundError:  # another sweep moved it first
+        return False
+    print(f"teacher: {bad} is {problem}; moved the bank to {aside}, rebuilding")
+    return False
 
 
 def teacher_table(sweep: str, teacher: TeacherBank) -> pa.Table:

@@ -1,0 +1,97 @@
+"""The study learns a trial's result only once the trials table holds its row, so a driver
+killed between Tune's two completion hooks never leaves a told trial without a row (which a
+resumed sweep would run again: one study trial told twice for one searched trial)."""
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from analysis import load_trials
+from analysis.tables import STUDY_NAME
+from search._resume import plan_resume
+from search._study import WithBaselines, open_study, optuna_searcher, study_storage
+from search.sink import ParquetSink
+from search.spec import validate_spec
+from trainables.config import StudentConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class _Trial:  # stand-in for ray.tune.experiment.Trial (only what the sink reads)
+    def __init__(self, trial_id, config, last_result):
+        self.trial_id, self.config, self.last_result = trial_id, config, last_result
+        self.error_file = None
+
+
+def _sweep(tmp_path):
+    spec = validate_spec(
+        {"name": "told", "storage": str(tmp_path), "num_samples": 2, "baselines": [],
+         "search": {"algorithm": "random", "cover_curricula": False}}
+    )  # fmt: skip
+    storage = study_storage(spec)
+    study = open_study(spec, storage)
+    searcher = WithBaselines(optuna_searcher(spec, storage), [])
+    searcher.set_search_properties(None, None, {})
+    sink = ParquetSink(spec.sweep_dir, spec.name, StudentConfig, on_written=searcher.tell)
+    sink.setup()
+    return spec, study, searcher, sink
+
+
+def _complete(searcher, sink, trial_id, *, killed_between=False):
+    """What Tune's ``stop_trial`` does: the searcher's hook, then the callbacks'."""
+    config = {**StudentConfig().model_dump(), **searcher.suggest(trial_id)}
+    result = {"step": 100, "val_accuracy": 0.5, "trial_id": trial_id}
+    searcher.on_trial_complete(trial_id, result=result)
+    if not killed_between:
+        sink.on_trial_complete(0, [], _Trial(trial_id, config, result))
+
+
+def _states(study):
+    return sorted(t.state.name for t in study.get_trials(deepcopy=False))
+
+
+def test_a_trial_is_told_after_its_row_is_written(tmp_path):
+    spec, study, searcher, sink = _sweep(tmp_path)
+    _complete(searcher, sink, "a")
+    assert _states(study) == ["COMPLETE"]
+    assert load_trials(spec.sweep_dir).num_rows == 1
+
+
+def test_a_driver_killed_between_the_hooks_leaves_the_trial_to_run_again_once(tmp_path):
+    spec, study, searcher, sink = _sweep(tmp_path)
+    _complete(searcher, sink, "a")
+    _complete(searcher, sink, "b", killed_between=True)  # the driver dies here
+    assert _states(study) == ["COMPLETE", "RUNNING"]  # not told: no row
+    plan = plan_resume(spec, study, runs=1)
+    assert plan.remaining == 1  # b runs again ...
+    assert _states(study) == ["COMPLETE", "FAIL", "WAITING"]  # ... with its own parameters
+    resumed = WithBaselines(optuna_searcher(spec, study_storage(spec), 1), [])
+    resumed.set_search_properties(None, None, {})
+    sink = ParquetSink(spec.sweep_dir, spec.name, StudentConfig, on_written=resumed.tell)
+    sink.setup()
+    _complete(resumed, sink, "b2")
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) == spec.num_samples == load_trials(spec.sweep_dir).num_rows
+
+
+@pytest.mark.ray
+def test_a_sweep_keeps_its_study_in_a_database_given_by_url(ray_session, tmp_path):
+    """``search.study_storage``: the study lives in the database, and the URL (which may hold
+    a password) is not pickled into Tune's experiment files."""
+    from search.spec import load_spec
+    from search.sweep import run_sweep
+
+    url = f"sqlite:///{tmp_path}/studies.db"
+    spec = load_spec(
+        ROOT / "examples" / "quickstart.yaml",
+        [f"storage={tmp_path}", "name=db", "num_samples=2", "baselines=[]",
+         "teacher.optim.steps=100", "student.optim.steps=50", "student.eval_every=50",
+         "search.cover_curricula=false", f"search.study_storage={url}"],
+    )  # fmt: skip
+    run_sweep(spec)
+    study = optuna.load_study(study_name=STUDY_NAME, storage=url)
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 2
+    assert not (spec.sweep_dir / "optuna.journal").exists()
+    for pickled in (spec.sweep_dir / "tune").rglob("*.pkl"):
+        assert b"studies.db" not in pickled.read_bytes(), pickled
