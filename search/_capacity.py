@@ -4,33 +4,76 @@ waits forever for resources no node has."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import ray
+import yaml
 
 from search.errors import SweepInputError
 from search.spec import SweepSpec
 
+BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")  # where `ray up` puts it on the head
+_UNBOUNDED = 1024  # node count standing for "no limit"
 
-def _node_capacities() -> tuple[list[tuple[dict[str, float], int]], bool]:
+
+def _node_capacities() -> tuple[list[tuple[dict[str, float], int]], bool] | None:
     """``(resources, how many)`` of the nodes the cluster has or may add, and whether it
-    autoscales.
+    autoscales (None: it autoscales to node types whose resources the launcher could not
+    tell).
 
-    On an autoscaling cluster (the launcher's ``cluster.yaml``) the node types the autoscaler
-    may start (up to their ``max_workers``) count beside the nodes that are up; elsewhere
-    (embedded Ray, a fixed cluster) the live nodes only."""
+    On an autoscaling cluster the node types the autoscaler may start (up to their
+    ``max_workers``) count beside the nodes that are up. They come from the cluster config
+    the autoscaler publishes (as Ray Train V2 reads it), else from the launcher's bootstrap
+    config on the head (``cluster.yaml`` as ``ray up`` installed it: the driver of ``run
+    --address auto`` and of ``submit`` runs there). Elsewhere (embedded Ray, a fixed
+    cluster) the live nodes only. (An autoscaling cluster that neither publishes its config
+    nor has the launcher's file where the driver runs looks fixed: its trials must fit the
+    nodes that are up when the sweep starts.)"""
     nodes = [(dict(n["Resources"]), 1) for n in ray.nodes() if n["Alive"]]
+    types = _published_node_types()
+    if types is None:
+        bootstrap = BOOTSTRAP_CONFIG.expanduser()
+        if bootstrap.is_file():
+            types = _bootstrap_node_types(bootstrap)
+            if types is None:
+                return None
+    if types is not None:
+        return nodes + types, True
+    return nodes, False
+
+
+def _published_node_types() -> list[tuple[dict[str, float], int]] | None:
     try:
-        config = ray._private.state.state.get_cluster_config()  # as Ray Train V2 does
-    except Exception:  # an older GCS, or no access: judge by the live nodes
-        config = None
+        config = ray._private.state.state.get_cluster_config()
+    except Exception:  # an older GCS, or no access
+        return None
     if config is None:
-        return nodes, False
-    types = [
-        (dict(group.resources), group.max_count if group.max_count > 0 else 1024)
-        for group in config.node_group_configs if group.max_count != 0
+        return None
+    return [
+        (dict(g.resources), g.max_count if g.max_count > 0 else _UNBOUNDED)
+        for g in config.node_group_configs if g.max_count != 0
     ]  # fmt: skip
-    return nodes + types, True
+
+
+def _bootstrap_node_types(path: Path) -> list[tuple[dict[str, float], int]] | None:
+    """The worker node types of a cluster-launcher config (``available_node_types``)."""
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    types = config.get("available_node_types") if isinstance(config, dict) else None
+    if not isinstance(types, dict):
+        return None
+    out = []
+    for node in types.values():
+        count = node.get("max_workers", config.get("max_workers", _UNBOUNDED))
+        resources = node.get("resources") or {}
+        if count and not resources:  # the launcher could not detect them: unknown
+            return None
+        if count:
+            out.append(({k: float(v) for k, v in resources.items()}, count))
+    return out
 
 
 def _fits(node: dict[str, float], bundle: dict[str, float]) -> int:
@@ -44,7 +87,12 @@ def check_capacity(spec: SweepSpec) -> None:
     is, or as its autoscaler may grow it) can hold one trial of the sweep, teacher or
     student; Tune would otherwise wait for it forever."""
     res = spec.resources
-    nodes, autoscaling = _node_capacities()
+    capacities = _node_capacities()
+    if capacities is None:
+        print("resources: this cluster autoscales and does not say to what; not checked "
+              "whether a node can hold a trial")  # fmt: skip
+        return
+    nodes, autoscaling = capacities
     worker = {"CPU": res.cpus_per_trial}
     if res.workers == 1:
         worker["GPU"] = res.gpus_per_trial

@@ -71,6 +71,10 @@ class SweepLockedError(SweepInputError):
         self.holder = holder or {}
 
 
+class SweepLockLost(RuntimeError):
+    """Another driver took this run's sweep over (exit code 1): its lock had looked stale."""
+
+
 class SweepLock:
     """The lock making one driver at a time the owner of ``sweep_dir`` (see the module doc).
 
@@ -80,7 +84,12 @@ class SweepLock:
     """
 
     def __init__(
-        self, sweep_dir: Path, *, heartbeat_s: float = 10.0, stale_after_s: float = 120.0
+        self,
+        sweep_dir: Path,
+        *,
+        heartbeat_s: float = 10.0,
+        stale_after_s: float = 120.0,
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
         if not heartbeat_s > 0:
             raise ValueError(f"heartbeat_s must be > 0, got {heartbeat_s!r}")
@@ -95,6 +104,8 @@ class SweepLock:
         self._token: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.lost: dict[str, Any] | None = None  # who took the lock over, if anyone did
+        self.on_lost = on_lost  # called (from the heartbeat thread) when it is taken over
 
     def __enter__(self) -> SweepLock:
         self.acquire()
@@ -126,6 +137,7 @@ class SweepLock:
             else:
                 raise self._locked(seen)
         self._token = info["token"]
+        self.lost = None
         self._stop.clear()
         self._thread = threading.Thread(
             target=self._heartbeat, name=f"sweep-lock:{self.sweep_dir.name}", daemon=True
@@ -133,7 +145,9 @@ class SweepLock:
         self._thread.start()
 
     def release(self) -> None:
-        """Stop the heartbeat and remove the lock if it is still ours (idempotent)."""
+        """Stop the heartbeat and remove the lock if it is still ours (idempotent). Never
+        raises: a lock that cannot be removed (a read-only or full disk, the very problem the
+        sweep may be ending with) is left for the next run, which takes it over."""
         token, self._token = self._token, None
         if token is None:
             return
@@ -141,30 +155,57 @@ class SweepLock:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
         self._thread = None
-        ours = _read(self.path)  # checked before the rename too: never move another's lock
-        if (
-            ours is None
-            or ours.info.get("token") != token
-            or not _remove_if(self.path, lambda seen: seen.info.get("token") == token)
-        ):
-            log.warning("sweep lock %s was no longer ours; left it in place", self.path)
+        try:
+            ours = _read(self.path)  # checked before the rename too: never move another's
+            if (
+                ours is None
+                or ours.info.get("token") != token
+                or not _remove_if(self.path, lambda seen: seen.info.get("token") == token)
+            ):
+                log.warning("sweep lock %s was no longer ours; left it in place", self.path)
+        except OSError as exc:
+            log.warning("sweep lock %s left in place (%s); the next run takes it over",
+                        self.path, exc.strerror or exc)  # fmt: skip
 
     def _beat(self) -> bool:
         """Touch the lock if it is still ours; False if it is not (it was taken over)."""
         seen = _read(self.path)
         if seen is None or seen.info.get("token") != self._token:
-            log.warning("sweep lock %s is no longer held by this driver", self.path)
+            self._lose(seen.info if seen is not None else {})
             return False
         os.utime(self.path)  # on NFS: set to the server's time
         return True
 
+    def _lose(self, holder: dict[str, Any]) -> None:
+        """Another driver took the lock over (ours looked stale: heartbeats failed for longer
+        than ``stale_after_s``): say so and call ``on_lost`` (the sweep stops its run, as
+        Ctrl-C would, rather than run one sweep twice, and ends with :meth:`lost_error`)."""
+        self.lost = holder
+        log.error("sweep lock %s was taken over by pid %s on host %s",
+                  self.path, holder.get("pid", "?"), holder.get("host", "?"))  # fmt: skip
+        if self.on_lost is not None:
+            self.on_lost()
+
+    def lost_error(self) -> SweepLockLost:
+        holder = self.lost or {}
+        return SweepLockLost(
+            f"name: sweep {self.sweep_dir.name!r} was taken over by pid "
+            f"{_one_line(holder.get('pid') or '?')} on host {_one_line(holder.get('host') or '?')}"
+            " while this run's lock could not be refreshed; this run stopped (what it "
+            "finished is saved)"
+        )
+
     def _heartbeat(self) -> None:
+        failing = False
         while not self._stop.wait(self.heartbeat_s):
             try:
                 if not self._beat():
                     return
+                failing = False
             except OSError as exc:  # a storage hiccup: the next beat tries again
-                log.warning("sweep lock %s: heartbeat failed: %s", self.path, exc)
+                if not failing:  # once per outage, not every beat
+                    log.warning("sweep lock %s: heartbeat failed: %s", self.path, exc)
+                failing = True
 
     def _break(self, seen: _Seen) -> None:
         """Remove the stale lock ``seen`` unless it changed meanwhile, holding the breaker

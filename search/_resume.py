@@ -18,7 +18,7 @@ import optuna
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from analysis import CorruptResultsError, ResultsError, load_trials
+from analysis import CorruptResultsError, ResultsError, load_curves, load_trials
 from analysis.tables import RESULTS_FORMAT, config_column
 from search.errors import StorageError, SweepExistsError
 from search.spec import SweepSpec
@@ -138,6 +138,18 @@ class ResumePlan:
     remaining: int = 0  # searched trials still to run
     done_arms: set[str] = field(default_factory=set)  # baseline arms already run
     stopped: int = 0  # trials an earlier run's experiment stopped (they run again)
+
+
+def check_results(sweep_dir: Path) -> None:
+    """Read the sweep's trials and curves once: a damaged file raises
+    :class:`~analysis.CorruptResultsError` naming it before anything starts."""
+    trial_rows(sweep_dir)
+    try:
+        load_curves(sweep_dir)
+    except CorruptResultsError:
+        raise
+    except ResultsError:  # no curves yet
+        pass
 
 
 def trial_rows(sweep_dir: Path) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ raises ``KeyboardInterrupt`` at once (what a killed driver leaves is recovered o
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import logging
 import os
@@ -30,7 +31,9 @@ class SweepInterrupted(Exception):
     """The sweep was interrupted (SIGINT); what finished is saved and ``run`` again resumes."""
 
     def __init__(self, phase: str) -> None:
-        super().__init__(f"interrupted ({phase} phase); run the same command to resume")
+        super().__init__(
+            f"interrupted; run the same command to resume (stopped in the {phase} phase)"
+        )
         self.phase = phase
 
 
@@ -41,6 +44,8 @@ class Interrupts:
         self.requested = False
         self.phase = "setup"  # then "teacher", "student": named when the sweep is interrupted
         self._tune_handler: Any = None  # SIGUSR1's handler when the experiment began
+        self._levels: dict[str, int] = {}  # Tune loggers quieted while it stops
+        self._installed = False  # our SIGINT handler is in place (main thread only)
 
     def _handle(self, signum: int, frame: Any) -> None:
         first = not self.requested
@@ -49,11 +54,18 @@ class Interrupts:
         if first and self._tune_handler is not None and stop_tune is not self._tune_handler:
             # Tune runs its experiment and has installed its handler: ask it to stop gracefully,
             # without its advice to resume with Tuner.restore (the sweep resumes differently)
-            for name in _TUNE_LOGGERS:
-                logging.getLogger(name).setLevel(logging.ERROR)
+            for logger in map(logging.getLogger, _TUNE_LOGGERS):
+                self._levels.setdefault(logger.name, logger.level)
+                logger.setLevel(logging.ERROR)
             os.kill(os.getpid(), signal.SIGUSR1)
             return
         raise KeyboardInterrupt
+
+    def interrupt(self) -> None:
+        """Stop the sweep as a Ctrl-C would (from any thread); where no handler could be
+        installed (the sweep runs outside the main thread), nothing can stop it early."""
+        if self._installed:
+            _thread.interrupt_main(signal.SIGINT)
 
     @contextlib.contextmanager
     def experiment(self) -> Iterator[None]:
@@ -63,6 +75,9 @@ class Interrupts:
             yield
         finally:
             self._tune_handler = None
+            for name, level in self._levels.items():
+                logging.getLogger(name).setLevel(level)
+            self._levels.clear()
 
 
 @contextlib.contextmanager
@@ -74,11 +89,13 @@ def interruptible() -> Iterator[Interrupts]:
         yield interrupts
         return
     previous = signal.signal(signal.SIGINT, interrupts._handle)
+    interrupts._installed = True
     tune_setting = os.environ.get(_TUNE_SIGINT)
     os.environ[_TUNE_SIGINT] = "1"  # Tune leaves SIGINT to us (it still installs SIGUSR1)
     try:
         yield interrupts
     finally:
+        interrupts._installed = False
         signal.signal(signal.SIGINT, previous)
         if tune_setting is None:
             os.environ.pop(_TUNE_SIGINT, None)

@@ -72,7 +72,8 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         spec = _spec(args)
-        check_data(spec.data)  # before anything starts: a bad file fails here, not in a trial
+        if args.command != "run":  # run_sweep checks it itself, first thing
+            check_data(spec.data)  # a bad file fails here, not in a trial
     except SpecError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -105,7 +106,13 @@ def _submit(spec: SweepSpec, address: str) -> int:
 def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     from analysis import CorruptResultsError, ResultsError, best_schedules, load_trials
     from analysis.cli import format_table
-    from search.sweep import SweepInputError, SweepInterrupted, SweepStorageError, run_sweep
+    from search.sweep import (
+        SweepInputError,
+        SweepInterrupted,
+        SweepLockLost,
+        SweepStorageError,
+        run_sweep,
+    )
     from search.teacher import TeacherError
 
     try:
@@ -113,7 +120,7 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     except (SweepInputError, CorruptResultsError) as exc:  # a damaged results file: move it
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (TeacherError, SweepStorageError) as exc:
+    except (TeacherError, SweepStorageError, SweepLockLost) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except SweepInterrupted as exc:
@@ -122,6 +129,9 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     try:
         trials = load_trials(sweep_dir)
         best = best_schedules(trials, metric=spec.metric, mode=spec.mode, top=args.top)
+    except CorruptResultsError as exc:  # damaged after the run wrote it
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except ResultsError as exc:  # every trial failed, or was stopped (budget)
         print(f"error: no best schedules: {exc}; stopped trials run again if you run the "
               "same command again", file=sys.stderr)  # fmt: skip

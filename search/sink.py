@@ -46,6 +46,7 @@ from analysis.tables import (
     trials_schema,
     write_parquet_atomic,
 )
+from search.errors import SweepStorageError, storage_problem
 from trainables.config import StrictModel, flatten, settings
 
 __all__ = [
@@ -105,6 +106,7 @@ class ParquetSink(tune.Callback):
         *, flush_every_s: float = 2.0, on_written: Callable[[str], None] | None = None,
     ) -> None:  # fmt: skip
         self.on_written = on_written
+        self.storage_error: SweepStorageError | None = None  # a trial failed on the disk
         self.curves_dir = Path(sweep_dir) / CURVES
         self.trials_dir = Path(sweep_dir) / TRIALS
         self.stages_dir = Path(sweep_dir) / STAGES
@@ -149,7 +151,13 @@ class ParquetSink(tune.Callback):
         self._write_trial(trial, status="TERMINATED", error=None)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._write_trial(trial, status="ERROR", error=_error_message(trial))
+        error = _error_message(trial)
+        problem = storage_problem(RuntimeError(error), self.trials_dir.parent)
+        if problem is not None:  # the disk failed, not the trial: it runs again on resume
+            self.storage_error = problem
+            self._write_trial(trial, status="STOPPED", error=error)
+        else:
+            self._write_trial(trial, status="ERROR", error=error)
 
     def on_experiment_end(self, trials, **info) -> None:
         # Trials the experiment stopped before they ended (time budget, Ctrl-C): Tune calls

@@ -16,8 +16,15 @@ from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
 from search._capacity import check_capacity
-from search._lock import SweepLock
-from search._resume import Manifest, ResumePlan, plan_resume, probe_storage, trial_rows
+from search._lock import SweepLock, SweepLockLost
+from search._resume import (
+    Manifest,
+    ResumePlan,
+    check_results,
+    plan_resume,
+    probe_storage,
+    trial_rows,
+)
 from search._signals import Interrupts, SweepInterrupted, interruptible
 from search._study import (
     WithBaselines,
@@ -52,6 +59,7 @@ __all__ = [
     "SweepExistsError",
     "SweepInputError",
     "SweepInterrupted",
+    "SweepLockLost",
     "SweepStorageError",
     "connect",
     "run_sweep",
@@ -167,6 +175,7 @@ def run_students(
         searcher = WithBaselines(optuna_searcher(spec, storage, plan.run), baselines)
     told = searcher.tell if isinstance(searcher, WithBaselines) else None
     multi = len(spec.objective_metrics) > 1
+    sink = ParquetSink(spec.sweep_dir, spec.name, StudentConfig, on_written=told)
     tuner = tune.Tuner(
         _trainable(spec),
         param_space=base,
@@ -186,14 +195,17 @@ def run_students(
             # the latest ones are ever restored
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[
-                ParquetSink(spec.sweep_dir, spec.name, StudentConfig, on_written=told),
+                sink,
                 ProgressPrinter(total, spec.objective_metrics[0] if multi else spec.metric),
                 TensorBoardLogger(),
             ],
             verbose=verbose,
         ),
     )
-    return tuner.fit()
+    results = tuner.fit()
+    if sink.storage_error is not None:  # trials failed on a full or read-only disk
+        raise sink.storage_error
+    return results
 
 
 def _stopped(spec: SweepSpec, plan: ResumePlan) -> int:
@@ -219,16 +231,24 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, verbose: int = 0) 
     except DataError as exc:
         raise SweepInputError(str(exc)) from None
     _check_writable(spec)
-    with interruptible() as interrupts, SweepLock(spec.sweep_dir):
+    with (
+        interruptible() as interrupts,
+        SweepLock(spec.sweep_dir, on_lost=interrupts.interrupt) as lock,
+    ):
         try:
             manifest = Manifest.open(spec)  # raises SweepExistsError if the spec changed
+            check_results(spec.sweep_dir)  # a damaged table stops it before the teacher
             started = connect(address)
             try:
                 return _run(spec, manifest, interrupts, verbose)
             finally:
                 if started:
                     ray.shutdown()
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SweepInterrupted) as exc:
+            if lock.lost is not None:  # the lock's heartbeat stopped the run, not the user
+                raise lock.lost_error() from None
+            if isinstance(exc, SweepInterrupted):
+                raise
             raise SweepInterrupted(interrupts.phase) from None
         except (OSError, TeacherError) as exc:
             problem = storage_problem(exc, spec.sweep_dir)

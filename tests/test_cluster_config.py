@@ -69,20 +69,26 @@ def _token_path(command: str) -> str:
     return found.group(1) if found else str(default)
 
 
-def test_every_node_gets_this_machines_token_where_ray_start_reads_it():
+def test_the_head_makes_the_token_and_every_worker_gets_it_where_ray_start_reads_it():
     config = _config()
     head, workers = _launch(config)
     starts = {key: [c for c in config[key] if "ray start" in c] for key in START_COMMANDS}
     assert all(starts.values())
-    # the head: `ray up` copies the local token file (the one `ray get-auth-token --generate`
-    # writes and the Jobs SDK reads on this machine) before any setup or start command
-    for command in starts["head_start_ray_commands"]:
-        local = head["file_mounts"].get(_token_path(command))
-        assert local and Path(os.path.expanduser(local)) == _get_default_token_path()
-    # each worker: the head's autoscaler copies the head's copy to the same path
+    # nothing is needed on this machine: `ray up` mounts no token from it
+    assert not any("auth_token" in str(local) for local in head["file_mounts"].values())
+    # the head: its setup (run before its start commands) creates the token where `ray
+    # start` reads it, once (kept on a restart), and only its owner may read it
+    (path,) = {_token_path(c) for c in starts["head_start_ray_commands"]}
+    setup = config["head_setup_commands"]
+    made = next(i for i, c in enumerate(setup) if "ray get-auth-token --generate" in c)
+    assert f"test -s {path} ||" in setup[made]  # an existing token is kept
+    assert any(c == f"chmod 600 {path}" for c in setup[made:])
+    assert Path(os.path.expanduser(path)) == _get_default_token_path()  # what it writes
+    # each worker: the head's autoscaler syncs the head's file to the same path before the
+    # worker's setup and start commands
     for command in starts["worker_start_ray_commands"]:
-        path = _token_path(command)
-        assert workers["file_mounts"].get(path) == path
+        assert _token_path(command) in workers["cluster_synced_files"]
+    assert f"chmod 600 {path}" in config["worker_setup_commands"]
 
 
 def _patterns(config: dict) -> list[str]:
@@ -124,6 +130,7 @@ def test_the_readme_names_the_placeholders_the_file_has_and_the_token_step():
     sentence = next(s for s in re.split(r"(?<=\.)\s", section) if "placeholder" in s)
     # the sentence about placeholders mentions a key only if the file has one to replace
     assert ("key" in sentence) == ("ssh_private_key" in config["auth"])
-    # how the token the file mounts comes to exist, and how this machine uses it
+    # how the token comes to exist, and how this machine gets and uses it
     assert "ray get-auth-token --generate" in section and "~/.ray/auth_token" in section
+    assert "ray rsync-down cluster.yaml ~/.ray/auth_token" in section
     assert "RAY_AUTH_MODE=token" in section  # the Jobs SDK sends the token only in token mode

@@ -88,3 +88,49 @@ def test_refusals_name_the_field_that_cannot_be_met(
 def test_trials_the_cluster_can_hold_are_accepted(monkeypatch, nodes, resources):
     monkeypatch.setattr(search._capacity, "_node_capacities", lambda: (nodes, True))
     check_capacity(_spec(**resources))
+
+
+def test_a_launcher_cluster_counts_the_node_types_its_autoscaler_may_start(tmp_path):
+    """cluster.yaml's head holds no trial (CPU 0) and no worker is up yet: the node types of
+    the bootstrap config (resources as the launcher fills them in) hold one."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    config["available_node_types"]["cpu_worker"]["resources"] = {"CPU": 8}  # as detected
+    bootstrap = tmp_path / "ray_bootstrap_config.yaml"
+    bootstrap.write_text(yaml.safe_dump(config))
+    types = search._capacity._bootstrap_node_types(bootstrap)
+    head = [({"CPU": 0.0}, 1)]
+    assert ({"CPU": 8.0}, 4) in types and ({"GPU": 1.0}, 2) in types
+    check = search._capacity.check_capacity
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(search._capacity, "_node_capacities", lambda: (head + types, True))
+        check(_spec(cpus_per_trial=8, workers=4))
+        with pytest.raises(SweepInputError, match="can start has that many"):
+            check(_spec(cpus_per_trial=16))
+    # resources the launcher could not detect: capacity unknown, so nothing is refused
+    assert search._capacity._bootstrap_node_types(ROOT / "cluster.yaml") is None
+
+
+def test_an_autoscaling_cluster_of_unknown_capacity_is_not_refused(monkeypatch, capsys):
+    monkeypatch.setattr(search._capacity, "_node_capacities", lambda: None)
+    check_capacity(_spec(cpus_per_trial=1000))
+    assert "not checked" in capsys.readouterr().out
+
+
+@pytest.mark.ray
+def test_on_the_head_of_a_launcher_cluster_the_bootstrap_node_types_count(
+    ray_session, tmp_path, monkeypatch
+):
+    import yaml
+
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    config["available_node_types"]["cpu_worker"]["resources"] = {"CPU": 64}
+    bootstrap = tmp_path / "ray_bootstrap_config.yaml"
+    bootstrap.write_text(yaml.safe_dump(config))
+    with pytest.raises(SweepInputError):  # this machine alone cannot hold it ...
+        check_capacity(_spec(cpus_per_trial=64))
+    monkeypatch.setattr(search._capacity, "BOOTSTRAP_CONFIG", bootstrap)
+    check_capacity(_spec(cpus_per_trial=64))  # ... the node types the launcher may add can
+    bootstrap.write_text((ROOT / "cluster.yaml").read_text())  # resources not detected
+    assert search._capacity._node_capacities() is None

@@ -61,19 +61,19 @@ def test_ctrl_c_in_each_phase_exits_130_and_the_same_command_resumes(tmp_path):
     # while a teacher trains (one too long to finish first, in a sweep of its own)
     driver, log = _start(tmp_path, *spec, "teacher.optim.steps=100000", name="teacher")
     _wait_for(driver, log, lambda: "teacher: training" in log.read_text(), "the teacher phase")
-    assert f"interrupted (teacher phase); {RESUME}" in _interrupt(driver, log)
+    assert f"interrupted; {RESUME} (stopped in the teacher phase)" in _interrupt(driver, log)
     assert not list((tmp_path / "_teachers").glob("*/meta.json"))  # no teacher kept
 
     # the moment the student phase starts
     driver, log = _start(tmp_path, *spec)
     _wait_for(driver, log, lambda: "students: ->" in log.read_text(), "the student phase")
-    assert f"interrupted (student phase); {RESUME}" in _interrupt(driver, log)
+    assert f"interrupted; {RESUME} (stopped in the student phase)" in _interrupt(driver, log)
 
     # while trials run and report
     driver, log = _start(tmp_path, *spec)
     curves = sweep / "curves"
     _wait_for(driver, log, lambda: curves.is_dir() and any(curves.glob("*")), "a report")
-    assert f"interrupted (student phase); {RESUME}" in _interrupt(driver, log)
+    assert f"interrupted; {RESUME} (stopped in the student phase)" in _interrupt(driver, log)
 
     # the same command completes the sweep, every trial once
     driver, log = _start(tmp_path, *spec)

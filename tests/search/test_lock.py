@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from analysis import load_trials
 from search._lock import LOCK_NAME, SweepLock, SweepLockedError, lock_holder
 from search.errors import SweepInputError
 
@@ -234,3 +235,61 @@ def test_submit_refuses_a_sweep_a_driver_runs_before_contacting_the_cluster(tmp_
     with SweepLock(spec.sweep_dir), pytest.raises(SweepLockedError) as info:
         submit(spec, "http://127.0.0.1:9")  # nothing listens: reached only if not refused
     assert f"is being run by pid {os.getpid()}" in str(info.value)
+
+
+def _take_over(sweep_dir: Path) -> None:
+    """What another driver that judged this run's lock stale leaves: its own lock."""
+    other = {"host": "elsewhere", "pid": 4242, "started": "2026-01-01T00:00:00+00:00",
+             "token": "theirs"}  # fmt: skip
+    tmp = sweep_dir / ".lock.forged"
+    tmp.write_text(json.dumps(other))
+    os.replace(tmp, sweep_dir / LOCK_NAME)
+
+
+def test_a_driver_whose_lock_was_taken_over_is_interrupted_and_says_by_whom(tmp_path):
+    from search._signals import interruptible
+
+    with (
+        interruptible() as interrupts,
+        SweepLock(tmp_path / "s", on_lost=interrupts.interrupt) as lock,
+    ):
+        _take_over(tmp_path / "s")
+        with pytest.raises(KeyboardInterrupt):  # as Ctrl-C: the sweep stops cleanly
+            lock._beat()
+            time.sleep(5)  # the interrupt arrives at the next bytecode; never reached
+        assert lock.lost["pid"] == 4242
+    message = str(lock.lost_error())
+    assert "was taken over by pid 4242 on host elsewhere" in message and "\n" not in message
+    assert json.loads((tmp_path / "s" / LOCK_NAME).read_text())["token"] == "theirs"  # kept
+
+
+@pytest.mark.ray
+def test_a_sweep_whose_lock_is_taken_over_stops_with_one_line(ray_session, tmp_path):
+    """The real path: the heartbeat finds another driver's lock while trials run; the run
+    stops as Ctrl-C would stop it, and ends with SweepLockLost (exit 1 from the CLI)."""
+    import threading
+
+    from search._lock import SweepLockLost
+    from search.spec import load_spec
+    from search.sweep import run_sweep
+
+    spec = load_spec(
+        ROOT / "examples" / "quickstart.yaml",
+        [f"storage={tmp_path}", "name=taken", "num_samples=2", "baselines=[]",
+         "teacher.optim.steps=100", "student.optim.steps=100000", "student.eval_every=100"],
+    )  # fmt: skip
+    curves = spec.sweep_dir / "curves"
+
+    def take_over_once_trials_report() -> None:
+        deadline = time.monotonic() + 600
+        while not (curves.is_dir() and any(curves.iterdir())):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+        _take_over(spec.sweep_dir)
+
+    threading.Thread(target=take_over_once_trials_report, daemon=True).start()
+    with pytest.raises(SweepLockLost, match="taken over by pid 4242 on host elsewhere"):
+        run_sweep(spec)
+    trials = load_trials(spec.sweep_dir).to_pandas()
+    assert (trials["status"] == "STOPPED").all()  # stopped, and run again by a resume

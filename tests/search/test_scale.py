@@ -374,12 +374,14 @@ def test_driver_killed_mid_sweep_then_run_again_completes_without_rerunning(
         *[a for s in TINY for a in ("--set", s)], "--set", "student.optim.steps=300",
         "--set", "baselines=[labels_only]",
     ]  # fmt: skip
-    driver = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "driver.log"  # a file, not a pipe nobody reads: a full pipe blocks it
+    with log.open("w") as out:
+        driver = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     trials_dir = tmp_path / "killed" / "trials"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:  # kill it once a few trials have finished
-        if trials_dir.is_dir() and len(list(trials_dir.glob("*.parquet"))) >= 3:
-            break
+    deadline = time.monotonic() + 900  # a loaded machine starts Ray and trains slowly
+    while not (trials_dir.is_dir() and len(list(trials_dir.glob("*.parquet"))) >= 3):
+        assert driver.poll() is None, log.read_text()[-3000:]  # kill it mid-sweep
+        assert time.monotonic() < deadline, "three trials never finished"
         time.sleep(0.2)
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait(timeout=30)
@@ -393,7 +395,7 @@ def test_driver_killed_mid_sweep_then_run_again_completes_without_rerunning(
         assert per_trial[trial_id] == [50 * k for k in range(1, 7)]
     rows_at_kill = len(curves)
     assert len(per_trial) > len(before) or rows_at_kill == 6 * len(before)
-    again = subprocess.run(args, capture_output=True, text=True, timeout=400)
+    again = subprocess.run(args, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     assert "students: resuming" in again.stdout
     curves = load_curves(tmp_path / "killed").to_pandas()  # recovered into Parquet: no dupes

@@ -153,3 +153,23 @@ def test_storage_problems_are_found_in_exception_chains_and_in_trial_error_text(
     )
     assert storage_problem(RuntimeError("[Errno 2] No such file"), tmp_path) is None
     assert storage_problem(ValueError("bad"), tmp_path) is None
+
+
+def test_a_lock_that_cannot_be_removed_on_a_read_only_disk_does_not_hide_the_error(
+    tmp_path, monkeypatch
+):
+    """The sweep ends with the storage error, not with the lock's release failing on the same
+    disk (a tmpfs cannot turn read-only under open files, so the disk is a fake here)."""
+    import os
+
+    import search._lock
+    from search._lock import SweepLock
+
+    def read_only(*args):
+        raise OSError(errno.EROFS, "Read-only file system", str(args[0]))
+
+    with pytest.raises(SweepStorageError), SweepLock(tmp_path / "s"):
+        monkeypatch.setattr(search._lock.os, "rename", read_only)  # the disk turns read-only
+        raise SweepStorageError("storage: read-only file system")
+    monkeypatch.setattr(search._lock.os, "rename", os.rename)
+    assert (tmp_path / "s" / ".lock").exists()  # left for the next run to take over
