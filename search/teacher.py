@@ -86,9 +86,11 @@ def ensure_teacher(spec: SweepSpec, *, verbose: int = 0) -> Path:
                 name="teacher", storage_path=str(spec.sweep_dir / "tune"), verbose=verbose
             ),
         )
-        result = tuner.fit()[0]
-        if result.error is not None or not bank_complete(outputs):
-            raise TeacherError(result.error, Path(result.path or spec.sweep_dir / "tune"))
+        results = tuner.fit()  # empty when stopped (Ctrl-C) before its trial was made
+        result = results[0] if len(results) else None
+        if result is None or result.error is not None or not bank_complete(outputs):
+            error, path = (result.error, result.path) if result is not None else (None, None)
+            raise TeacherError(error, Path(path or spec.sweep_dir / "tune"))
     teacher = open_bank(outputs)
     table_dir = spec.sweep_dir / TEACHER
     table_dir.mkdir(parents=True, exist_ok=True)

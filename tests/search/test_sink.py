@@ -175,3 +175,19 @@ def test_rows_of_a_killed_driver_survive_in_the_log_and_are_recovered_once(tmp_p
     assert recover_curves(tmp_path) == 0
     assert sorted(load_curves(tmp_path)["step"].to_pylist()) == [10, 20, 30]
     assert duckdb.sql(f"select count(*) from '{tmp_path}/curves/*.parquet'").fetchall() == [(3,)]
+
+
+def test_a_trial_failing_on_a_full_disk_is_stopped_not_failed(tmp_path):
+    """It runs again on resume, and the sweep ends with the storage error (exit 1)."""
+
+    class _FullDisk(_Trial):
+        def get_pickled_error(self):
+            return RuntimeError("OSError: [Errno 28] No space left on device: '/s/ck.pt'")
+
+    sink = ParquetSink(tmp_path, "s", _Config)
+    sink.setup()
+    sink.on_trial_error(0, [], _FullDisk("t1", BASE, {"step": 10}))
+    sink.on_trial_error(0, [], _Trial("t2", BASE, {"step": 10}))
+    rows = {r["trial_id"]: r["status"] for r in load_trials(tmp_path).to_pylist()}
+    assert rows == {"t1": "STOPPED", "t2": "ERROR"}
+    assert str(sink.storage_error).startswith("storage: no space left writing '/s/ck.pt'")
