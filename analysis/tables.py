@@ -25,7 +25,9 @@ Columns (types in :data:`CURVE_SCHEMA`, :data:`STAGE_SCHEMA`, :data:`TEACHER_SCH
   table has one schema: lists are Arrow lists, lists of models lists of structs; a setting
   that the trial's own values make irrelevant is null), then :data:`TRIAL_METRICS`.
 - ``curves``: ``sweep``, ``trial_id`` and :data:`CURVE_REPORTED`, the names taken from each
-  report.
+  report. For the language-model tasks ``*_accuracy`` are token accuracies and ``*_loss``
+  mean token cross-entropies over the counted positions, and ``val_perplexity`` (curves and
+  trials) and ``test_perplexity`` (trials) are set; they are null for ``classify``.
 - ``stages``: ``sweep``, ``trial_id``, ``stage``, ``first_step``, ``last_step`` and
   :data:`STAGE_VALUES` (the last evaluation in the stage).
 - ``teacher``: ``sweep``, :data:`TEACHER_RECORD` (from the bank's history) and
@@ -259,6 +261,7 @@ _CURVE_REPORTED = [
     ("easy_accuracy", pa.float64()),
     ("hard_accuracy", pa.float64()),
     ("teacher_agreement", pa.float64()),
+    ("val_perplexity", pa.float64()),  # the language-model tasks only
 ]
 CURVE_SCHEMA = pa.schema(_KEYS + _CURVE_REPORTED)
 CURVE_REPORTED = tuple(name for name, _ in _CURVE_REPORTED)  # taken from each report
@@ -275,6 +278,8 @@ TRIAL_METRICS = pa.schema(
         ("samples_seen", pa.int64()),
         ("wall_time_s", pa.float64()),
         ("test_accuracy", pa.float64()),
+        ("val_perplexity", pa.float64()),  # the language-model tasks only
+        ("test_perplexity", pa.float64()),
         ("repeats", pa.int64()),
         ("val_accuracy_seeds", pa.list_(pa.float64())),
         ("best_val_accuracy_seeds", pa.list_(pa.float64())),

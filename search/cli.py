@@ -11,8 +11,8 @@ import argparse
 import sys
 
 from analysis.cli import Parser
+from search._inputs import InputError, check_inputs
 from search.spec import SpecError, SweepSpec, load_spec, redact
-from trainables.data import DataError, check_data
 
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 
@@ -73,12 +73,12 @@ def _main(argv: list[str] | None) -> int:
     try:
         spec = _spec(args)
         if args.command != "run":  # run_sweep checks it itself, first thing
-            check_data(spec.data)  # a bad file fails here, not in a trial
+            check_inputs(spec)  # a bad file or model fails here, not in a trial
     except SpecError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
-    except DataError as exc:
+    except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.command == "validate":

@@ -26,6 +26,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from spaces import PARAMETER_PATHS, SpaceBounds
 from trainables.config import (
+    SEQUENCE_SCORES,
     DataConfig,
     ModelConfig,
     OptimConfig,
@@ -33,7 +34,9 @@ from trainables.config import (
     SearchAlgorithm,
     StrictModel,
     StudentConfig,
+    TaskConfig,
     TeacherConfig,
+    check_task,
     kinds,
 )
 
@@ -54,10 +57,12 @@ _LIMITS = f"a sweep spec is at most {MAX_VALUES} values, nested at most {MAX_DEP
 SET_BY_THE_SWEEP: dict[str, dict[str, str]] = {
     "teacher": {
         "data": "use the top-level data, which the teacher and student share",
+        "task": "use the top-level task, which the teacher and student share",
         "bank_dir": "the teacher's outputs go to <storage>/_teachers/; use the top-level storage",
     },
     "student": {
         "data": "use the top-level data, which the teacher and student share",
+        "task": "use the top-level task, which the teacher and student share",
         "teacher_bank": "the student learns from the sweep's own teacher; configure it under "
         "teacher",
         "repeats": "use the top-level repeats",
@@ -264,6 +269,7 @@ class SweepSpec(StrictModel):
     repeats: int = Field(default=1, ge=1, le=64)
     baselines: list[Baseline] = Field(default_factory=lambda: list(kinds(Baseline)))
     data: DataConfig = Field(default_factory=DataConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
     teacher: TeacherConfig = Field(
         default_factory=lambda: TeacherConfig(
             model=ModelConfig(hidden=[256, 256]),
@@ -304,6 +310,17 @@ class SweepSpec(StrictModel):
             )
         if len({o.metric for o in self.objectives}) != len(self.objectives):
             raise ValueError("objectives: each metric at most once")
+        for role in ("teacher", "student"):
+            check_task(self.task, self.data, getattr(self, role).model, f"{role}.")
+        if not self.data.is_tokens:
+            by_data = [s for s in SEQUENCE_SCORES if s in self.space.scores]
+            if self.student.curriculum.score in SEQUENCE_SCORES:
+                by_data.insert(0, self.student.curriculum.score)
+            if by_data:
+                raise ValueError(
+                    f"space.scores / student.curriculum.score: {by_data[0]!r} is computed from "
+                    f"token sequences; data.kind {self.data.kind!r} has none"
+                )
         return self
 
     @property
@@ -353,12 +370,15 @@ class SweepSpec(StrictModel):
         return Path(self.storage).resolve() / self.name
 
     def teacher_config(self, bank_dir: str) -> TeacherConfig:
-        return self.teacher.model_copy(update={"data": self.data, "bank_dir": bank_dir})
+        return self.teacher.model_copy(
+            update={"data": self.data, "task": self.task, "bank_dir": bank_dir}
+        )
 
     def student_config(self, teacher_bank: str) -> StudentConfig:
         return self.student.model_copy(
-            update={"data": self.data, "teacher_bank": teacher_bank, "repeats": self.repeats}
-        )
+            update={"data": self.data, "task": self.task, "teacher_bank": teacher_bank,
+                    "repeats": self.repeats}
+        )  # fmt: skip
 
 
 def load_spec(path: str | Path, overrides: list[str] = ()) -> SweepSpec:

@@ -16,6 +16,7 @@ from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
 from search._capacity import check_capacity
+from search._inputs import InputError, check_inputs
 from search._lock import SweepLock, SweepLockLost
 from search._resume import (
     Manifest,
@@ -47,7 +48,6 @@ from search.sink import ParquetSink, recover_curves
 from search.spec import SweepSpec, redact
 from search.teacher import TeacherError, ensure_teacher
 from trainables.config import StudentConfig
-from trainables.data import DataError, check_data
 from trainables.student import (
     distributed_student,
     train_student,
@@ -227,8 +227,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, verbose: int = 0) 
     same call again resumes the sweep.
     """
     try:
-        check_data(spec.data)
-    except DataError as exc:
+        check_inputs(spec)
+    except InputError as exc:
         raise SweepInputError(str(exc)) from None
     _check_writable(spec)
     with (

@@ -26,6 +26,7 @@ from analysis.tables import (
     write_parquet_atomic,
 )
 from search.spec import SweepSpec
+from trainables.data import data_files
 from trainables.distill import (
     BANK_FORMAT,
     BankCorruptError,
@@ -61,12 +62,18 @@ def teacher_key(spec: SweepSpec) -> str:
     parts = {
         "format": BANK_FORMAT,
         "data": spec.data.model_dump(),
+        "task": spec.task.model_dump(),
         "teacher": spec.teacher.model_dump(),
     }
-    if spec.data.path:
-        path = Path(spec.data.path)
-        parts["data_file"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    blob = json.dumps(parts, sort_keys=True).encode()
+    if spec.data.path:  # the files' contents, streamed (a token file may be large)
+        digest = hashlib.sha256()
+        for path in data_files(spec.data):
+            digest.update(f"{path.name}:{path.stat().st_size}:".encode())
+            with open(path, "rb") as file:
+                while chunk := file.read(1 << 20):
+                    digest.update(chunk)
+        parts["data_file"] = digest.hexdigest()
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -79,8 +86,12 @@ def ensure_teacher(spec: SweepSpec, *, verbose: int = 0) -> Path:
     else:
         print(f"teacher: training ({spec.teacher.optim.steps} steps) -> {outputs}")
         config = spec.teacher_config(str(outputs)).model_dump()
+        # the teacher gets what one student worker gets: its CPUs, and a GPU if they have one
+        need = {"cpu": spec.resources.cpus_per_trial}
+        if spec.resources.gpus_per_trial:
+            need["gpu"] = min(1.0, spec.resources.gpus_per_trial)
         tuner = tune.Tuner(
-            tune.with_resources(train_teacher, {"cpu": spec.resources.cpus_per_trial}),
+            tune.with_resources(train_teacher, need),
             param_space=config,
             run_config=tune.RunConfig(
                 name="teacher", storage_path=str(spec.sweep_dir / "tune"), verbose=verbose

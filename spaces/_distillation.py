@@ -115,7 +115,10 @@ class SpaceBounds(StrictModel):
 
     curricula: list[CurriculumKind] = _choices("curriculum.kind", CurriculumKind)
     orders: list[Order] = _choices("curriculum.order", Order)
-    scores: list[ScoreKind] = _choices("curriculum.score", ScoreKind, leave_out=("column",))
+    # column, length and rarity exist for some data only: a space lists them explicitly
+    scores: list[ScoreKind] = _choices(
+        "curriculum.score", ScoreKind, leave_out=("column", "length", "rarity")
+    )
     pacings: list[PacingKind] = _choices(
         "curriculum.pacing.kind", PacingKind, leave_out=("constant",)
     )

@@ -36,7 +36,9 @@ CurriculumKind = Literal[
     "none", "paced", "confidence", "self_paced", "focal", "importance", "rho", "staged"
 ]  # fmt: skip
 Order = Literal["easy_first", "hard_first", "random"]
-ScoreKind = Literal["confidence", "margin", "loss", "entropy", "el2n", "forgetting", "column"]
+ScoreKind = Literal[
+    "confidence", "margin", "loss", "entropy", "el2n", "forgetting", "column", "length", "rarity"
+]  # fmt: skip
 PacingKind = Literal[
     "constant", "linear", "quadratic", "root", "exp", "log", "step", "competence", "exp_steps"
 ]  # fmt: skip
@@ -47,12 +49,16 @@ PruneBy = Literal["score", "forgetting"]
 LossForm = Literal["hinton", "progressive"]
 TeacherScheduleKind = Literal["final", "lockstep", "two_shot", "uniform_k", "explicit"]
 ScheduleKind = Literal["constant", "linear", "cosine", "step", "stage", "ctkd"]
-DataKind = Literal["digits", "file", "sparse_parity"]
+DataKind = Literal["digits", "file", "sparse_parity", "tokens", "text", "pcfg", "module"]
+TaskKind = Literal["classify", "masked_lm", "causal_lm"]
+ModelKind = Literal["mlp", "cnn", "transformer", "module", "hf"]
 OptimizerKind = Literal["adam", "sgd"]
 SchedulerKind = Literal["fifo", "asha", "median", "pbt", "pb2"]
 SearchAlgorithm = Literal["tpe", "cmaes", "nsga2", "random", "grid"]
 
 CTKD_TEMPERATURE = (1.0, 21.0)  # CTKD's learned temperature lies in this open interval
+TOKEN_DATA = ("tokens", "text", "pcfg")  # data kinds whose examples are token sequences
+SEQUENCE_SCORES = ("length", "rarity")  # difficulty scores computed from token data
 
 
 def kinds(literal: Any) -> tuple[str, ...]:
@@ -78,24 +84,51 @@ class StrictModel(BaseModel):
 class DataConfig(StrictModel):
     """Where the examples come from and how they are split.
 
-    ``kind: digits`` uses scikit-learn's handwritten digits (1,797 8x8 images, 10 classes).
-    ``kind: file`` reads a user's table: ``.npz`` with arrays ``x`` and ``y``, or ``.parquet``
-    with numeric feature columns plus ``label_column``. ``kind: sparse_parity`` generates
-    (``n_bits``, ``k``) sparse parity (Panigrahi et al. 2024): x uniform in {-1, +1}^n_bits,
-    the label the parity of the first ``k`` bits, ``train_size`` training examples (labels
-    flipped with probability ``label_noise``), ``holdout_size`` each for validation and test.
+    - ``digits``: scikit-learn's handwritten digits (1,797 8x8 images, 10 classes); with
+      ``shape: [1, 8, 8]`` each example is a one-channel image (for a ``cnn``).
+    - ``file``: a user's table: ``.npz`` with arrays ``x`` (``(n, ...)``, any trailing shape,
+      e.g. images) and ``y``; or ``.parquet`` with numeric feature columns (scalars, lists or
+      fixed-size lists) plus ``label_column``. ``shape`` reshapes each example's features.
+    - ``sparse_parity``: (``n_bits``, ``k``) sparse parity (Panigrahi et al. 2024): x uniform
+      in {-1, +1}^n_bits, the label the parity of the first ``k`` bits, ``train_size`` training
+      examples (labels flipped with probability ``label_noise``), ``holdout_size`` each for
+      validation and test.
+    - ``tokens``: pre-tokenized sequences, a ``.npy`` ``(n, seq_len)`` integer array
+      (memory-mapped) or a Parquet ``list<int>`` column ``tokens_column`` (shorter sequences
+      padded with ``pad_id``); ids in ``[0, vocab_size)`` (default: the largest id + 1).
+    - ``text``: UTF-8 text files (``path``: a file, a directory searched for ``*.txt`` and
+      ``*.py``, or a glob), byte-level tokens (``vocab_size`` 256), cut into windows of
+      ``seq_len`` bytes; at most ``max_examples`` windows, drawn evenly over the text.
+      ``{stdlib}`` in ``path`` stands for this Python's standard-library directory, so an
+      example can train on the standard library's sources, present on every machine.
+    - ``pcfg``: sequences of ``seq_len`` terminals from a seeded probabilistic context-free
+      grammar (``pcfg_*`` fields, ``vocab_size`` terminals; the setting of Panigrahi et al. 2024
+      after Allen-Zhu & Li's cfg3), ``train_size`` for training and ``holdout_size`` each for
+      validation and test.
+    - ``module``: a user factory ``"package.module:function"`` called with ``kwargs``, returning
+      a map-style ``torch.utils.data.Dataset`` whose items are ``(x, label)`` pairs (``classify``)
+      or 1-D token tensors (language-model tasks). It is imported where the trial runs.
     """
 
     kind: DataKind = "digits"
     path: str | None = Field(
         default=None,
         validate_default=True,
-        description="data file for kind=file (.npz with arrays x, y; or .parquet)",
+        description="kind=file: .npz or .parquet; kind=tokens: .npy or .parquet; kind=text: a "
+        "file, a directory or a glob",
     )
     label_column: str = "label"
     difficulty_column: str | None = Field(
         default=None, description="a column of per-example difficulty (score: column)"
     )
+    tokens_column: str = "tokens"
+    shape: list[int] | None = Field(default=None, min_length=1, max_length=4)
+    vocab_size: int | None = Field(default=None, ge=2, le=1_000_000)
+    pad_id: int | None = Field(default=None, ge=0)
+    seq_len: int = Field(default=64, ge=2, le=65_536)
+    max_examples: int | None = Field(default=None, ge=10)
+    factory: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
     val_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
     test_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
     split_seed: int = 0
@@ -105,42 +138,199 @@ class DataConfig(StrictModel):
     train_size: int = Field(default=100_000, ge=10)
     holdout_size: int = Field(default=4096, ge=10)
     label_noise: float = Field(default=0.0, ge=0.0, lt=0.5)
+    pcfg_levels: int = Field(default=4, ge=1, le=12)
+    pcfg_symbols: int = Field(default=3, ge=1, le=64)
+    pcfg_rules: int = Field(default=2, ge=1, le=16)
+    pcfg_seed: int = 0
 
     @field_validator("path")
     @classmethod
     def _check_path(cls, path: str | None, info: ValidationInfo) -> str | None:
         kind = info.data.get("kind")
-        if kind != "file":
+        suffixes = {"file": (".npz", ".parquet"), "tokens": (".npy", ".parquet")}
+        if kind not in ("file", "tokens", "text"):
             if path is not None:
-                raise ValueError(f"only allowed when kind is 'file' (kind is {kind!r})")
+                raise ValueError(
+                    f"only allowed when kind is 'file', 'tokens' or 'text' (kind is {kind!r})"
+                )
             return path
         if not path:
-            raise ValueError("required when kind is 'file': a .npz or .parquet file")
-        if Path(path).suffix not in (".npz", ".parquet"):
-            raise ValueError(f"{path!r} must end in .npz or .parquet")
+            what = " or ".join(suffixes.get(kind, ("a text file, directory or glob",)))
+            raise ValueError(f"required when kind is {kind!r}: {what}")
+        if kind == "text":
+            return path  # a glob: checked with the data (trainables.data.check_data)
+        if Path(path).suffix not in suffixes[kind]:
+            raise ValueError(
+                f"{path!r} must end in {' or '.join(suffixes[kind])} for kind {kind!r}"
+            )
         if not Path(path).is_file():
             raise ValueError(f"{path!r} does not exist or is not a file")
         return path
 
+    @model_validator(mode="after")
+    def _check_kind_fields(self) -> DataConfig:
+        if self.kind == "module" and not self.factory:
+            raise ValueError("factory: required when kind is 'module' ('package.module:function')")
+        if self.factory is not None and self.kind != "module":
+            raise ValueError(f"factory: only allowed when kind is 'module' (kind is {self.kind!r})")
+        if self.kind == "text" and self.vocab_size not in (None, 256):
+            raise ValueError(f"vocab_size: text is byte-level (256 ids), got {self.vocab_size}")
+        if (
+            self.pad_id is not None
+            and self.vocab_size is not None
+            and self.pad_id >= self.vocab_size
+        ):
+            raise ValueError(f"pad_id: {self.pad_id} must be < vocab_size {self.vocab_size}")
+        return self
+
+    @property
+    def is_tokens(self) -> bool | None:
+        """Whether examples are token sequences (None: a ``module`` dataset, known on load)."""
+        return True if self.kind in TOKEN_DATA else None if self.kind == "module" else False
+
     def unused(self) -> set[str]:
-        parity = {"n_bits", "k", "train_size", "holdout_size", "label_noise"}
-        table = {"val_fraction", "test_fraction", "standardize", "difficulty_column"}
-        if self.kind == "sparse_parity":
-            return table | {"path", "label_column"}
-        return parity | ({"path", "label_column"} if self.kind == "digits" else set())
+        every = set(type(self).model_fields) - {"kind", "split_seed"}
+        uses = {
+            "digits": {"val_fraction", "test_fraction", "standardize", "shape"},
+            "file": {"path", "label_column", "difficulty_column", "val_fraction", "test_fraction",
+                     "standardize", "shape"},
+            "sparse_parity": {"n_bits", "k", "train_size", "holdout_size", "label_noise"},
+            "tokens": {"path", "tokens_column", "vocab_size", "pad_id", "max_examples",
+                       "val_fraction", "test_fraction"},
+            "text": {"path", "seq_len", "max_examples", "val_fraction", "test_fraction"},
+            "pcfg": {"vocab_size", "seq_len", "train_size", "holdout_size", "pcfg_levels",
+                     "pcfg_symbols", "pcfg_rules", "pcfg_seed"},
+            "module": {"factory", "kwargs", "vocab_size", "pad_id", "val_fraction",
+                       "test_fraction", "standardize", "shape"},
+        }[self.kind]  # fmt: skip
+        return every - uses
 
 
 class ModelConfig(StrictModel):
-    """A multilayer perceptron: ``hidden`` widths, ReLU between layers."""
+    """A teacher's or student's network.
 
+    - ``mlp``: a multilayer perceptron, ``hidden`` widths, ReLU between layers (inputs
+      flattened).
+    - ``cnn``: a small residual convolutional network for ``C x H x W`` inputs: one residual
+      block per entry of ``channels`` (its width), stride 2 between blocks, global average
+      pooling, a linear head.
+    - ``transformer`` (torch.nn only): ``depth`` layers of ``width`` with ``heads`` attention
+      heads, learned positions up to ``max_length`` tokens, ``dropout``; an encoder for
+      ``classify`` (mean-pooled) and ``masked_lm``, decoder-only (causal mask) for
+      ``causal_lm``.
+    - ``module``: a user factory ``"package.module:function"`` called with ``kwargs``,
+      returning any ``nn.Module`` mapping a batch of inputs to logits (a tensor, or an object
+      with ``.logits``). It is imported on the worker that runs the trial, so the package must
+      be importable there (installed, or shipped with the job's ``runtime_env``).
+    - ``hf``: a Hugging Face ``transformers`` model (the ``[hf]`` extra): ``architecture`` (a
+      class name such as ``BertForMaskedLM``) built from the ``config`` fields with random
+      weights, or loaded from the local directory ``path``. Nothing is downloaded.
+    """
+
+    kind: ModelKind = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [32], max_length=8)
+    channels: list[int] = Field(default_factory=lambda: [16, 32], min_length=1, max_length=6)
+    width: int = Field(default=64, ge=4, le=8192)
+    depth: int = Field(default=2, ge=1, le=48)
+    heads: int = Field(default=4, ge=1, le=64)
+    max_length: int = Field(default=128, ge=2, le=65_536)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    factory: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    architecture: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    path: str | None = None
 
-    @field_validator("hidden")
+    @field_validator("hidden", "channels")
     @classmethod
-    def _check_widths(cls, hidden: list[int]) -> list[int]:
-        if any(w < 1 for w in hidden):
-            raise ValueError(f"widths must be >= 1, got {hidden}")
-        return hidden
+    def _check_widths(cls, widths: list[int], info: ValidationInfo) -> list[int]:
+        if any(w < 1 for w in widths):
+            raise ValueError(f"widths must be >= 1, got {widths}")
+        return widths
+
+    @model_validator(mode="after")
+    def _check_kind_fields(self) -> ModelConfig:
+        if self.kind == "transformer" and self.width % self.heads:
+            raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
+        if self.kind == "module" and not self.factory:
+            raise ValueError("factory: required when kind is 'module' ('package.module:function')")
+        if self.kind == "hf" and (self.architecture is None) == (self.path is None):
+            raise ValueError(
+                "kind 'hf' needs exactly one of architecture (with config fields, random "
+                "weights) or path (a local directory saved with save_pretrained)"
+            )
+        if self.kind == "hf" and self.path is not None and not Path(self.path).is_dir():
+            raise ValueError(f"path: {self.path!r} is not a directory")
+        for name in ("factory", "architecture", "path"):
+            if getattr(self, name) is not None and name not in self._uses():
+                raise ValueError(f"{name}: not used by kind {self.kind!r}")
+        return self
+
+    def _uses(self) -> set[str]:
+        return {
+            "mlp": {"hidden"}, "cnn": {"channels"},
+            "transformer": {"width", "depth", "heads", "max_length", "dropout"},
+            "module": {"factory", "kwargs"}, "hf": {"architecture", "config", "path"},
+        }[self.kind]  # fmt: skip
+
+    def unused(self) -> set[str]:
+        return set(type(self).model_fields) - {"kind"} - self._uses()
+
+
+class TaskConfig(StrictModel):
+    """What the student learns to predict.
+
+    ``classify``: one label per example. ``masked_lm``: masked tokens (BERT's rule, Devlin et
+    al. 2019): each non-padding token is chosen with probability ``mask_rate`` (at least one
+    per sequence); a chosen token is replaced by the mask id with probability ``mask_prob``,
+    by a random token with ``random_prob``, else kept; the targets are the chosen tokens. The
+    choice is a fixed function of (``mask_seed``, example, position): the teacher's stored
+    outputs and the student see the same masked inputs (static masking). ``causal_lm``: the
+    next token at every non-padding position.
+    """
+
+    kind: TaskKind = "classify"
+    mask_rate: float = Field(default=0.15, gt=0.0, lt=1.0)
+    mask_prob: float = Field(default=0.8, ge=0.0, le=1.0)
+    random_prob: float = Field(default=0.1, ge=0.0, le=1.0)
+    mask_seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskConfig:
+        if self.mask_prob + self.random_prob > 1.0:
+            raise ValueError(
+                f"mask_prob + random_prob must be <= 1, got {self.mask_prob} + {self.random_prob}"
+            )
+        return self
+
+    def unused(self) -> set[str]:
+        masking = {"mask_rate", "mask_prob", "random_prob", "mask_seed"}
+        return set() if self.kind == "masked_lm" else masking
+
+
+def check_task(task: TaskConfig, data: DataConfig, model: ModelConfig, where: str = "") -> None:
+    """Refuse a task the data cannot give or the model cannot do (``ValueError`` naming the
+    fields; ``where`` prefixes the model's field, e.g. ``student.``)."""
+    tokens = data.is_tokens
+    if task.kind == "classify" and tokens:
+        raise ValueError(
+            f"task.kind: 'classify' needs labelled data; data.kind {data.kind!r} has token "
+            "sequences only (use task.kind masked_lm or causal_lm)"
+        )
+    if task.kind != "classify" and tokens is False:
+        raise ValueError(
+            f"task.kind: {task.kind!r} needs token sequences (data.kind tokens, text, pcfg or "
+            f"module), got data.kind {data.kind!r}"
+        )
+    if task.kind != "classify" and model.kind in ("mlp", "cnn"):
+        raise ValueError(
+            f"{where}model.kind: {model.kind!r} cannot do task {task.kind!r} (per-token outputs); "
+            "use transformer, module or hf"
+        )
+    if tokens and model.kind == "cnn":
+        raise ValueError(
+            f"{where}model.kind: 'cnn' needs images, data.kind {data.kind!r} is tokens"
+        )
 
 
 class OptimConfig(StrictModel):
@@ -441,7 +631,8 @@ class TeacherConfig(StrictModel):
 
     Checkpoints kept in the bank: every ``checkpoint_every`` steps, ``log_checkpoints``
     log-spaced steps, and always the final step; the teacher is evaluated at each of them too.
-    ``init_from`` loads a state_dict (of the same MLP) first; ``train: false`` only banks it.
+    ``init_from`` loads a state_dict (of the same model) first; ``train: false`` only banks it.
+    ``device``: ``auto`` is the GPU Ray gave the trial, if any, else the CPU.
     ``transition_window`` is the number of evaluation intervals the phase-transition detector
     looks across. At every evaluation the teacher also records its training-set predictions,
     from which the trajectory scores are computed: forgetting events over all evaluations and
@@ -451,6 +642,7 @@ class TeacherConfig(StrictModel):
     """
 
     data: DataConfig = Field(default_factory=DataConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(hidden=[256, 256]))
     optim: OptimConfig = Field(
         default_factory=lambda: OptimConfig(lr=1e-3, batch_size=64, steps=800)
@@ -462,11 +654,13 @@ class TeacherConfig(StrictModel):
     transition_window: int = Field(default=3, ge=1)
     init_from: str | None = None
     train: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     bank_dir: str | None = None
 
     @model_validator(mode="after")
     def _check_init(self) -> TeacherConfig:
+        check_task(self.task, self.data, self.model)
         if self.init_from is not None and not Path(self.init_from).is_file():
             raise ValueError(f"init_from: {self.init_from!r} does not exist or is not a file")
         if not self.train and self.init_from is None:
@@ -492,6 +686,7 @@ class StudentConfig(StrictModel):
     """
 
     data: DataConfig = Field(default_factory=DataConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     repeats: int = Field(default=1, ge=1, le=64)
@@ -506,6 +701,11 @@ class StudentConfig(StrictModel):
     stop_at_target: bool = False
     seed: int = 0
     teacher_bank: str | None = None
+
+    @model_validator(mode="after")
+    def _check_task(self) -> StudentConfig:
+        check_task(self.task, self.data, self.model)
+        return self
 
     @property
     def uses_teacher(self) -> bool:

@@ -15,7 +15,8 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 # Literal-typed settings of the student config that the space deliberately does not draw.
 NOT_DRAWN = {
-    "data.kind", "optim.kind", "device", "precision", "curriculum.prune_by",
+    "data.kind", "task.kind", "model.kind", "optim.kind", "device", "precision",
+    "curriculum.prune_by",
     "curriculum.self_paced.growth", "distill.alpha_schedule.kind",
 }  # fmt: skip
 

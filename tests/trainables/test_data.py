@@ -3,12 +3,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from trainables.config import DataConfig
 from trainables.data import load_splits
 
 
 def test_digits_split_is_deterministic_disjoint_and_complete():
-    a = load_splits(kind="digits", split_seed=0)
-    b = load_splits(kind="digits", split_seed=0)
+    a = load_splits(DataConfig(kind="digits", split_seed=0))
+    b = load_splits(DataConfig(kind="digits", split_seed=0))
     np.testing.assert_array_equal(a.x_train, b.x_train)
     sizes = (len(a.y_train), len(a.y_val), len(a.y_test))
     assert sizes == (1079, 359, 359)  # round(1797 * 0.2) = 359 for val and test
@@ -20,7 +21,7 @@ def test_digits_split_is_deterministic_disjoint_and_complete():
         {tuple(r) for r in a.x_train} | {tuple(r) for r in a.x_val} | {tuple(r) for r in a.x_test}
     )
     assert len(rows) > 1700  # splits hold (nearly all distinct) images, not copies of one another
-    c = load_splits(kind="digits", split_seed=1)
+    c = load_splits(DataConfig(kind="digits", split_seed=1))
     assert not np.array_equal(a.y_val, c.y_val)
 
 
@@ -40,7 +41,8 @@ def test_digits_load_without_importing_scikit_learn():
     import subprocess
     import sys
 
-    probe = "import sys; from trainables.data import load_splits; load_splits(kind='digits'); "
+    probe = "import sys; from trainables.config import DataConfig; "
+    probe += "from trainables.data import load_splits; load_splits(DataConfig(kind='digits')); "
     probe += "print('sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -57,9 +59,11 @@ def test_npz_and_parquet_files_load_the_same_rows(tmp_path):
     pq.write_table(
         pa.table({"f0": x[:, 0], "f1": x[:, 1], "f2": x[:, 2], "target": y}), tmp_path / "d.parquet"
     )
-    a = load_splits(kind="file", path=str(tmp_path / "d.npz"), standardize=False)
+    a = load_splits(DataConfig(kind="file", path=str(tmp_path / "d.npz"), standardize=False))
     b = load_splits(
-        kind="file", path=str(tmp_path / "d.parquet"), label_column="target", standardize=False
+        DataConfig(
+            kind="file", path=str(tmp_path / "d.parquet"), label_column="target", standardize=False
+        )
     )
     np.testing.assert_array_equal(a.x_train, b.x_train)
     np.testing.assert_array_equal(a.y_test, b.y_test)
@@ -70,10 +74,10 @@ def test_bad_files_name_the_problem(tmp_path):
     x, y = _toy()
     np.savez(tmp_path / "no_y.npz", x=x)
     with pytest.raises(ValueError, match="needs arrays 'x' and 'y'"):
-        load_splits(kind="file", path=str(tmp_path / "no_y.npz"))
+        load_splits(DataConfig(kind="file", path=str(tmp_path / "no_y.npz")))
     pq.write_table(pa.table({"f0": x[:, 0], "y": y}), tmp_path / "d.parquet")
     with pytest.raises(ValueError, match="label_column: 'label' is not a column"):
-        load_splits(kind="file", path=str(tmp_path / "d.parquet"))
+        load_splits(DataConfig(kind="file", path=str(tmp_path / "d.parquet")))
     np.savez(tmp_path / "float_y.npz", x=x, y=y + 0.5)
     with pytest.raises(ValueError, match="labels must be integers"):
-        load_splits(kind="file", path=str(tmp_path / "float_y.npz"))
+        load_splits(DataConfig(kind="file", path=str(tmp_path / "float_y.npz")))

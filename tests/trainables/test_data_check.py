@@ -173,18 +173,7 @@ def test_a_trials_loader_refuses_it_with_the_same_message(tmp_path, case, fields
     with pytest.raises(DataError) as checked:
         check_data(cfg)
     with pytest.raises(DataError) as loaded:
-        load_splits(
-            kind="file",
-            **cfg.model_dump(
-                include={
-                    "path",
-                    "label_column",
-                    "difficulty_column",
-                    "val_fraction",
-                    "test_fraction",
-                }
-            ),
-        )
+        load_splits(cfg)
     assert str(loaded.value) == str(checked.value)
 
 
@@ -212,7 +201,7 @@ def test_fortran_order_npz_is_read_row_by_row(tmp_path, monkeypatch):
     monkeypatch.setattr(_check, "_BATCH_BYTES", 64)
     x = np.asfortranarray(_x())
     np.savez(tmp_path / "ok.npz", x=x, y=_y())
-    splits = load_splits(kind="file", path=str(tmp_path / "ok.npz"), standardize=False)
+    splits = load_splits(DataConfig(kind="file", path=str(tmp_path / "ok.npz"), standardize=False))
     rows = np.concatenate([splits.x_train, splits.x_val, splits.x_test])
     assert sorted(map(tuple, rows)) == sorted(map(tuple, np.ascontiguousarray(x)))
     np.savez(tmp_path / "bad.npz", x=np.asfortranarray(_with(x, 17, 2, np.nan)), y=_y())
@@ -231,12 +220,15 @@ def test_numeric_features_and_integer_labels_of_any_width_are_accepted(tmp_path,
     for name in ("d.npz", "d.parquet"):
         cfg = DataConfig(kind="file", path=str(tmp_path / name), difficulty_column="d")
         check_data(cfg)
-        splits = load_splits(kind="file", path=cfg.path, difficulty_column="d", standardize=False)
+        splits = load_splits(cfg.model_copy(update={"standardize": False}))
         assert splits.num_classes == 4 and splits.num_features == 3
         assert splits.x_train.dtype == np.float32 and splits.y_train.dtype == np.int64
         assert len(splits.difficulty_train) == len(splits.y_train) == 18
 
 
-def test_generated_data_has_nothing_to_check():
-    check_data(DataConfig(kind="digits"))
-    check_data(DataConfig(kind="sparse_parity"))
+def test_generated_data_is_described_without_generating_it():
+    digits = check_data(DataConfig(kind="digits"))
+    assert (digits.example_shape, digits.num_classes, digits.rows) == ((64,), 10, 1797)
+    parity = check_data(DataConfig(kind="sparse_parity", n_bits=20, train_size=100))
+    assert (parity.example_shape, parity.num_classes, parity.rows) == ((20,), 2, 100 + 2 * 4096)
+    assert not digits.tokens and not parity.tokens

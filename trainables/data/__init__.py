@@ -1,6 +1,28 @@
-"""Datasets as three in-memory splits (plain NumPy; no Ray, no torch)."""
+"""Datasets as three splits of row stores (plain NumPy; no Ray; torch-free).
 
-from trainables.data._check import DataError, check_data
-from trainables.data._splits import Splits, load_splits, sparse_parity
+One entry point per side: :func:`load_splits` in a trial, :func:`check_data` on the driver
+before anything starts. Kinds: ``digits``, ``file``, ``sparse_parity`` (features or images
+with class labels), ``tokens``, ``text``, ``pcfg`` (token sequences) and ``module`` (a user's
+dataset of either).
+"""
 
-__all__ = ["DataError", "Splits", "check_data", "load_splits", "sparse_parity"]
+from trainables.data._base import DataError, DataInfo, Splits
+from trainables.data._pcfg import Grammar, pcfg_grammar, pcfg_sample
+from trainables.data._rows import DatasetRows, IndexRows, RowStore
+from trainables.data._splits import check_data, data_files, load_splits, sparse_parity
+
+__all__ = [
+    "DataError",
+    "DataInfo",
+    "DatasetRows",
+    "Grammar",
+    "IndexRows",
+    "RowStore",
+    "Splits",
+    "check_data",
+    "data_files",
+    "load_splits",
+    "pcfg_grammar",
+    "pcfg_sample",
+    "sparse_parity",
+]

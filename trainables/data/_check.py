@@ -1,19 +1,22 @@
 """Reading and checking a user's data file (``data.kind: file``): one streaming pass, one set
 of rules.
 
-``check_data`` runs the pass before anything starts (``python -m search validate|run|submit``
-and ``run_sweep``) and keeps nothing; :func:`read_file` runs the same pass and keeps the
-arrays (each trial's ``load_splits``), so a file the check accepts is a file a trial can load.
+:func:`file_info` runs the pass before anything starts (``check_data``, from ``python -m
+search validate|run|submit`` and ``run_sweep``) and keeps nothing; :func:`read_file` runs the
+same pass and keeps the arrays (each trial's ``load_splits``), so a file the check accepts is
+a file a trial can load.
 
 What a data file must look like:
 
 - ``.npz``: array ``x`` (numeric: int, uint, float or bool; one row per example, any
-  trailing shape flattened into features) and array ``y`` (1-D integer labels,
-  ``len(y) == len(x)``); optionally the array named by ``data.difficulty_column`` (numeric,
-  one value per row). Object arrays are refused (they need pickle).
+  trailing shape, e.g. ``(n, 3, 32, 32)`` images, kept as the example shape) and array ``y``
+  (1-D integer labels, ``len(y) == len(x)``); optionally the array named by
+  ``data.difficulty_column`` (numeric, one value per row). Object arrays are refused (they
+  need pickle).
 - ``.parquet``: the integer column ``data.label_column``; optionally the numeric column
-  ``data.difficulty_column``; every other column is a numeric (int, uint, float or bool)
-  feature; no nulls anywhere.
+  ``data.difficulty_column``; every other column is a feature: a number (int, uint, float or
+  bool), or a list or fixed-size list of numbers holding the same count in every row
+  (flattened into features in column order); no nulls anywhere.
 - Features are finite and within float32's range (they are trained as float32); difficulty
   values are finite.
 - Labels are the class indices ``0..C-1``, each present at least once, with
@@ -40,7 +43,10 @@ from typing import Any
 
 import numpy as np
 
-MIN_ROWS = 10
+from trainables.data._base import MIN_ROWS, DataError, DataInfo, example_shape, split_sizes
+
+__all__ = ["MIN_ROWS", "DataError", "FileData", "file_info", "read_file", "split_sizes"]
+
 MAX_CLASSES = 100_000  # a label table of this size costs 100 kB; a student's logits, far more
 _BATCH_BYTES = 16 << 20  # rows read per step of the pass: about this many bytes
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -49,63 +55,45 @@ _INTEGER = "iu"
 _REMAP = "remap labels to 0..C-1, e.g. with np.unique(y, return_inverse=True)"
 
 
-class DataError(ValueError):
-    """A data file a sweep cannot use; the message is one line naming the field, the file, the
-    column or array, and the problem."""
-
-
 @dataclass(frozen=True)
 class FileData:
     """What :func:`read_file` returns: features (float32, ``(n, d)``), labels (int64,
-    ``(n,)``), difficulty (float64 ``(n,)`` or None) and the number of classes."""
+    ``(n,)``), difficulty (float64 ``(n,)`` or None), the number of classes, and each
+    example's own shape (``.npz``: ``x.shape[1:]``; Parquet: ``(d,)``)."""
 
     x: np.ndarray
     y: np.ndarray
     difficulty: np.ndarray | None
     num_classes: int
+    example_shape: tuple[int, ...]
 
 
-def check_data(data: Any) -> None:
-    """Check ``data`` (a :class:`~trainables.config.DataConfig`) before anything starts; raise
-    :class:`DataError` naming the first problem. Generated data (``digits``,
-    ``sparse_parity``) has nothing to check."""
-    if data.kind != "file":
-        return
+def file_info(data: Any) -> DataInfo:
+    """Check a ``file`` dataset (a :class:`~trainables.config.DataConfig`) in one streaming
+    pass that keeps nothing; raise :class:`DataError` naming the first problem."""
     tally = _pass(Path(data.path), data.label_column, data.difficulty_column, keep=False)
-    tally.num_classes()
+    num_classes = tally.num_classes()
     split_sizes(tally.rows, data.val_fraction, data.test_fraction)
+    return DataInfo(
+        example_shape=example_shape(data.shape, tally.example_shape),
+        tokens=False,
+        num_classes=num_classes,
+        vocab_size=None,
+        pad_id=None,
+        rows=tally.rows,
+    )
 
 
 def read_file(path: str | Path, label_column: str, difficulty_column: str | None) -> FileData:
-    """Load a data file, checking it on the way (the rules of :func:`check_data`)."""
+    """Load a data file, checking it on the way (the rules of :func:`file_info`)."""
     tally = _pass(Path(path), label_column, difficulty_column, keep=True)
     return FileData(
         num_classes=tally.num_classes(),
         x=np.concatenate(tally.x),
         y=np.concatenate(tally.y),
         difficulty=np.concatenate(tally.difficulty) if tally.difficulty else None,
+        example_shape=tally.example_shape,
     )
-
-
-def split_sizes(rows: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
-    """Rows of the (train, validation, test) splits; each must get at least one."""
-    n_val, n_test = round(rows * val_fraction), round(rows * test_fraction)
-    n_train = rows - n_val - n_test
-    for field, size, fraction in [
-        ("data.val_fraction", n_val, val_fraction),
-        ("data.test_fraction", n_test, test_fraction),
-    ]:
-        if size < 1:
-            raise DataError(
-                f"{field}: {fraction} of {rows} rows rounds to 0 rows; each split needs at "
-                "least one row: raise the fraction or add rows"
-            )
-    if n_train < 1:
-        raise DataError(
-            f"data.val_fraction: {val_fraction} and data.test_fraction {test_fraction} of "
-            f"{rows} rows leave no training rows; lower them or add rows"
-        )
-    return n_train, n_val, n_test
 
 
 # --- the pass: the rules, applied batch by batch ------------------------------------------
@@ -119,6 +107,7 @@ class _Tally:
         self.label_subject = label_subject
         self.keep = keep
         self.rows = 0
+        self.example_shape: tuple[int, ...] = ()
         self.present = np.zeros(MAX_CLASSES, dtype=bool)
         self.x: list[np.ndarray] = []
         self.y: list[np.ndarray] = []
@@ -249,6 +238,7 @@ def _npz_pass(path: Path, file: str, difficulty_column: str | None, tally: _Tall
                 if name.endswith(".npy")
             }
             _npz_schema(file, arrays, difficulty_column)
+            tally.example_shape = arrays["x"].shape[1:] or (1,)
             difficulty = arrays.get(difficulty_column) if difficulty_column else None
             x_subject = f"data.path: {file} array 'x'"
             d_subject = f"data.difficulty_column: array {difficulty_column!r} of {file}"
@@ -401,7 +391,6 @@ def _parquet_pass(
             f"data.path: {file} is not a readable Parquet file ({_reason(exc)})"
         ) from None
     features = _parquet_schema(file, schema, label_column, difficulty_column)
-    rows_per_batch = max(1, _BATCH_BYTES // (8 * len(schema.names)))
     subjects = {name: f"data.path: {file} feature column {name!r}" for name in features} | {
         label_column: tally.label_subject
     }
@@ -409,8 +398,9 @@ def _parquet_pass(
         subjects[difficulty_column] = (
             f"data.difficulty_column: column {difficulty_column!r} of {file}"
         )
+    widths: dict[str, int] = {}  # values per row of each list column, from its first row
     try:
-        for batch in reader.iter_batches(batch_size=rows_per_batch):
+        for batch in reader.iter_batches(batch_size=_parquet_batch_rows(reader)):
             start = tally.rows
             columns = {}
             for name in schema.names:
@@ -421,7 +411,10 @@ def _parquet_pass(
                         f"{subjects[name]} has a null at row {start + row}; no missing "
                         "values allowed"
                     )
-                columns[name] = column.to_numpy(zero_copy_only=False)
+                if _is_list(column.type):
+                    columns[name] = _list_values(subjects[name], column, start, widths, name)
+                else:
+                    columns[name] = column.to_numpy(zero_copy_only=False)
             x = np.column_stack([tally.features(subjects[n], columns[n], start) for n in features])
             y = tally.labels(columns[label_column], start)
             d = None
@@ -434,6 +427,60 @@ def _parquet_pass(
         raise DataError(
             f"data.path: {file} is not a readable Parquet file ({_reason(exc)})"
         ) from None
+    tally.example_shape = (sum(widths.get(name, 1) for name in features),)
+
+
+def _parquet_batch_rows(reader: Any) -> int:
+    """Rows per batch of the pass: about ``_BATCH_BYTES`` of decoded data, from the row groups'
+    recorded sizes (list columns make a row wide), at least 8 bytes per column."""
+    meta = reader.metadata
+    row_bytes = 8 * meta.num_columns
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        if group.num_rows:
+            row_bytes = max(row_bytes, -(-group.total_byte_size // group.num_rows))
+    return max(1, _BATCH_BYTES // row_bytes)
+
+
+def _is_list(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    return (
+        pa.types.is_list(arrow_type)
+        or pa.types.is_large_list(arrow_type)
+        or pa.types.is_fixed_size_list(arrow_type)
+    )
+
+
+def _list_values(
+    subject: str, column: Any, start: int, widths: dict[str, int], name: str
+) -> np.ndarray:
+    """A list column's values as ``(rows, width)``; every row must hold ``width`` values (the
+    count of the column's first row) and none may be null."""
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
+    values = pc.list_flatten(column)
+    if values.null_count:
+        first = int(np.argmax(values.is_null().to_numpy(zero_copy_only=False)))
+        row = int(np.searchsorted(np.cumsum(lengths), first, side="right"))
+        raise DataError(
+            f"{subject} has a null value in its list at row {start + row}; no missing values "
+            "allowed"
+        )
+    if len(lengths) == 0:
+        return np.zeros((0, widths.get(name, 0)))
+    width = widths.setdefault(name, int(lengths[0]))
+    if width == 0:
+        raise DataError(f"{subject} has an empty list at row {start}; features need values")
+    bad = lengths != width
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(
+            f"{subject} has {lengths[row]} values at row {start + row} but {width} in its first "
+            "row; every row of a list column must hold the same number of values"
+        )
+    return values.to_numpy(zero_copy_only=False).reshape(len(lengths), width)
 
 
 def _parquet_schema(
@@ -478,11 +525,12 @@ def _parquet_schema(
         )
     for name in features:
         kind = schema.field(name).type
-        if _arrow_kind(kind) not in _NUMERIC:
+        element = kind.value_type if _is_list(kind) else kind
+        if _arrow_kind(element) not in _NUMERIC:
             raise DataError(
                 f"data.path: {file} feature column {name!r} must be numeric (int, uint, "
-                f"float or bool), got {kind}; every column but data.label_column and "
-                "data.difficulty_column is a feature"
+                f"float or bool) or a list of numbers, got {kind}; every column but "
+                "data.label_column and data.difficulty_column is a feature"
             )
     return features
 

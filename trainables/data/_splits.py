@@ -1,80 +1,87 @@
+"""The data kinds' two entry points: :func:`load_splits` (a trial's three splits) and
+:func:`check_data` (the driver's check before anything starts), each dispatching on
+``data.kind``; plus the generated kinds (``digits``, ``sparse_parity``)."""
+
 from __future__ import annotations
 
 import gzip
 import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from trainables.data._check import read_file, split_sizes
+from trainables.data._base import DataError, DataInfo, Splits, example_shape, split_features
+from trainables.data._check import file_info, read_file
+from trainables.data._dataset import dataset_info, load_dataset
+from trainables.data._pcfg import load_pcfg, pcfg_info
+from trainables.data._text import load_text, text_files, text_info
+from trainables.data._tokens import load_tokens, tokens_info
+
+DIGITS = DataInfo(example_shape=(64,), tokens=False, num_classes=10, vocab_size=None,
+                  pad_id=None, rows=1797)  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Splits:
-    """Features (float32, shape ``(n, d)``) and integer labels (int64, shape ``(n,)``)."""
+def load_splits(cfg: Any) -> Splits:
+    """Load the dataset ``cfg`` (a :class:`~trainables.config.DataConfig`) and split it into
+    train / validation / test, deterministically.
 
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int
-    # Optional per-example difficulty from the user's data (``data.difficulty_column``).
-    difficulty_train: np.ndarray | None = None
-    difficulty_val: np.ndarray | None = None
-    difficulty_test: np.ndarray | None = None
-
-    @property
-    def num_features(self) -> int:
-        return int(self.x_train.shape[1])
-
-    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        if name not in ("train", "val", "test"):
-            raise ValueError(f"split must be 'train', 'val' or 'test', got {name!r}")
-        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
-
-
-def load_splits(
-    *,
-    kind: str,
-    path: str | None = None,
-    label_column: str = "label",
-    difficulty_column: str | None = None,
-    val_fraction: float = 0.2,
-    test_fraction: float = 0.2,
-    split_seed: int = 0,
-    standardize: bool = True,
-    n_bits: int = 50,
-    k: int = 4,
-    train_size: int = 100_000,
-    holdout_size: int = 4096,
-    label_noise: float = 0.0,
-) -> Splits:
-    """Load a dataset and split it into train / validation / test, deterministically.
-
-    The split is a seeded permutation (same ``split_seed`` -> same split on every node).
-    Standardisation uses the training split's mean and standard deviation only.
+    The split of a table (``digits``, ``file``, ``tokens``, ``text``, ``module``) is a seeded
+    permutation (same ``split_seed`` -> same split on every node); generated kinds draw each
+    split from ``split_seed``. Standardisation uses the training split's mean and standard
+    deviation only. Files are checked on the way, by the rules of :func:`check_data`.
     """
-    difficulty = None
+    kind = cfg.kind
     if kind == "sparse_parity":
         return sparse_parity(
-            n_bits=n_bits, k=k, train_size=train_size, holdout_size=holdout_size,
-            label_noise=label_noise, seed=split_seed,
+            n_bits=cfg.n_bits, k=cfg.k, train_size=cfg.train_size,
+            holdout_size=cfg.holdout_size, label_noise=cfg.label_noise, seed=cfg.split_seed,
         )  # fmt: skip
+    loaders = {"tokens": load_tokens, "text": load_text, "pcfg": load_pcfg, "module": load_dataset}
+    if kind in loaders:
+        return loaders[kind](cfg)
     if kind == "digits":
-        if difficulty_column is not None:
-            raise ValueError("data.difficulty_column: digits has no difficulty column")
+        _no_difficulty(cfg)
         x, y = _load_digits()
+        difficulty, natural = None, DIGITS.example_shape
     elif kind == "file":
-        if path is None:
-            raise ValueError("data.path is required when data.kind is 'file'")
-        table = read_file(path, label_column, difficulty_column)  # checks it on the way
-        x, y, difficulty = table.x, table.y, table.difficulty
+        table = read_file(cfg.path, cfg.label_column, cfg.difficulty_column)  # checks it
+        x, y, difficulty, natural = table.x, table.y, table.difficulty, table.example_shape
     else:
-        raise ValueError(f"data.kind must be 'digits' or 'file', got {kind!r}")
-    return _split(x, y, difficulty, val_fraction, test_fraction, split_seed, standardize)
+        raise ValueError(f"data.kind: {kind!r} is not a data kind")
+    return split_features(
+        x, y, difficulty, shape=example_shape(cfg.shape, natural),
+        val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.split_seed,
+        standardize=cfg.standardize,
+    )  # fmt: skip
+
+
+def check_data(data: Any) -> DataInfo:
+    """Check ``data`` (a :class:`~trainables.config.DataConfig`) before anything starts and
+    say what it holds; raise :class:`DataError` (one line naming the field and the value)
+    for the first problem. Keeps nothing big: files are read in a streaming pass or in
+    chunks, generated data is not generated, a ``module`` dataset is asked for its length
+    and its first item."""
+    kind = data.kind
+    if kind == "digits":
+        _no_difficulty(data)
+        shape = example_shape(data.shape, DIGITS.example_shape)
+        return DataInfo(shape, False, DIGITS.num_classes, None, None, DIGITS.rows)
+    if kind == "sparse_parity":
+        rows = data.train_size + 2 * data.holdout_size
+        return DataInfo((data.n_bits,), False, 2, None, None, rows)
+    checks = {"file": file_info, "tokens": tokens_info, "text": text_info, "pcfg": pcfg_info,
+              "module": dataset_info}  # fmt: skip
+    if kind not in checks:
+        raise ValueError(f"data.kind: {kind!r} is not a data kind")
+    return checks[kind](data)
+
+
+def _no_difficulty(data: Any) -> None:
+    if data.difficulty_column is not None:
+        raise DataError(
+            f"data.difficulty_column: {data.difficulty_column!r}: digits has no difficulty column"
+        )
 
 
 def sparse_parity(
@@ -116,34 +123,28 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(data[:, :-1]), data[:, -1].astype(np.int64)
 
 
-def _split(
-    x: np.ndarray,
-    y: np.ndarray,
-    difficulty: np.ndarray | None,
-    val_fraction: float,
-    test_fraction: float,
-    seed: int,
-    standardize: bool,
-) -> Splits:
-    n = len(y)
-    order = np.random.default_rng(seed).permutation(n)
-    _, n_val, n_test = split_sizes(n, val_fraction, test_fraction)
-    val, test, train = np.split(order, [n_val, n_val + n_test])
-    if standardize:
-        mean = x[train].mean(axis=0)
-        std = x[train].std(axis=0)
-        std[std == 0] = 1.0
-        x = (x - mean) / std
-    x = x.astype(np.float32)
-    return Splits(
-        x_train=x[train],
-        y_train=y[train],
-        x_val=x[val],
-        y_val=y[val],
-        x_test=x[test],
-        y_test=y[test],
-        num_classes=int(y.max()) + 1,
-        difficulty_train=None if difficulty is None else difficulty[train],
-        difficulty_val=None if difficulty is None else difficulty[val],
-        difficulty_test=None if difficulty is None else difficulty[test],
-    )
+def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits (1797 8x8 images, 10 classes), read from the file scikit-learn
+    ships without importing scikit-learn: its import costs ~1 s, paid by every fresh Tune
+    trial actor before its first step."""
+    package = importlib.util.find_spec("sklearn")  # locates the package, does not import it
+    roots = package.submodule_search_locations if package else None
+    shipped = Path(roots[0]) / "datasets" / "data" / "digits.csv.gz" if roots else None
+    if shipped is None or not shipped.is_file():  # a layout we do not know: ask sklearn
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return bunch.data.astype(np.float32), bunch.target.astype(np.int64)
+    with gzip.open(shipped, "rt") as rows:
+        data = np.loadtxt(rows, delimiter=",", dtype=np.float32)
+    return np.ascontiguousarray(data[:, :-1]), data[:, -1].astype(np.int64)
+
+
+def data_files(data: Any) -> list[Path]:
+    """The files ``data`` (a :class:`~trainables.config.DataConfig`) reads, in order: what a
+    content hash of the data covers (generated data and ``module`` datasets read none)."""
+    if data.kind in ("file", "tokens"):
+        return [Path(data.path)]
+    if data.kind == "text":
+        return [Path(f) for f in text_files(data.path)[0]]
+    return []

@@ -17,6 +17,7 @@ from trainables.distill._loss import (
     kd_loss,
     kd_loss_from_log_probs,
     kd_loss_per_example,
+    kd_token_parts,
     teacher_log_probs,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "TeacherBank",
     "kd_loss",
     "kd_loss_from_log_probs",
+    "kd_token_parts",
     "kd_loss_per_example",
     "open_bank",
     "teacher_log_probs",

@@ -4,11 +4,13 @@ and memory-mapped by every student, plus per-example difficulty scores.
 Layout of a bank directory::
 
     <dir>/step-<step:09d>/{train,val,test}.arrow  Arrow IPC, column ``logits``:
-                                                  fixed_size_list<float32>
+                                                  fixed_size_list<float32>, one row per
+                                                  example (``shape`` values: ``[classes]``,
+                                                  or ``[positions, vocab]`` per token)
     <dir>/scores.arrow                             per training example, one float64 column
                                                   per score
     <dir>/meta.json                                {"format", "step", "checkpoints",
-                                                  "num_classes", "metrics", "history",
+                                                  "num_classes", "shape", "metrics", "history",
                                                   "transition", "files", "meta_sha256"}
 
 A bank is built under a hidden temporary name beside its final place and renamed into place
@@ -119,6 +121,7 @@ class BankWriter:
         self.tmp = _make_hidden_dir(self.final)
         self.checkpoints: list[int] = []
         self.num_classes: int | None = None
+        self.shape: list[int] | None = None  # one example's outputs: [classes] or [L, vocab]
 
     def __enter__(self) -> BankWriter:
         return self
@@ -132,7 +135,8 @@ class BankWriter:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     def add_checkpoint(self, step: int, logits: dict[str, np.ndarray]) -> None:
-        """Store one checkpoint's logits, ``(n, classes)`` for each split."""
+        """Store one checkpoint's logits for each split: ``(n, classes)``, or ``(n, positions,
+        vocab)`` for the language-model tasks (dense; the same shape in every split)."""
         if set(logits) != set(SPLITS):
             raise ValueError(f"logits must have exactly the splits {SPLITS}, got {sorted(logits)}")
         if self.checkpoints and step <= self.checkpoints[-1]:
@@ -141,8 +145,9 @@ class BankWriter:
         directory.mkdir()
         for split, array in logits.items():
             array = np.ascontiguousarray(array, dtype=np.float32)
-            self.num_classes = array.shape[1]
-            column = pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1)), array.shape[1])
+            self.num_classes, self.shape = array.shape[-1], list(array.shape[1:])
+            width = int(np.prod(array.shape[1:]))
+            column = pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1)), width)
             _write_ipc(directory / f"{split}.arrow", pa.table({"logits": column}))
         self.checkpoints.append(int(step))
 
@@ -173,6 +178,7 @@ class BankWriter:
             "step": self.checkpoints[-1],
             "checkpoints": self.checkpoints,
             "num_classes": self.num_classes,
+            "shape": self.shape,
             "metrics": metrics,
             "history": list(history),
             "transition": transition,
@@ -191,8 +197,9 @@ class BankWriter:
 
 @dataclass
 class TeacherBank:
-    """A bank opened for reading. ``logits`` are the final teacher's, ``(n, classes)`` float32
-    per split; :meth:`checkpoint_logits` memory-maps any kept checkpoint."""
+    """A bank opened for reading. ``logits`` are the final teacher's, ``(n, *shape)`` float32
+    per split (``shape``: ``[classes]``, or ``[positions, vocab]`` for the language-model
+    tasks), memory-mapped; :meth:`checkpoint_logits` memory-maps any kept checkpoint."""
 
     logits: dict[str, np.ndarray]
     step: int
@@ -203,6 +210,11 @@ class TeacherBank:
     transition: dict[str, Any] | None = None
     directory: Path | None = None
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # meta.json's checksums
+    shape: tuple[int, ...] = ()  # one example's outputs
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.logits["train"].shape[-1])
 
     def checkpoint_logits(self, step: int) -> dict[str, np.ndarray]:
         """A kept checkpoint's logits per split (each file checked on its first read here)."""
@@ -210,7 +222,7 @@ class TeacherBank:
             raise ValueError(
                 f"teacher checkpoint {step} is not in the bank; kept: {self.checkpoints}"
             )
-        return _read_checkpoint(self.directory, step, self.files)
+        return _read_checkpoint(self.directory, step, self.files, self.shape)
 
 
 def _checked(bank: Path, name: str, files: dict[str, dict[str, Any]]) -> Path:
@@ -240,13 +252,13 @@ def _checked(bank: Path, name: str, files: dict[str, dict[str, Any]]) -> Path:
 
 
 def _read_checkpoint(
-    directory: Path, step: int, files: dict[str, dict[str, Any]]
+    directory: Path, step: int, files: dict[str, dict[str, Any]], shape: tuple[int, ...] = ()
 ) -> dict[str, np.ndarray]:
     out = {}
     for split in SPLITS:
         path = _checked(directory, _split_file(step, split), files)
         column = _read_ipc(path).column("logits").combine_chunks()
-        out[split] = column.values.to_numpy().reshape(len(column), column.type.list_size)
+        out[split] = column.values.to_numpy().reshape(len(column), *(shape or (-1,)))
     return out
 
 
@@ -321,9 +333,10 @@ def open_bank(directory: str | os.PathLike) -> TeacherBank:
     directory = Path(directory)
     meta = _read_meta(directory)
     files = meta["files"]
+    shape = tuple(meta.get("shape") or (meta["num_classes"],))
     scores_table = _read_ipc(_checked(directory, SCORES, files))
     return TeacherBank(
-        logits=_read_checkpoint(directory, meta["step"], files),
+        logits=_read_checkpoint(directory, meta["step"], files, shape),
         step=meta["step"],
         metrics=meta["metrics"],
         history=meta["history"],
@@ -332,4 +345,5 @@ def open_bank(directory: str | os.PathLike) -> TeacherBank:
         transition=meta["transition"],
         directory=directory,
         files=files,
+        shape=shape,
     )

@@ -115,3 +115,45 @@ def kd_loss(
         student_logits, teacher_logits, labels, temperature=temperature, alpha=alpha, form=form
     )
     return KDLoss(*(part.mean() for part in parts))
+
+
+def kd_token_parts(
+    student_logits: torch.Tensor,
+    log_p_teacher: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    temperature: float | torch.Tensor,
+    alpha: float,
+    form: str = "hinton",
+    ignore_index: int = -100,
+) -> tuple[KDLoss, torch.Tensor]:
+    """Per-token KD for the language-model tasks: :func:`kd_loss_from_log_probs` at every
+    position whose target is not ``ignore_index`` (masked positions for masked LM, non-padding
+    for causal LM), then averaged per sequence.
+
+    Args:
+        student_logits, log_p_teacher: ``(batch, positions, vocab)``.
+        targets: ``(batch, positions)``.
+
+    Returns:
+        The parts per sequence, each ``(batch,)``: the mean over the sequence's counted tokens
+        (0 for a sequence with none), and the counts ``(batch,)``. The batch's loss is the mean
+        over its counted tokens, ``sum(part * count) / sum(count)`` (DESIGN's convention).
+        Every position is computed and the uncounted ones are zeroed, so there is no
+        data-dependent shape and no host sync.
+    """
+    counted = targets != ignore_index
+    vocab = student_logits.shape[-1]
+    per_token = kd_loss_from_log_probs(
+        student_logits.reshape(-1, vocab), log_p_teacher.reshape(-1, vocab),
+        targets.reshape(-1).masked_fill(~counted.reshape(-1), 0),
+        temperature=temperature, alpha=alpha, form=form,
+    )  # fmt: skip
+    weight = counted.to(student_logits.dtype if student_logits.is_floating_point() else torch.float)
+    counts = weight.sum(dim=1)
+    scale = 1.0 / counts.clamp(min=1.0)
+
+    def per_sequence(part: torch.Tensor) -> torch.Tensor:
+        return (part.reshape(counted.shape) * weight).sum(dim=1) * scale
+
+    return KDLoss(*(per_sequence(part) for part in per_token)), counts

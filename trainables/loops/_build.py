@@ -14,17 +14,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables.config import StageConfig, StudentConfig
+from trainables.config import StageConfig, StudentConfig, TeacherConfig
 from trainables.curriculum import (
     Sampler,
     StageController,
     confidence_difficulty,
     to_ranks,
 )
+from trainables.data import Splits
 from trainables.distill import TeacherBank, open_bank, teacher_log_probs
 from trainables.distill._checkpoints import CheckpointSchedule
 from trainables.distill._schedules import CTKDTemperature
-from trainables.loops._common import as_tensors, load_data, make_optimizer
+from trainables.loops._batches import SplitData, output_shape, split_data, to_device
+from trainables.loops._common import load_data, make_optimizer
 from trainables.loops._setup import (
     Weighting,
     batch_sampler,
@@ -35,36 +37,27 @@ from trainables.loops._setup import (
     make_weighting,
     resolve_device,
 )
-from trainables.models import mlp
+from trainables.models import build_model
+from trainables.tasks import Task, make_task
 
 
 class TeacherTargets:
-    """The teacher's log-probabilities for training batches at the current checkpoint.
+    """The teacher's log-probabilities for training batches at the current checkpoint: the
+    batch's rows of the memory-mapped bank gathered on the host and copied to the device
+    with the batch (the bank need not fit on the device), softened at the step's T."""
 
-    While the temperature is piecewise constant they are computed once per (checkpoint, T) for
-    the whole training set and gathered per batch (no softmax of the teacher in the step);
-    otherwise per batch."""
-
-    def __init__(
-        self, teacher: TeacherBank, form: str, *, whole_set: bool, device: torch.device
-    ) -> None:
-        self.teacher, self.form, self.whole_set, self.device = teacher, form, whole_set, device
+    def __init__(self, teacher: TeacherBank, form: str, *, device: torch.device) -> None:
+        self.teacher, self.form, self.device = teacher, form, device
         self.checkpoint: int | None = None
-        self._cached_t: float | None = None
 
     def use(self, checkpoint: int) -> None:
         if checkpoint != self.checkpoint:  # memory-mapped logits of another checkpoint
-            self.checkpoint, self._cached_t = checkpoint, None
-            logits = self.teacher.checkpoint_logits(checkpoint)["train"]
-            self.logits = torch.from_numpy(np.array(logits)).to(self.device)
+            self.checkpoint = checkpoint
+            self.logits = self.teacher.checkpoint_logits(checkpoint)["train"]
 
-    def __call__(self, idx: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
-        if not self.whole_set or isinstance(temperature, torch.Tensor):
-            return teacher_log_probs(self.logits[idx], temperature, self.form)
-        if self._cached_t != temperature:
-            self._cached = teacher_log_probs(self.logits, temperature, self.form)
-            self._cached_t = temperature
-        return self._cached[idx]
+    def __call__(self, rows: np.ndarray, temperature: float | torch.Tensor) -> torch.Tensor:
+        logits = to_device(self.logits[rows], self.device)
+        return teacher_log_probs(logits, temperature, self.form)
 
 
 @dataclass(eq=False)
@@ -76,14 +69,12 @@ class StudentRun:
     cfg: StudentConfig
     device: torch.device
     world_size: int
-    x_train: torch.Tensor  # (n_train, features), on ``device``
-    y_train: torch.Tensor  # (n_train,)
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
+    task: Task
+    train: SplitData  # host rows, gathered by index each step
+    val: SplitData
+    test: SplitData
     val_rank: torch.Tensor  # (n_val,) the teacher's difficulty rank in [0, 1]
-    teacher_val_pred: torch.Tensor  # (n_val,)
+    teacher_val_pred: torch.Tensor  # (n_val,) or (n_val, positions): the teacher's argmax
     targets: TeacherTargets
     model: nn.Module
     forward: nn.Module  # the model for the training forward (DDP-wrapped on several workers)
@@ -153,39 +144,36 @@ def build_student(
     if cfg.teacher_bank is None:
         raise ValueError("teacher_bank is required: a directory written by the teacher")
     data, teacher = load_data(cfg.data), open_bank(cfg.teacher_bank)
-    if teacher.logits["train"].shape != (len(data.y_train), data.num_classes):
+    task = make_task(cfg.task, vocab_size=data.vocab_size, pad_id=data.pad_id)
+    expected = (len(data.x_train), *output_shape(task, data.example_shape, data.num_classes))
+    if teacher.logits["train"].shape != expected:
         raise ValueError(
-            f"teacher_bank {cfg.teacher_bank!r} does not match the data: logits of "
-            f"shape {teacher.logits['train'].shape}, train split of {len(data.y_train)} "
-            f"rows and {data.num_classes} classes"
+            f"teacher_bank {cfg.teacher_bank!r} does not match the data: the teacher's "
+            f"outputs have shape {teacher.logits['train'].shape} on the train split, the "
+            f"student's would have {expected}"
         )
     device = resolve_device(cfg.device)
     cur, steps, staged = cfg.curriculum, cfg.optim.steps, cfg.curriculum.kind == "staged"
     torch.manual_seed(cfg.seed)
-    x_train, y_train, x_val, y_val, t_val, x_test, y_test = (
-        t.to(device) for t in as_tensors(
-            data.x_train, data.y_train, data.x_val, data.y_val, teacher.logits["val"],
-            data.x_test, data.y_test,
-        )
-    )  # fmt: skip
-    val_rank = torch.from_numpy(to_ranks(confidence_difficulty(teacher.logits["val"], data.y_val)))
-    model = mlp(data.num_features, cfg.model.hidden, data.num_classes).to(device)
+    splits = split_data(data, task, device)
+    val_targets = splits["val"].targets()
+    val_rank = torch.from_numpy(to_ranks(confidence_difficulty(teacher.logits["val"], val_targets)))
+    teacher_val_pred = torch.from_numpy(_argmax(teacher.logits["val"])).to(device)
+    model = make_model(cfg, data, task).to(device)
     learned_t = make_temperature(cfg.distill)  # CTKD, or None
     if learned_t:
         learned_t.to(device)
     params = list(model.parameters()) + (list(learned_t.parameters()) if learned_t else [])
     optimizer = make_optimizer(params, cfg.optim)
     forward = wrap_model(model) if wrap_model else model
-    targets = TeacherTargets(
-        teacher, cfg.distill.loss, device=device,
-        whole_set=cfg.distill.temperature_schedule.kind in ("constant", "step", "stage"),
-    )  # fmt: skip
+    targets = TeacherTargets(teacher, cfg.distill.loss, device=device)
     targets.use(teacher.step)
     irreducible = None
     if cur.kind == "rho":
         irreducible = fit_irreducible_loss(
-            data, cfg.model.hidden, steps=cur.rho_holdout_steps, seed=cfg.seed
-        )
+            lambda: make_model(cfg, data, task), splits, steps=cur.rho_holdout_steps,
+            seed=cfg.seed, batch_size=cfg.optim.batch_size,
+        )  # fmt: skip
     sampler = batch_sampler(
         cur, teacher, batch_size=cfg.optim.batch_size, total_steps=steps, seed=cfg.seed,
         irreducible_loss=irreducible, rank=rank, world_size=world_size,
@@ -208,9 +196,9 @@ def build_student(
         else contextlib.nullcontext()
     )
     return StudentRun(
-        cfg=cfg, device=device, world_size=world_size, x_train=x_train, y_train=y_train,
-        x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test, val_rank=val_rank.to(device),
-        teacher_val_pred=t_val.argmax(dim=1), targets=targets, model=model,
+        cfg=cfg, device=device, world_size=world_size, task=task, train=splits["train"],
+        val=splits["val"], test=splits["test"], val_rank=val_rank.to(device),
+        teacher_val_pred=teacher_val_pred, targets=targets, model=model,
         forward=forward, optimizer=optimizer, learned_t=learned_t, sampler=sampler,
         weighting=make_weighting(cur, data.num_classes), controller=controller, stages=stages,
         staged=staged, temperature_at=temperature_at, alpha_at=alpha_at,
@@ -219,3 +207,19 @@ def build_student(
         alpha=cfg.distill.alpha, temperature=cfg.distill.temperature,
         sums=torch.zeros(3, device=device),
     )  # fmt: skip
+
+
+def make_model(cfg: StudentConfig | TeacherConfig, data: Splits, task: Task) -> nn.Module:
+    """``cfg.model`` built for this data and task (on the CPU)."""
+    return build_model(
+        cfg.model, task=task.kind, example_shape=tuple(data.example_shape),
+        num_classes=data.num_classes, vocab_size=data.vocab_size, pad_id=data.pad_id,
+    )  # fmt: skip
+
+
+def _argmax(logits: np.ndarray) -> np.ndarray:
+    """The argmax over the last axis, a block of rows at a time (memory-mapped input)."""
+    return np.concatenate(
+        [logits[i : i + 4096].argmax(axis=-1) for i in range(0, len(logits), 4096)]
+        or [np.zeros((0,), np.int64)]
+    )

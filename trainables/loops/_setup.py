@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch import nn
 
 from trainables.config import (
     CurriculumConfig,
@@ -30,11 +30,10 @@ from trainables.curriculum import (
     make_pacing,
     prune,
 )
-from trainables.data import Splits
 from trainables.distill import TeacherBank
 from trainables.distill._checkpoints import CheckpointSchedule, transition_checkpoint
 from trainables.distill._schedules import CTKDTemperature, Schedule, make_schedule
-from trainables.models import mlp
+from trainables.loops._batches import SplitData, cross_entropy_per_example
 
 Weighting = Callable[[torch.Tensor, torch.Tensor, float, int], torch.Tensor]
 
@@ -184,20 +183,31 @@ def make_temperature(cfg: DistillConfig) -> CTKDTemperature | None:
     return None
 
 
-def fit_irreducible_loss(data: Splits, hidden: list[int], *, steps: int, seed: int) -> np.ndarray:
-    """RHO-LOSS's irreducible loss: per-training-example cross-entropy of a model of the
-    student's shape fit with labels on the held-out validation split (Mindermann et al. 2022)."""
+def fit_irreducible_loss(
+    make_model: Callable[[], nn.Module],
+    splits: dict[str, SplitData],
+    *,
+    steps: int,
+    seed: int,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """RHO-LOSS's irreducible loss: per-training-example cross-entropy (per sequence: the mean
+    over its counted tokens) of a model of the student's shape fit with labels on the held-out
+    validation split (Mindermann et al. 2022)."""
     torch.manual_seed(seed)
-    x_hold, y_hold = torch.from_numpy(data.x_val), torch.from_numpy(data.y_val)
-    model = mlp(data.num_features, hidden, data.num_classes)
+    hold, train = splits["val"], splits["train"]
+    model = make_model().to(hold.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    sampler = ShuffleSampler(np.arange(len(y_hold)), 32, seed=seed)
+    sampler = ShuffleSampler(np.arange(len(hold)), min(batch_size, len(hold)), seed=seed)
     for _ in range(steps):
-        batch = torch.from_numpy(sampler.next_batch().indices)
-        loss = F.cross_entropy(model(x_hold[batch]), y_hold[batch])
+        inputs, targets = hold.gather(sampler.next_batch().indices)
+        loss = cross_entropy_per_example(model(inputs), targets).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    model.eval()
     with torch.no_grad():
-        logits = model(torch.from_numpy(data.x_train))
-        return F.cross_entropy(logits, torch.from_numpy(data.y_train), reduction="none").numpy()
+        losses = [
+            cross_entropy_per_example(model(x), y) for x, y in map(train.gather, train.chunks())
+        ]
+    return torch.cat(losses).float().cpu().numpy()

@@ -13,9 +13,10 @@ import torch
 
 from trainables.config import StudentConfig
 from trainables.curriculum import ConfidenceSampler
-from trainables.distill import KDLoss, kd_loss_from_log_probs
+from trainables.distill import KDLoss, kd_loss_from_log_probs, kd_token_parts
+from trainables.loops._batches import evaluate, mean_loss, to_device
 from trainables.loops._build import StudentRun, build_student
-from trainables.loops._common import evaluate, should_evaluate
+from trainables.loops._common import should_evaluate
 
 
 def train_step(run: StudentRun, step: int) -> None:
@@ -33,21 +34,20 @@ def train_step(run: StudentRun, step: int) -> None:
     run.fraction = run.sampler.fraction
     # importance / rho score their candidates with a forward pass and a host sync
     batch = run.sampler.next_batch(functools.partial(student_losses, run))
-    idx = torch.from_numpy(batch.indices).to(run.device, non_blocking=True)
-    x = run.x_train[idx]
-    if run.staged and run.stages[stage].augment > 0:
+    x, targets = run.train.gather(batch.indices)  # host rows, copied non-blocking
+    if run.staged and run.stages[stage].augment > 0 and x.is_floating_point():
         noise = torch.randn(x.shape, generator=run.noise, device=run.device)
         x = x + run.stages[stage].augment * noise
     with run.autocast:
-        per = kd_parts(run, run.forward, x, idx)
+        per, counts = kd_parts(run, run.forward, x, targets, batch.indices)
     if batch.weights is not None:
-        weights = torch.from_numpy(batch.weights).to(run.device, per.total.dtype)
+        weights = to_device(batch.weights, run.device).to(per.total.dtype)
     elif run.weighting is not None:
         epoch = run.samples // len(run.sampler.pool)
         weights = run.weighting(per.total, per.ce, progress, epoch)
     else:
         weights = None
-    loss = (per.total * weights).mean() if weights is not None else per.total.mean()
+    loss = mean_loss(per.total * weights if weights is not None else per.total, counts)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()
@@ -57,8 +57,10 @@ def train_step(run: StudentRun, step: int) -> None:
             torch.distributed.all_reduce(confidence)
             confidence /= run.world_size
         run.sampler.observe(confidence.item())  # a host sync every step
-    run.sums += torch.stack([loss.detach(), per.ce.detach().mean(), per.kd.detach().mean()])
-    run.count, run.samples = run.count + 1, run.samples + len(idx) * run.world_size
+    run.sums += torch.stack(
+        [loss.detach(), mean_loss(per.ce.detach(), counts), mean_loss(per.kd.detach(), counts)]
+    )
+    run.count, run.samples = run.count + 1, run.samples + len(batch.indices) * run.world_size
     run.step = step
 
 
@@ -66,23 +68,26 @@ def kd_parts(
     run: StudentRun,
     forward: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
-    idx: torch.Tensor,
-) -> KDLoss:
-    """Per-example loss parts, each ``(batch,)``, of the inputs ``x`` (training rows ``idx``)
-    at the run's current temperature, alpha and teacher checkpoint."""
-    return kd_loss_from_log_probs(
-        forward(x), run.targets(idx, run.temperature), run.y_train[idx],
-        temperature=run.temperature, alpha=run.alpha, form=run.cfg.distill.loss,
-    )  # fmt: skip
+    targets: torch.Tensor,
+    rows: np.ndarray,
+) -> tuple[KDLoss, torch.Tensor | None]:
+    """Per-example loss parts, each ``(batch,)``, of the inputs ``x`` (training rows ``rows``)
+    at the run's current temperature, alpha and teacher checkpoint, and for the
+    language-model tasks the counted tokens per sequence (None for ``classify``)."""
+    kwargs = {"temperature": run.temperature, "alpha": run.alpha, "form": run.cfg.distill.loss}
+    logits, log_p_teacher = forward(x), run.targets(rows, run.temperature)
+    if run.task.per_token:
+        return kd_token_parts(logits, log_p_teacher, targets, **kwargs)
+    return kd_loss_from_log_probs(logits, log_p_teacher, targets, **kwargs), None
 
 
 def student_losses(run: StudentRun, indices: np.ndarray) -> np.ndarray:
     """The student's current per-example loss of training rows ``indices``, without gradient
     (the scorer of the samplers that rank candidates: the CE for rho, else the total). One
     host sync."""
-    idx = torch.from_numpy(indices).to(run.device)
+    x, targets = run.train.gather(indices)
     with torch.no_grad(), run.autocast:
-        per = kd_parts(run, run.model, run.x_train[idx], idx)
+        per, _ = kd_parts(run, run.model, x, targets, indices)
     return (per.ce if run.cfg.curriculum.kind == "rho" else per.total).float().cpu().numpy()
 
 
@@ -90,10 +95,10 @@ def evaluate_run(run: StudentRun, step: int, started: float) -> dict[str, Any]:
     """Evaluate on the validation split and summarise since the previous record (one host
     sync); feeds the stage gate and resets the running loss sums."""
     cfg, model = run.cfg, run.model
-    val = evaluate(model, run.x_val, run.y_val)
+    val = evaluate(model, run.val)
     low, high = run.stages[run.stage].band if run.staged else (0.0, 1.0)
     in_band = (run.val_rank >= low) & (run.val_rank <= high)
-    run.controller.update(step / cfg.optim.steps, val.correct[in_band].float().mean().item())
+    run.controller.update(step / cfg.optim.steps, val.correct[in_band].mean().item())
     if run.count == 0:  # resumed after the last step: nothing trained since
         train_loss, ce, kd = math.nan, math.nan, math.nan
     else:
@@ -105,6 +110,7 @@ def evaluate_run(run: StudentRun, step: int, started: float) -> dict[str, Any]:
     if run.steps_to_target is None and val.accuracy >= cfg.target_accuracy:
         run.steps_to_target = step
     t = run.temperature
+    lm = {"val_perplexity": val.perplexity} if run.task.per_token else {}
     return {
         "step": step,
         "samples_seen": run.samples,
@@ -119,17 +125,20 @@ def evaluate_run(run: StudentRun, step: int, started: float) -> dict[str, Any]:
         "alpha": run.alpha,
         "teacher_checkpoint": run.targets.checkpoint,
         "stage": run.stage,
-        "easy_accuracy": val.correct[run.val_rank <= 0.5].float().mean().item(),
-        "hard_accuracy": val.correct[run.val_rank > 0.5].float().mean().item(),
-        "teacher_agreement": _agreement(val.logits, run.teacher_val_pred),
+        "easy_accuracy": val.correct[run.val_rank <= 0.5].mean().item(),
+        "hard_accuracy": val.correct[run.val_rank > 0.5].mean().item(),
+        "teacher_agreement": val.agreement(run.teacher_val_pred),
         "best_val_accuracy": run.best,
         "steps_to_target": run.steps_to_target,
         "steps_to_target_capped": run.steps_to_target or cfg.optim.steps + cfg.eval_every,
+        **lm,
     }
 
 
-def _agreement(logits: torch.Tensor, teacher_pred: torch.Tensor) -> float:
-    return (logits.argmax(dim=1) == teacher_pred).float().mean().item()
+def _test_metrics(run: StudentRun) -> dict[str, float]:
+    test = evaluate(run.model, run.test)
+    lm = {"test_perplexity": test.perplexity} if run.task.per_token else {}
+    return {"test_accuracy": test.accuracy, **lm}
 
 
 def student_loop(
@@ -166,7 +175,7 @@ def student_loop(
     steps, started = cfg.optim.steps, time.perf_counter()
     if run.step >= steps:  # a state taken after the last step: report the final record again
         record = evaluate_run(run, steps, started)
-        record["test_accuracy"] = evaluate(run.model, run.x_test, run.y_test).accuracy
+        record.update(_test_metrics(run))
         yield record, run
         return
     for step in range(run.step + 1, steps + 1):
@@ -176,7 +185,7 @@ def student_loop(
         record = evaluate_run(run, step, started)
         last = step == steps or (cfg.stop_at_target and run.steps_to_target is not None)
         if last:
-            record["test_accuracy"] = evaluate(run.model, run.x_test, run.y_test).accuracy
+            record.update(_test_metrics(run))
         yield record, run
         if last:
             return

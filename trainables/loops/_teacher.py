@@ -11,23 +11,23 @@ import torch.nn.functional as F
 from trainables.config import TeacherConfig
 from trainables.curriculum import (
     ShuffleSampler,
+    accuracy_per_example,
     confidence_difficulty,
     el2n_difficulty,
     entropy_difficulty,
     forgetting_difficulty,
+    length_difficulty,
     loss_difficulty,
     margin_difficulty,
+    rarity_difficulty,
 )
 from trainables.distill import BankWriter
 from trainables.distill._checkpoints import detect_transition, transition_checkpoint
-from trainables.loops._common import (
-    as_tensors,
-    evaluate,
-    load_data,
-    make_optimizer,
-    should_evaluate,
-)
-from trainables.models import mlp
+from trainables.loops._batches import evaluate, split_data
+from trainables.loops._build import make_model
+from trainables.loops._common import load_data, make_optimizer, should_evaluate
+from trainables.loops._setup import resolve_device
+from trainables.tasks import IGNORE, make_task
 
 
 def checkpoint_steps(total: int, *, every: int | None, log_spaced: int) -> set[int]:
@@ -42,54 +42,59 @@ def checkpoint_steps(total: int, *, every: int | None, log_spaced: int) -> set[i
 
 
 def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
-    """Train the teacher with cross-entropy, yielding metrics every ``eval_every`` steps and at
-    every kept checkpoint.
+    """Train the teacher with cross-entropy (over the counted tokens for the language-model
+    tasks), yielding metrics every ``eval_every`` steps and at every kept checkpoint.
 
     If ``cfg.bank_dir`` is set, the teacher bank is built there (atomically, see
-    :class:`BankWriter`): logits on every split at each kept checkpoint, the final weights
-    (``teacher.pt``), the detected phase transition, and per-training-example difficulty
-    scores from the final teacher (confidence, margin, loss, entropy) and from its trajectory
-    of evaluations (EL2N, forgetting events).
+    :class:`BankWriter`): outputs on every split at each kept checkpoint (per token for the
+    language-model tasks), the final weights (``teacher.pt``), the detected phase transition,
+    and per-training-example difficulty scores from the final teacher (confidence, margin,
+    loss, entropy; per sequence the mean over its counted tokens), from its trajectory of
+    evaluations (EL2N, forgetting events) and, for token data, from the data (length,
+    rarity).
     """
     data = load_data(cfg.data)
+    task = make_task(cfg.task, vocab_size=data.vocab_size, pad_id=data.pad_id)
+    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    x_train, y_train, x_val, y_val, x_test, y_test = as_tensors(
-        data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test
-    )
-    model = mlp(data.num_features, cfg.model.hidden, data.num_classes)
+    splits = split_data(data, task, device)
+    model = make_model(cfg, data, task)
     if cfg.init_from is not None:
         model.load_state_dict(torch.load(cfg.init_from, map_location="cpu", weights_only=True))
+    model.to(device)
     steps = cfg.optim.steps if cfg.train else 0
     kept = checkpoint_steps(steps, every=cfg.checkpoint_every, log_spaced=cfg.log_checkpoints)
     writer = BankWriter(cfg.bank_dir) if cfg.bank_dir is not None else None
+    train_targets = splits["train"].targets()
 
-    def bank(step: int) -> None:
-        if writer is not None:
-            splits = {"train": x_train, "val": x_val, "test": x_test}
-            writer.add_checkpoint(
-                step, {s: evaluate(model, x, None).logits.numpy() for s, x in splits.items()}
-            )
+    def outputs(split: str) -> np.ndarray:
+        return evaluate(model, splits[split], keep_logits=True).logits
 
     optimizer = make_optimizer(model.parameters(), cfg.optim)
-    sampler = ShuffleSampler(np.arange(len(y_train)), cfg.optim.batch_size, seed=cfg.seed)
-    started, loss_sum, losses, samples = time.perf_counter(), torch.zeros(()), 0, 0
+    sampler = ShuffleSampler(np.arange(len(splits["train"])), cfg.optim.batch_size, seed=cfg.seed)
+    started, loss_sum, losses, samples = time.perf_counter(), torch.zeros((), device=device), 0, 0
     history = []
-    trajectory = _Trajectory(data.y_train, early_until=cfg.el2n_fraction * steps)
+    trajectory = _Trajectory(train_targets, early_until=cfg.el2n_fraction * steps)
     try:
         for step in range(1, steps + 1):
-            batch = torch.from_numpy(sampler.next_batch().indices)
-            loss = F.cross_entropy(model(x_train[batch]), y_train[batch])
+            rows = sampler.next_batch().indices
+            inputs, targets = splits["train"].gather(rows)
+            loss = cross_entropy(model(inputs), targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach()
-            losses, samples = losses + 1, samples + len(batch)
-            if step in kept:
-                bank(step)
-            if not (should_evaluate(step, cfg.eval_every, steps) or step in kept):
+            losses, samples = losses + 1, samples + len(rows)
+            evaluating = should_evaluate(step, cfg.eval_every, steps)
+            if not (evaluating or step in kept):
                 continue
-            val = evaluate(model, x_val, y_val)
-            trajectory.record(step, evaluate(model, x_train, y_train).logits.numpy())
+            train_logits = outputs("train")
+            if writer is not None and step in kept:
+                writer.add_checkpoint(
+                    step, {"train": train_logits, "val": outputs("val"), "test": outputs("test")}
+                )
+            val = evaluate(model, splits["val"])
+            trajectory.record(step, train_logits)
             record = {
                 "step": step,
                 "samples_seen": samples,
@@ -97,19 +102,19 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
                 "train_loss": loss_sum.item() / losses,  # host sync, once per evaluation
                 "val_accuracy": val.accuracy,
                 "val_loss": val.loss,
+                **({"val_perplexity": val.perplexity} if task.per_token else {}),
                 "is_kept": step in kept,
             }
             history.append(record)
             yield record
-            loss_sum, losses = torch.zeros(()), 0
+            loss_sum, losses = torch.zeros((), device=device), 0
         if writer is None:
             return
         if steps == 0:  # a loaded teacher, banked as it is
-            bank(0)
-            trajectory.record(0, evaluate(model, x_train, y_train).logits.numpy())
-        train, val, test = (
-            evaluate(model, x, y) for x, y in ((x_train, y_train), (x_val, y_val), (x_test, y_test))
-        )
+            writer.add_checkpoint(0, {s: outputs(s) for s in ("train", "val", "test")})
+            trajectory.record(0, outputs("train"))
+        train = evaluate(model, splits["train"], keep_logits=True)
+        val, test = evaluate(model, splits["val"]), evaluate(model, splits["test"])
         transition = detect_transition(
             [r["step"] for r in history],
             [r["val_accuracy"] for r in history],
@@ -118,6 +123,10 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
         if transition is not None:
             transition["checkpoint"] = transition_checkpoint(transition, writer.checkpoints)
         torch.save(model.state_dict(), writer.tmp / "teacher.pt")
+        scores = trajectory.scores(train.logits, data.difficulty_train)
+        if data.tokens:
+            scores["length"] = length_difficulty(data.x_train, data.pad_id)
+            scores["rarity"] = rarity_difficulty(data.x_train, data.pad_id, data.vocab_size)
         writer.commit(
             metrics={
                 "train_accuracy": train.accuracy,
@@ -125,7 +134,7 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
                 "test_accuracy": test.accuracy,
             },
             history=history,
-            scores=trajectory.scores(train.logits.numpy(), data.difficulty_train),
+            scores=scores,
             transition=transition,
         )
     finally:
@@ -133,28 +142,36 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
             writer.close()  # removes the temporary build unless it was committed
 
 
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The batch's mean cross-entropy: over its examples, or over its counted tokens."""
+    if logits.dim() == 2:
+        return F.cross_entropy(logits, targets)
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+
+
 class _Trajectory:
     """Training-set predictions at each evaluation, reduced as they arrive (O(n) memory per
-    evaluation for correctness, O(n) in all for EL2N)."""
+    evaluation for correctness, O(n) in all for EL2N). A sequence counts as correct when
+    most of its counted tokens are."""
 
-    def __init__(self, labels: np.ndarray, *, early_until: float) -> None:
-        self.labels, self.early_until = labels, early_until
+    def __init__(self, targets: np.ndarray, *, early_until: float) -> None:
+        self.targets, self.early_until = targets, early_until
         self.correct: list[np.ndarray] = []
-        self.el2n_sum, self.el2n_count = np.zeros(len(labels)), 0
+        self.el2n_sum, self.el2n_count = np.zeros(len(targets)), 0
 
     def record(self, step: int, logits: np.ndarray) -> None:
-        self.correct.append(logits.argmax(axis=1) == self.labels)
+        self.correct.append(accuracy_per_example(logits, self.targets) > 0.5)
         if step <= self.early_until or self.el2n_count == 0:
-            self.el2n_sum += el2n_difficulty(logits[None], self.labels)
+            self.el2n_sum += el2n_difficulty(logits[None], self.targets)
             self.el2n_count += 1
 
     def scores(self, final_logits: np.ndarray, column: np.ndarray | None) -> dict[str, np.ndarray]:
-        y = self.labels
+        y = self.targets
         scores = {
             "confidence": confidence_difficulty(final_logits, y),
             "margin": margin_difficulty(final_logits, y),
             "loss": loss_difficulty(final_logits, y),
-            "entropy": entropy_difficulty(final_logits),
+            "entropy": entropy_difficulty(final_logits, y),
             "el2n": self.el2n_sum / self.el2n_count,
             "forgetting": forgetting_difficulty(np.stack(self.correct)),
         }
