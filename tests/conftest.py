@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+# The user factories of the tests (``usermodels:tiny_lm``, ``userdata:...``) are imported on the
+# worker that runs a trial, like a user's installed package: Ray's workers and the CLI's
+# subprocesses inherit this PYTHONPATH.
+_FACTORIES = str(ROOT / "tests" / "trainables")
+if _FACTORIES not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (_FACTORIES, os.environ.get("PYTHONPATH")) if p
+    )
+if _FACTORIES not in sys.path:
+    sys.path.insert(0, _FACTORIES)
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,10 @@ import torch
 from trainables.config import StudentConfig
 from trainables.curriculum import ConfidenceSampler
 from trainables.distill import KDLoss, kd_loss_from_log_probs, kd_token_parts
-from trainables.loops._batches import evaluate, mean_loss, to_device
+from trainables.loops._batches import cross_entropy_per_example, evaluate, mean_loss, to_device
 from trainables.loops._build import StudentRun, build_student
 from trainables.loops._common import should_evaluate
+from trainables.tasks import IGNORE
 
 
 def train_step(run: StudentRun, step: int) -> None:
@@ -74,8 +75,13 @@ def kd_parts(
     """Per-example loss parts, each ``(batch,)``, of the inputs ``x`` (training rows ``rows``)
     at the run's current temperature, alpha and teacher checkpoint, and for the
     language-model tasks the counted tokens per sequence (None for ``classify``)."""
+    logits = forward(x)
+    if run.alpha == 1.0 and run.learned_t is None:  # labels only: the teacher is not read
+        ce = cross_entropy_per_example(logits, targets)
+        counts = (targets != IGNORE).sum(dim=1).to(ce.dtype) if run.task.per_token else None
+        return KDLoss(total=ce, ce=ce, kd=torch.zeros_like(ce)), counts
     kwargs = {"temperature": run.temperature, "alpha": run.alpha, "form": run.cfg.distill.loss}
-    logits, log_p_teacher = forward(x), run.targets(rows, run.temperature)
+    log_p_teacher = run.targets(rows, run.temperature)
     if run.task.per_token:
         return kd_token_parts(logits, log_p_teacher, targets, **kwargs)
     return kd_loss_from_log_probs(logits, log_p_teacher, targets, **kwargs), None
