@@ -101,6 +101,8 @@ class DataConfig(StrictModel):
       ``seq_len`` bytes; at most ``max_examples`` windows, drawn evenly over the text.
       ``{stdlib}`` in ``path`` stands for this Python's standard-library directory, so an
       example can train on the standard library's sources, present on every machine.
+      ``whole_lines: true`` trims each window to the whole lines in it (padded with id 256),
+      so sequences vary in length and never start or end mid-line.
     - ``pcfg``: sequences of ``seq_len`` terminals from a seeded probabilistic context-free
       grammar (``pcfg_*`` fields, ``vocab_size`` terminals; the setting of Panigrahi et al. 2024
       after Allen-Zhu & Li's cfg3), ``train_size`` for training and ``holdout_size`` each for
@@ -126,6 +128,7 @@ class DataConfig(StrictModel):
     vocab_size: int | None = Field(default=None, ge=2, le=1_000_000)
     pad_id: int | None = Field(default=None, ge=0)
     seq_len: int = Field(default=64, ge=2, le=65_536)
+    whole_lines: bool = False
     max_examples: int | None = Field(default=None, ge=10)
     factory: str | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -197,7 +200,8 @@ class DataConfig(StrictModel):
             "sparse_parity": {"n_bits", "k", "train_size", "holdout_size", "label_noise"},
             "tokens": {"path", "tokens_column", "vocab_size", "pad_id", "max_examples",
                        "val_fraction", "test_fraction"},
-            "text": {"path", "seq_len", "max_examples", "val_fraction", "test_fraction"},
+            "text": {"path", "seq_len", "whole_lines", "max_examples", "val_fraction",
+                     "test_fraction"},
             "pcfg": {"vocab_size", "seq_len", "train_size", "holdout_size", "pcfg_levels",
                      "pcfg_symbols", "pcfg_rules", "pcfg_seed"},
             "module": {"factory", "kwargs", "vocab_size", "pad_id", "val_fraction",

@@ -52,7 +52,7 @@ def text_info(data: Any) -> DataInfo:
     files, sizes = text_files(data.path)
     rows = len(evenly(_windows(data, sizes), data.max_examples))
     split_sizes(rows, data.val_fraction, data.test_fraction)
-    return DataInfo((data.seq_len,), True, VOCAB, VOCAB, None, rows)
+    return DataInfo((data.seq_len,), True, VOCAB, VOCAB, VOCAB if data.whole_lines else None, rows)
 
 
 def load_text(data: Any) -> Splits:
@@ -61,6 +61,8 @@ def load_text(data: Any) -> Splits:
     files, sizes = text_files(data.path)
     windows = evenly(_windows(data, sizes), data.max_examples)
     base = _read_windows(files, sizes, windows, data.seq_len)
+    if data.whole_lines:
+        base = whole_lines(base)
     train, val, test = seeded_split(
         len(windows), data.val_fraction, data.test_fraction, data.split_seed
     )
@@ -74,8 +76,29 @@ def load_text(data: Any) -> Splits:
         num_classes=VOCAB,
         tokens=True,
         vocab_size=VOCAB,
-        pad_id=None,
+        pad_id=VOCAB if data.whole_lines else None,
     )
+
+
+def whole_lines(windows: np.ndarray) -> np.ndarray:
+    """``data.whole_lines``: each window trimmed to the whole lines in it -- it starts after
+    its first newline when that lies in its first half, ends after its last newline (a line
+    longer than what is left is kept, cut) -- moved to the front and padded with id 256, so
+    sequences have lengths (the ``length`` score) and never start or end mid-line.
+    ``(n, L)`` uint8 in, ``(n, L)`` uint16 out."""
+    n, length = windows.shape
+    newline = windows == _SEPARATOR
+    any_newline = newline.any(axis=1)
+    first = np.where(any_newline, newline.argmax(axis=1), length)
+    start = np.where(first < length // 2, first + 1, 0)
+    last = length - 1 - newline[:, ::-1].argmax(axis=1)
+    end = np.where(any_newline & (last >= start), last + 1, length)
+    positions = np.arange(length)
+    keep = positions[None, :] < (end - start)[:, None]
+    source = np.minimum(start[:, None] + positions[None, :], length - 1)
+    out = np.full((n, length), VOCAB, dtype=np.uint16)
+    out[keep] = np.take_along_axis(windows, source, axis=1)[keep]
+    return out
 
 
 def expand(path: str) -> str:
