@@ -684,9 +684,9 @@ class StudentConfig(StrictModel):
     record reports their mean (what a searcher should see); the last record also lists each
     seed's final metrics (``*_seeds``). ``arm`` is a free label kept in the results (the sweep
     marks its baselines with it). ``device``: ``auto`` is the GPU Ray gave the trial, if any,
-    else the CPU; data, teacher outputs and model then live there (no host-device copy per
-    step but the batch's indices). ``precision: bf16`` runs forward and loss under bfloat16
-    autocast.
+    else the CPU. The model lives there; data and teacher outputs stay in host memory and each
+    step's batch is gathered and copied there (pinned, non-blocking). ``precision: bf16`` runs
+    forward and loss under bfloat16 autocast.
     """
 
     data: DataConfig = Field(default_factory=DataConfig)

@@ -46,8 +46,11 @@ def _pcfg(*more: str) -> list[str]:
             r"^error: student\.model: the model outputs 8 classes per example, the data has 10",
         ),
         (
-            ["data.shape=[1, 8, 8]", "student.model.kind=module",
-             "student.model.factory=usermodels:flat_only"],
+            [
+                "data.shape=[1, 8, 8]",
+                "student.model.kind=module",
+                "student.model.factory=usermodels:flat_only",
+            ],
             r"^error: student\.model: the model cannot take inputs of shape \(1, 8, 8\)",
         ),
         (
@@ -72,8 +75,16 @@ def _pcfg(*more: str) -> list[str]:
             r"^error: spec: task\.kind: 'causal_lm' needs token sequences .* data\.kind 'digits'",
         ),
     ],
-    ids=["factory-import", "classes", "image-shape", "cnn-on-features", "data-shape",
-         "too-long", "data-factory", "task-data"],  # fmt: skip
+    ids=[
+        "factory-import",
+        "classes",
+        "image-shape",
+        "cnn-on-features",
+        "data-shape",
+        "too-long",
+        "data-factory",
+        "task-data",
+    ],  # fmt: skip
 )
 def test_a_bad_model_or_data_is_one_line_and_exit_2(tmp_path, overrides, pattern):
     code, lines = _validate(tmp_path, *overrides)

@@ -1,0 +1,45 @@
+"""A real sweep (Ray Tune, Optuna, Parquet) of a transformer student on masked tokens: PBT
+continues trials from each other's checkpoints (the student's whole state, transformer
+included), and the tables carry the language-model metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from analysis import load_curves, load_trials
+from search.spec import load_spec
+from search.sweep import run_sweep
+
+PCFG = Path(__file__).resolve().parents[2] / "examples" / "pcfg_progressive.yaml"
+SMALL = [
+    "data.train_size=512", "data.holdout_size=64", "data.seq_len=24",
+    "teacher.model.width=32", "teacher.model.depth=2", "teacher.optim.steps=100",
+    "teacher.eval_every=25", "teacher.checkpoint_every=25",
+    "student.optim.steps=160", "student.eval_every=20", "student.optim.batch_size=32",
+]  # fmt: skip
+
+
+@pytest.mark.ray
+def test_pbt_evolves_a_transformer_student_on_masked_tokens(ray_session, tmp_path):
+    spec = load_spec(
+        PCFG,
+        [*SMALL, f"storage={tmp_path}", "name=pbt-lm", "num_samples=4", "scheduler.kind=pbt",
+         "scheduler.perturbation_interval=0.25", "search.algorithm=random",
+         "baselines=[labels_only]", "space.teacher_schedules=[final, lockstep]",
+         "space.temperature=[0.5, 4.0]", "space.losses=[hinton]",
+         "student.distill={loss: hinton, temperature: 1.0, alpha: 0.5}", "space.alpha=[0.0, 1.0]"],
+    )  # fmt: skip
+    results = run_sweep(spec)
+    trials = load_trials(results).to_pandas()
+    assert len(trials) == 5 and (trials["status"] == "TERMINATED").all(), trials["error"].tolist()
+    assert (trials["steps"] == 160).all() and set(trials["config.model.kind"]) == {"transformer"}
+    assert trials["val_perplexity"].notna().all() and trials["test_perplexity"].notna().all()
+    curves = load_curves(results).to_pandas()
+    assert curves["val_perplexity"].notna().all() and (curves["val_perplexity"] >= 1).all()
+    exploits = (results / "tune" / "students" / "pbt_global.txt").read_text().splitlines()
+    assert exploits, "no trial continued from another's checkpoint"
+    moved = [json.loads(line)[-1]["distill"]["temperature"] for line in exploits]
+    assert all(0.5 <= t <= 4.0 for t in moved)
