@@ -36,11 +36,15 @@ def check_paths(spec: SweepSpec) -> None:
         "storage": (spec.storage, "that every node of the cluster shares (--storage /shared)"),
         "data.path": (spec.data.path, "that every node of the cluster can read"),
         "teacher.init_from": (spec.teacher.init_from, "that every node of the cluster can read"),
+        "teacher.model.path": (spec.teacher.model.path, "that every node of the cluster can read"),
+        "student.model.path": (spec.student.model.path, "that every node of the cluster can read"),
     }
     problems = [
         f"{field}: {value!r} is relative; a submitted sweep needs an absolute path {which}"
         for field, (value, which) in paths.items()
-        if value is not None and not PurePosixPath(value).is_absolute()
+        if value is not None
+        and not value.startswith("{stdlib}")  # the cluster's own standard library
+        and not PurePosixPath(value).is_absolute()
     ]
     if problems:
         raise SweepInputError("; ".join(problems))

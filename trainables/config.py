@@ -528,8 +528,9 @@ class SelfPacedConfig(StrictModel):
 class StageConfig(StrictModel):
     """One stage of a multi-stage curriculum: train on examples whose difficulty rank is in
     ``band``; ``temperature`` / ``alpha`` override the distill schedules when set; ``augment`` is
-    the standard deviation of Gaussian feature noise (in standardised units); ``length`` is the
-    stage's share of the run (with a metric gate: its maximum)."""
+    the standard deviation of Gaussian feature noise (in standardised units; float inputs only:
+    token ids are never noised); ``length`` is the stage's share of the run (with a metric
+    gate: its maximum)."""
 
     band: tuple[float, float] = (0.0, 1.0)
     temperature: float | None = Field(default=None, gt=0.0, le=100.0)

@@ -43,3 +43,28 @@ def test_pbt_evolves_a_transformer_student_on_masked_tokens(ray_session, tmp_pat
     assert exploits, "no trial continued from another's checkpoint"
     moved = [json.loads(line)[-1]["distill"]["temperature"] for line in exploits]
     assert all(0.5 <= t <= 4.0 for t in moved)
+
+
+@pytest.mark.ray
+def test_an_hf_teacher_and_a_users_module_student_in_a_real_sweep(ray_session, tmp_path):
+    pytest.importorskip("transformers", reason="the [hf] extra is not installed")
+    text = tmp_path / "text"
+    text.mkdir()
+    for i in range(4):
+        (text / f"{i}.txt").write_text(f"line {i}: the quick brown fox jumps over the dog\n" * 30)
+    gpt2 = "{n_embd: 32, n_layer: 1, n_head: 2, n_positions: 32}"
+    spec = load_spec(
+        Path(__file__).resolve().parents[2] / "examples" / "text_lm.yaml",
+        [f"storage={tmp_path}", "name=own-models", f"data.path={text}", "data.seq_len=32",
+         "data.max_examples=200", "teacher.model.kind=hf",
+         "teacher.model.architecture=GPT2LMHeadModel", f"teacher.model.config={gpt2}",
+         "teacher.optim.steps=40", "teacher.eval_every=20", "student.model.kind=module",
+         "student.model.factory=usermodels:tiny_lm", "student.model.kwargs={vocab: 256}",
+         "student.optim.steps=40", "student.eval_every=20", "num_samples=2", "baselines=[]"],
+    )  # fmt: skip
+    results = run_sweep(spec)
+    trials = load_trials(results).to_pandas()
+    assert len(trials) == 2 and (trials["status"] == "TERMINATED").all(), trials["error"].tolist()
+    assert set(trials["config.model.factory"]) == {"usermodels:tiny_lm"}
+    assert trials["config.model.kwargs"].tolist() == ['{"vocab": 256}'] * 2  # JSON text
+    assert trials["config.curriculum.score"].dropna().isin(["length", "rarity", "loss"]).all()

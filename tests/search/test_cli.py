@@ -100,6 +100,14 @@ def test_submit_names_every_relative_input_path(monkeypatch, tmp_path):
     absolute = spec.data.model_copy(update={"path": str(tmp_path / "data.npz")})
     no_init = spec.teacher.model_copy(update={"init_from": None})
     check_paths(spec.model_copy(update={"data": absolute, "teacher": no_init}))  # no error
+    stdlib = load_spec(ROOT / "examples" / "text_lm.yaml", ["storage=/shared"])
+    check_paths(stdlib)  # {stdlib}: the cluster's own standard library
+    Path("hf_model").mkdir()
+    hf = spec.student.model.model_copy(update={"kind": "hf", "path": "hf_model"})
+    with pytest.raises(SweepInputError, match="student.model.path: 'hf_model' is relative"):
+        check_paths(
+            spec.model_copy(update={"student": spec.student.model_copy(update={"model": hf})})
+        )
 
 
 def test_submit_without_the_jobs_sdk_or_server_exits_2_with_one_line(tmp_path):

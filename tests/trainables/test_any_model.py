@@ -235,3 +235,39 @@ def test_token_files_stay_memory_mapped_on_the_host(tmp_path):
     assert isinstance(run.train.x, IndexRows) and isinstance(run.train.x.base, np.memmap)
     inputs, targets = run.train.gather(np.array([3, 1]))
     assert inputs.shape == (2, 15) and targets.shape == (2, 15)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_on_a_gpu_a_transformer_learns_from_host_batches_and_resumes(pcfg_bank, precision):
+    import torch
+
+    cfg = _student(
+        pcfg_bank, device="cuda", precision=precision,
+        optim=OptimConfig(steps=120, batch_size=32, lr=3e-3),
+        curriculum=CurriculumConfig(kind="paced", score="rarity"),
+    )  # fmt: skip
+    run = build_student(cfg)
+    inputs, targets = run.train.gather(np.arange(4))
+    assert inputs.is_cuda and targets.is_cuda and not isinstance(run.train.x, torch.Tensor)
+    whole, state = [], None
+    for record, run in student_loop(cfg):
+        whole.append(record)
+        if record["step"] == 60:
+            state = run.state_dict()
+    assert whole[-1]["val_loss"] < whole[0]["val_loss"]
+    resumed = _records(student_loop(cfg, resume_from=state))
+    for got, want in zip(resumed, whole[3:], strict=True):  # GPU kernels: equal to rounding
+        assert got["step"] == want["step"]
+        assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-3)
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_the_teacher_trains_there_and_banks_per_token_outputs(tmp_path):
+    cfg = TeacherConfig(
+        data=PCFG, task=MASKED, model=TINY, device="cuda", eval_every=20,
+        optim=OptimConfig(steps=40, batch_size=64), bank_dir=str(tmp_path / "bank"),
+    )  # fmt: skip
+    records = list(teacher_loop(cfg))
+    assert records[-1]["val_loss"] < records[0]["val_loss"] + 0.5
+    assert open_bank(tmp_path / "bank").logits["train"].shape == (512, 24, 3)
