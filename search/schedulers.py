@@ -191,7 +191,8 @@ def export_schedule(
     pacing = _pacing_changes(first_config, later_configs)
     if pacing is not None:
         replay["curriculum"] = {**replay.get("curriculum", {}), "pacing": pacing}
-    StudentConfig.model_validate({**replay, "data": spec.data.model_dump()})  # replayable
+    shared = {"data": spec.data.model_dump(), "task": spec.task.model_dump()}
+    StudentConfig.model_validate({**replay, **shared})  # replayable
     spec.sweep_dir.mkdir(parents=True, exist_ok=True)
     out = spec.sweep_dir / "pbt_schedule.yaml"
     header = (

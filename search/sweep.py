@@ -191,9 +191,14 @@ def run_students(
             name=f"students-{plan.run}" if plan.run else "students",
             storage_path=str(spec.sweep_dir / "tune"),
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
-            # PBT trials (and any with resources.checkpoint) checkpoint at every report; only
-            # the latest ones are ever restored
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # PBT trials (and any with resources.checkpoint) checkpoint at every report. A
+            # retry restores its own latest, so two are enough; but PBT restores a donor's
+            # checkpoint of the exploit's time, perhaps after the donor has reported several
+            # more times (the recipient waits for resources): with few kept, Tune had deleted
+            # it and the exploit failed ("does not exist on storage anymore"). PBT keeps all.
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=None if spec.scheduler.population_based else 2
+            ),
             callbacks=[
                 sink,
                 ProgressPrinter(total, spec.objective_metrics[0] if multi else spec.metric),

@@ -161,7 +161,10 @@ def _student_worker(config: dict[str, Any]) -> None:
         device_ids = [device.index]
 
     def wrap(model: torch.nn.Module) -> torch.nn.Module:
-        return DistributedDataParallel(model, device_ids=device_ids)
+        # a user's module or a Hugging Face model may hold parameters this task never uses
+        # (a pooler, another head): DDP must then not wait for their gradients
+        own = cfg.model.kind in ("module", "hf")
+        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=own)
 
     for record, _ in repeated_loop(
         cfg, rank=context.get_world_rank(), world_size=context.get_world_size(), wrap_model=wrap

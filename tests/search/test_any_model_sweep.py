@@ -68,3 +68,19 @@ def test_an_hf_teacher_and_a_users_module_student_in_a_real_sweep(ray_session, t
     assert set(trials["config.model.factory"]) == {"usermodels:tiny_lm"}
     assert trials["config.model.kwargs"].tolist() == ['{"vocab": 256}'] * 2  # JSON text
     assert trials["config.curriculum.score"].dropna().isin(["length", "rarity", "loss"]).all()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_two_worker_transformer_trial_runs_per_token_kd_under_torchtrainer(ray_session, tmp_path):
+    spec = load_spec(
+        PCFG,
+        [*SMALL, f"storage={tmp_path}", "name=ddp-lm", "num_samples=1", "resources.workers=2",
+         "baselines=[]", "student.optim.steps=40", "space.teacher_schedules=[lockstep]"],
+    )  # fmt: skip
+    results = run_sweep(spec)
+    trials = load_trials(results).to_pandas()
+    assert trials["status"].tolist() == ["TERMINATED"], trials["error"].tolist()
+    curves = load_curves(results).to_pandas()
+    assert curves["samples_seen"].tolist() == [20 * 32 * 2, 40 * 32 * 2]  # global batches
+    assert curves["val_perplexity"].notna().all()
