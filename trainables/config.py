@@ -52,7 +52,7 @@ ScheduleKind = Literal["constant", "linear", "cosine", "step", "stage", "ctkd"]
 DataKind = Literal["digits", "file", "sparse_parity", "tokens", "text", "pcfg", "module"]
 TaskKind = Literal["classify", "masked_lm", "causal_lm"]
 ModelKind = Literal["mlp", "cnn", "transformer", "module", "hf"]
-OptimizerKind = Literal["adam", "sgd"]
+OptimizerKind = Literal["adam", "adamw", "sgd"]
 SchedulerKind = Literal["fifo", "asha", "median", "pbt", "pb2"]
 SearchAlgorithm = Literal["tpe", "cmaes", "nsga2", "random", "grid"]
 
@@ -338,7 +338,8 @@ def check_task(task: TaskConfig, data: DataConfig, model: ModelConfig, where: st
 
 
 class OptimConfig(StrictModel):
-    """The optimiser (``adam`` or ``sgd`` with ``momentum``) and the step budget."""
+    """The optimiser (``adam``; ``adamw``, Adam with decoupled weight decay, Loshchilov &
+    Hutter 2019; or ``sgd`` with ``momentum``) and the step budget."""
 
     kind: OptimizerKind = "adam"
     momentum: float = Field(default=0.0, ge=0.0, lt=1.0)

@@ -11,18 +11,17 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from search.cli import main
-from search.spec import SweepSpec
+from search.spec import SET_BY_THE_SWEEP, SweepSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
-SET_BY_THE_SWEEP = {"data", "bank_dir", "teacher_bank", "repeats"}
 
 
 def _paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple]:
     """(path, annotation) for every field of the spec, nested models included."""
     out = []
     for name, info in model.model_fields.items():
-        if prefix and prefix[0] in ("teacher", "student") and name in SET_BY_THE_SWEEP:
+        if prefix and name in SET_BY_THE_SWEEP.get(prefix[0], {}):
             continue
         path, annotation = (*prefix, name), info.annotation
         out.append((path, annotation))

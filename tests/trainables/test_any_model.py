@@ -271,3 +271,15 @@ def test_on_a_gpu_the_teacher_trains_there_and_banks_per_token_outputs(tmp_path)
     records = list(teacher_loop(cfg))
     assert records[-1]["val_loss"] < records[0]["val_loss"] + 0.5
     assert open_bank(tmp_path / "bank").logits["train"].shape == (512, 24, 3)
+
+
+def test_adamw_decays_weights_decoupled_from_the_gradient():
+    import torch
+
+    from trainables.loops._common import make_optimizer
+
+    weight = torch.nn.Parameter(torch.full((3,), 2.0))
+    optimizer = make_optimizer([weight], OptimConfig(kind="adamw", lr=0.1, weight_decay=0.5))
+    weight.grad = torch.zeros(3)
+    optimizer.step()  # zero gradient: only the decoupled decay, p <- p (1 - lr * wd)
+    assert weight.detach().tolist() == pytest.approx([2.0 * (1 - 0.1 * 0.5)] * 3)

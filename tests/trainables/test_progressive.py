@@ -71,6 +71,11 @@ def test_progressive_loss_form_by_hand():
     # T -> 0: the teacher's hard argmax label (class 0) even at 1e-20
     hard = kd_loss(s, t, y, temperature=1e-20, alpha=0.0, form="progressive")
     assert hard.kd.item() == pytest.approx(-math.log(0.25), rel=1e-6)
+    # below FLOAT64_BELOW, logits / T would overflow float32 (large logits): float64 there
+    big = t * 1e7
+    for tiny in (1e-25, 1e-34):
+        hard = kd_loss(s, big, y, temperature=tiny, alpha=0.0, form="progressive")
+        assert hard.kd.item() == pytest.approx(-math.log(0.25), rel=1e-6)
     assert loss.ce.item() == pytest.approx(-math.log(0.75), rel=1e-6)
 
 

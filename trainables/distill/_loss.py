@@ -5,6 +5,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+FLOAT64_BELOW = 1e-30  # a progressive-form T below this is applied in float64
+
 
 class KDLoss(NamedTuple):
     """The loss and its two parts (``kd`` already includes ``T^2``): scalars from
@@ -32,12 +34,14 @@ def teacher_log_probs(
 ) -> torch.Tensor:
     """``log softmax(teacher / T)``, the teacher's side of the KD loss; no gradient.
 
-    Computed in float64 for ``form="progressive"`` so that near-zero ``T`` gives exact hard
-    labels. The student loop calls this once per (checkpoint, T) for the whole training set
-    when ``T`` is constant, instead of once per batch."""
+    For ``form="progressive"`` a near-zero ``T`` must give exact hard labels: ``logits / T``
+    stays finite in float32 down to ``T`` of about ``1e-30`` (for logits below ~1e8), and
+    below :data:`FLOAT64_BELOW` (or for a learned, tensor ``T``) it is computed in float64. The
+    student loop calls this once per batch, on the batch's rows of the bank."""
     _check_form(form)
     logits = teacher_logits.detach()
-    if form == "progressive":
+    tiny = isinstance(temperature, torch.Tensor) or temperature < FLOAT64_BELOW
+    if form == "progressive" and tiny:
         return F.log_softmax(logits.double() / temperature, dim=-1).to(teacher_logits.dtype)
     return F.log_softmax(logits / temperature, dim=-1)
 

@@ -31,6 +31,18 @@ def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor
 
 
+def rows_to_device(source: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``source[rows]`` on ``device``. On a GPU the rows are gathered straight into pinned
+    host memory (PyTorch's caching host allocator, which reuses a block only once its copy
+    has finished) and copied non-blocking: one host copy of the batch, not two."""
+    if device.type != "cuda":
+        return torch.from_numpy(np.ascontiguousarray(source[rows]))
+    dtype = torch.from_numpy(np.empty(0, dtype=source.dtype)).dtype
+    staging = torch.empty((len(rows), *source.shape[1:]), dtype=dtype, pin_memory=True)
+    np.take(source, rows, axis=0, out=staging.numpy())
+    return staging.to(device, non_blocking=True)
+
+
 @dataclass(frozen=True)
 class SplitData:
     """One split of a dataset under a task: ``x`` a row store of ``(n, *example_shape)``,

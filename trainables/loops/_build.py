@@ -25,7 +25,7 @@ from trainables.data import Splits
 from trainables.distill import TeacherBank, open_bank, teacher_log_probs
 from trainables.distill._checkpoints import CheckpointSchedule
 from trainables.distill._schedules import CTKDTemperature
-from trainables.loops._batches import SplitData, output_shape, split_data, to_device
+from trainables.loops._batches import SplitData, output_shape, rows_to_device, split_data
 from trainables.loops._common import load_data, make_optimizer
 from trainables.loops._setup import (
     Weighting,
@@ -56,7 +56,7 @@ class TeacherTargets:
             self.logits = self.teacher.checkpoint_logits(checkpoint)["train"]
 
     def __call__(self, rows: np.ndarray, temperature: float | torch.Tensor) -> torch.Tensor:
-        logits = to_device(self.logits[rows], self.device)
+        logits = rows_to_device(self.logits, rows, self.device)
         return teacher_log_probs(logits, temperature, self.form)
 
 
