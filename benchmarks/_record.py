@@ -13,6 +13,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS_JSON = HERE / "results.json"
 RESULTS_MD = HERE / "RESULTS.md"
+READINGS_MD = HERE / "READINGS.md"  # hand-written readings, appended to RESULTS.md as they are
 
 # The targets the issues set: key -> (">=" or "<=", bound). RESULTS.md marks each figure.
 TARGETS = {
@@ -32,6 +33,10 @@ TARGETS = {
     # issue 5's bound against the ideal this machine can reach (two trials side by side)
     "sweep_wall_over_packed_ideal": ("<=", 1.15),
     "best_schedules_10k_trials_s": ("<=", 2),
+    "pcfg_progressive_over_oneshot_steps": ("<=", 0.7),
+    "pcfg_bench_wall_s": ("<=", 900),
+    "lm_kd_over_ce_throughput": (">=", 0.9),
+    "lm_kd_over_ce_throughput_cuda": (">=", 0.9),
 }
 
 
@@ -82,4 +87,6 @@ def _write_markdown(results: dict) -> None:
             f"| {r.get('note', '')} "
             f"| {r['measured_at']} | {r['machine']} | `{r['command']}` |"
         )
+    if READINGS_MD.exists():
+        lines += ["", READINGS_MD.read_text().rstrip()]
     RESULTS_MD.write_text("\n".join(lines) + "\n")

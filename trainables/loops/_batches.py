@@ -32,15 +32,21 @@ def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def rows_to_device(source: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tensor:
-    """``source[rows]`` on ``device``. On a GPU the rows are gathered straight into pinned
-    host memory (PyTorch's caching host allocator, which reuses a block only once its copy
-    has finished) and copied non-blocking: one host copy of the batch, not two."""
+    """``source[rows]`` on ``device``; on a GPU through :func:`pinned_rows`, then copied
+    non-blocking."""
     if device.type != "cuda":
         return torch.from_numpy(np.ascontiguousarray(source[rows]))
+    return pinned_rows(source, rows).to(device, non_blocking=True)
+
+
+def pinned_rows(source: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    """``source[rows]`` gathered straight into pinned host memory (PyTorch's caching host
+    allocator, which reuses a block only once its copy to the device has finished): one
+    host copy of the batch, not two."""
     dtype = torch.from_numpy(np.empty(0, dtype=source.dtype)).dtype
     staging = torch.empty((len(rows), *source.shape[1:]), dtype=dtype, pin_memory=True)
     np.take(source, rows, axis=0, out=staging.numpy())
-    return staging.to(device, non_blocking=True)
+    return staging
 
 
 @dataclass(frozen=True)

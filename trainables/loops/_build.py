@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +27,13 @@ from trainables.data import Splits
 from trainables.distill import TeacherBank, open_bank, teacher_log_probs
 from trainables.distill._checkpoints import CheckpointSchedule
 from trainables.distill._schedules import CTKDTemperature
-from trainables.loops._batches import SplitData, output_shape, rows_to_device, split_data
+from trainables.loops._batches import (
+    SplitData,
+    output_shape,
+    pinned_rows,
+    rows_to_device,
+    split_data,
+)
 from trainables.loops._common import load_data, make_optimizer
 from trainables.loops._setup import (
     Weighting,
@@ -49,6 +57,15 @@ class TeacherTargets:
     def __init__(self, teacher: TeacherBank, form: str, *, device: torch.device) -> None:
         self.teacher, self.form, self.device = teacher, form, device
         self.checkpoint: int | None = None
+        self._ahead: tuple[np.ndarray, Future] | None = None
+
+    def prefetch(self, rows: np.ndarray) -> None:
+        """On a GPU, start gathering ``rows`` (this step's batch) into pinned memory on a
+        helper thread: NumPy's ``take`` releases the GIL, so the host copy overlaps the main
+        thread's kernel launches for the student's forward (a small model on a fast GPU is
+        launch-bound). A no-op on the CPU, where the two would share the same cores."""
+        if self.device.type == "cuda":
+            self._ahead = (rows, _gatherer().submit(pinned_rows, self.logits, rows))
 
     def use(self, checkpoint: int) -> None:
         if checkpoint != self.checkpoint:  # memory-mapped logits of another checkpoint
@@ -56,8 +73,18 @@ class TeacherTargets:
             self.logits = self.teacher.checkpoint_logits(checkpoint)["train"]
 
     def __call__(self, rows: np.ndarray, temperature: float | torch.Tensor) -> torch.Tensor:
-        logits = rows_to_device(self.logits, rows, self.device)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] is rows:  # gathered by prefetch, same checkpoint
+            logits = ahead[1].result().to(self.device, non_blocking=True)
+        else:
+            logits = rows_to_device(self.logits, rows, self.device)
         return teacher_log_probs(logits, temperature, self.form)
+
+
+@functools.cache
+def _gatherer() -> ThreadPoolExecutor:
+    """One helper thread per process for :meth:`TeacherTargets.prefetch`."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="teacher-rows")
 
 
 @dataclass(eq=False)

@@ -35,6 +35,8 @@ def train_step(run: StudentRun, step: int) -> None:
     run.fraction = run.sampler.fraction
     # importance / rho score their candidates with a forward pass and a host sync
     batch = run.sampler.next_batch(functools.partial(student_losses, run))
+    if run.alpha < 1.0 or run.learned_t is not None:  # the teacher's rows, gathered meanwhile
+        run.targets.prefetch(batch.indices)
     x, targets = run.train.gather(batch.indices)  # host rows, copied non-blocking
     if run.staged and run.stages[stage].augment > 0 and x.is_floating_point():
         noise = torch.randn(x.shape, generator=run.noise, device=run.device)
