@@ -14,12 +14,19 @@ __all__ = ["InputError", "check_inputs"]
 InputError = (DataError, ModelError)  # what check_inputs raises: bad data or a bad model
 
 
-def check_inputs(spec) -> DataInfo:
+def check_inputs(spec, *, own_code: bool = True) -> DataInfo | None:
     """Check ``spec``'s data, then its teacher's and student's models against that data;
-    raise :class:`DataError` or :class:`ModelError` (one line naming the field)."""
+    raise :class:`DataError` or :class:`ModelError` (one line naming the field).
+
+    ``own_code=False`` (``submit``) leaves out the models built from code that may exist only
+    on the cluster (``module`` factories, ``hf``): the job's own ``run`` checks them there."""
+    if not own_code and spec.data.kind == "module":
+        return None  # the data itself comes from such code
     info = check_data(spec.data)
     for role in ("teacher", "student"):
         model = getattr(spec, role).model
+        if not own_code and model.kind in ("module", "hf"):
+            continue
         build_model(
             model, task=spec.task.kind, example_shape=tuple(info.example_shape),
             num_classes=info.num_classes, vocab_size=info.vocab_size, pad_id=info.pad_id,

@@ -73,7 +73,9 @@ def _main(argv: list[str] | None) -> int:
     try:
         spec = _spec(args)
         if args.command != "run":  # run_sweep checks it itself, first thing
-            check_inputs(spec)  # a bad file or model fails here, not in a trial
+            # a bad file or model fails here, not in a trial; a submitted sweep's own code
+            # (a module factory, transformers) may exist only on the cluster: checked there
+            check_inputs(spec, own_code=args.command != "submit")
     except SpecError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)

@@ -145,3 +145,16 @@ def test_run_refuses_a_bad_model_before_starting_ray(tmp_path):
         "runtime_env)"
     ]
     assert not (tmp_path / "r").exists()  # nothing written, nothing started
+
+
+def test_submit_leaves_code_that_may_exist_only_on_the_cluster_to_the_job(tmp_path):
+    from search._inputs import check_inputs
+    from search.spec import load_spec
+
+    spec = load_spec(
+        ROOT / "examples" / "quickstart.yaml",
+        ["student.model.kind=module", "student.model.factory=onlyonthecluster:make"],
+    )
+    assert check_inputs(spec, own_code=False) is not None  # the data is still checked
+    with pytest.raises(ValueError, match="student.model.factory: cannot import"):
+        check_inputs(spec)
