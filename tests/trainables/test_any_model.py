@@ -283,3 +283,35 @@ def test_adamw_decays_weights_decoupled_from_the_gradient():
     weight.grad = torch.zeros(3)
     optimizer.step()  # zero gradient: only the decoupled decay, p <- p (1 - lr * wd)
     assert weight.detach().tolist() == pytest.approx([2.0 * (1 - 0.1 * 0.5)] * 3)
+
+
+@pytest.mark.parametrize("task", ["classify", "causal_lm"])
+def test_a_users_dataset_trains_through_the_loops(tmp_path, task):
+    if task == "classify":
+        data = DataConfig(kind="module", factory="userdata:pairs", kwargs={"rows": 60})
+        model = ModelConfig(kind="mlp", hidden=[8])
+    else:
+        data = DataConfig(kind="module", factory="userdata:sequences", kwargs={"rows": 60})
+        model = TINY
+    bank = tmp_path / "bank"
+    list(teacher_loop(TeacherConfig(
+        data=data, task=TaskConfig(kind=task), model=model, eval_every=10,
+        optim=OptimConfig(steps=20, batch_size=8), bank_dir=str(bank),
+    )))  # fmt: skip
+    cfg = StudentConfig(
+        data=data, task=TaskConfig(kind=task), model=model, teacher_bank=str(bank),
+        eval_every=10, optim=OptimConfig(steps=20, batch_size=8),
+        curriculum=CurriculumConfig(kind="paced", score="loss"),
+    )  # fmt: skip
+    records = _records(student_loop(cfg))
+    assert math.isfinite(records[-1]["train_loss"]) and "test_accuracy" in records[-1]
+
+
+def test_a_learned_temperature_distils_per_token(pcfg_bank):
+    cfg = _student(
+        pcfg_bank,
+        distill=DistillConfig(temperature=4.0, temperature_schedule=ScheduleConfig(kind="ctkd")),
+    )
+    records = _records(student_loop(cfg))
+    assert all(1.0 < r["temperature"] < 21.0 for r in records)
+    assert records[-1]["temperature"] != 4.0  # it moved
