@@ -6,10 +6,15 @@ classes or vocabulary stop the sweep here, in one line, instead of in a trial)."
 
 from __future__ import annotations
 
+import math
+import shutil
+from pathlib import Path
+
 from trainables.data import DataError, DataInfo, check_data
+from trainables.loops import checkpoint_steps
 from trainables.models import ModelError, build_model
 
-__all__ = ["InputError", "check_inputs"]
+__all__ = ["InputError", "bank_bytes", "check_bank_fits", "check_inputs"]
 
 InputError = (DataError, ModelError)  # what check_inputs raises: bad data or a bad model
 
@@ -33,3 +38,47 @@ def check_inputs(spec, *, own_code: bool = True) -> DataInfo | None:
             where=f"{role}.model",
         )  # fmt: skip
     return info
+
+
+def bank_bytes(spec, info: DataInfo) -> tuple[int, str]:
+    """The teacher bank's size in bytes (float32 outputs of every example of every split at
+    each kept checkpoint: dense, per token for the language-model tasks) and how it is made
+    up, for a message."""
+    teacher = spec.teacher
+    steps = teacher.optim.steps if teacher.train else 0
+    kept = len(checkpoint_steps(
+        steps, every=teacher.checkpoint_every, log_spaced=teacher.log_checkpoints
+    ))  # fmt: skip
+    if spec.task.kind == "classify":
+        per_example, shape = info.num_classes, f"{info.num_classes:,} classes"
+    else:
+        positions = info.example_shape[0] - (spec.task.kind == "causal_lm")
+        per_example = positions * info.num_classes
+        shape = f"{positions:,} positions x {info.num_classes:,} logits"
+    total = info.rows * per_example * 4 * kept
+    return total, f"{info.rows:,} examples x {shape} x 4 bytes x {kept} checkpoints"
+
+
+def check_bank_fits(spec, info: DataInfo, teacher_dir: Path) -> None:
+    """Refuse, before the teacher starts, a teacher bank larger than the free space under the
+    storage (:class:`DataError`, one line): a dense per-token bank grows with examples x
+    positions x vocabulary x checkpoints. A bank already built (``teacher_dir``) is reused and
+    needs no room."""
+    if teacher_dir.exists():
+        return
+    need, parts = bank_bytes(spec, info)
+    where = Path(spec.storage).resolve()
+    while not where.exists():
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if need > free:
+        raise DataError(
+            f"teacher: its bank would take {_size(need)} ({parts}), more than the {_size(free)} "
+            f"free under {str(where)!r}; lower data.max_examples / data.train_size, "
+            "teacher.checkpoint_every or teacher.log_checkpoints, or give more --storage"
+        )
+
+
+def _size(n: float) -> str:
+    unit = min(int(math.log(max(n, 1), 1024)), 4)
+    return f"{n / 1024**unit:.1f} {['B', 'KiB', 'MiB', 'GiB', 'TiB'][unit]}"

@@ -16,7 +16,7 @@ from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
 from search._capacity import check_capacity
-from search._inputs import InputError, check_inputs
+from search._inputs import InputError, check_bank_fits, check_inputs
 from search._lock import SweepLock, SweepLockLost
 from search._resume import (
     Manifest,
@@ -46,7 +46,7 @@ from search.progress import ProgressPrinter, TensorBoardLogger
 from search.schedulers import export_schedule, is_baseline, make_scheduler, population
 from search.sink import ParquetSink, recover_curves
 from search.spec import SweepSpec, redact
-from search.teacher import TeacherError, ensure_teacher
+from search.teacher import TeacherError, ensure_teacher, teacher_key
 from trainables.config import StudentConfig
 from trainables.student import (
     distributed_student,
@@ -232,10 +232,11 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, verbose: int = 0) 
     same call again resumes the sweep.
     """
     try:
-        check_inputs(spec)
+        info = check_inputs(spec)
+        _check_writable(spec)
+        check_bank_fits(spec, info, Path(spec.storage).resolve() / "_teachers" / teacher_key(spec))
     except InputError as exc:
         raise SweepInputError(str(exc)) from None
-    _check_writable(spec)
     with (
         interruptible() as interrupts,
         SweepLock(spec.sweep_dir, on_lost=interrupts.interrupt) as lock,

@@ -158,3 +158,30 @@ def test_submit_leaves_code_that_may_exist_only_on_the_cluster_to_the_job(tmp_pa
     assert check_inputs(spec, own_code=False) is not None  # the data is still checked
     with pytest.raises(ValueError, match="student.model.factory: cannot import"):
         check_inputs(spec)
+
+
+def test_a_teacher_bank_larger_than_the_free_disk_is_refused_before_the_teacher(tmp_path):
+    from search._inputs import bank_bytes, check_bank_fits, check_inputs
+    from search.spec import load_spec
+
+    spec = load_spec(
+        ROOT / "examples" / "text_lm.yaml",
+        [f"storage={tmp_path}", "data.max_examples=1000", "teacher.checkpoint_every=100"],
+    )
+    info = check_inputs(spec)
+    need, parts = bank_bytes(spec, info)
+    # 1,000 windows x 63 next-byte positions x 256 logits x 4 bytes x 4 checkpoints (400 steps)
+    assert need == 1000 * 63 * 256 * 4 * 4
+    assert parts == "1,000 examples x 63 positions x 256 logits x 4 bytes x 4 checkpoints"
+    check_bank_fits(spec, info, tmp_path / "no-bank-yet")  # 258 MB fit on this disk
+    huge = load_spec(
+        ROOT / "examples" / "text_lm.yaml",
+        [f"storage={tmp_path}", "data.max_examples=10000000", "data.path='{stdlib}/**/*.py'",
+         "data.seq_len=4096", "teacher.checkpoint_every=1", "teacher.model.max_length=4096",
+         "student.model.max_length=4096"],
+    )  # fmt: skip
+    huge_info = check_inputs(huge)
+    with pytest.raises(ValueError, match=r"^teacher: its bank would take .* TiB \(.*free under"):
+        check_bank_fits(huge, huge_info, tmp_path / "no-bank-yet")
+    (tmp_path / "built").mkdir()
+    check_bank_fits(huge, huge_info, tmp_path / "built")  # an existing bank is reused
