@@ -316,6 +316,7 @@ _TEACHER_RECORD = [
     ("train_loss", pa.float64()),
     ("val_accuracy", pa.float64()),
     ("val_loss", pa.float64()),
+    ("val_perplexity", pa.float64()),  # the language-model tasks only
 ]
 _TEACHER_MARKS = [
     ("is_kept", pa.bool_()),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis import load_curves, load_trials
+from analysis import load_curves, load_teacher, load_trials
 from search.spec import load_spec
 from search.sweep import run_sweep
 
@@ -39,6 +39,7 @@ def test_pbt_evolves_a_transformer_student_on_masked_tokens(ray_session, tmp_pat
     assert trials["val_perplexity"].notna().all() and trials["test_perplexity"].notna().all()
     curves = load_curves(results).to_pandas()
     assert curves["val_perplexity"].notna().all() and (curves["val_perplexity"] >= 1).all()
+    assert load_teacher(results).to_pandas()["val_perplexity"].notna().all()
     exploits = (results / "tune" / "students" / "pbt_global.txt").read_text().splitlines()
     assert exploits, "no trial continued from another's checkpoint"
     moved = [json.loads(line)[-1]["distill"]["temperature"] for line in exploits]
