@@ -123,23 +123,6 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(data[:, :-1]), data[:, -1].astype(np.int64)
 
 
-def _load_digits() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's digits (1797 8x8 images, 10 classes), read from the file scikit-learn
-    ships without importing scikit-learn: its import costs ~1 s, paid by every fresh Tune
-    trial actor before its first step."""
-    package = importlib.util.find_spec("sklearn")  # locates the package, does not import it
-    roots = package.submodule_search_locations if package else None
-    shipped = Path(roots[0]) / "datasets" / "data" / "digits.csv.gz" if roots else None
-    if shipped is None or not shipped.is_file():  # a layout we do not know: ask sklearn
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
-        return bunch.data.astype(np.float32), bunch.target.astype(np.int64)
-    with gzip.open(shipped, "rt") as rows:
-        data = np.loadtxt(rows, delimiter=",", dtype=np.float32)
-    return np.ascontiguousarray(data[:, :-1]), data[:, -1].astype(np.int64)
-
-
 def data_files(data: Any) -> list[Path]:
     """The files ``data`` (a :class:`~trainables.config.DataConfig`) reads, in order: what a
     content hash of the data covers (generated data and ``module`` datasets read none)."""
