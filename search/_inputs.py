@@ -13,6 +13,7 @@ from pathlib import Path
 from trainables.data import DataError, DataInfo, check_data
 from trainables.loops import checkpoint_steps
 from trainables.models import ModelError, build_model
+from trainables.tasks import check_task_fits
 
 __all__ = ["InputError", "bank_bytes", "check_bank_fits", "check_inputs"]
 
@@ -28,6 +29,10 @@ def check_inputs(spec, *, own_code: bool = True) -> DataInfo | None:
     if not own_code and spec.data.kind == "module":
         return None  # the data itself comes from such code
     info = check_data(spec.data)
+    try:
+        check_task_fits(spec.task.kind, info.tokens, f"data.factory {spec.data.factory!r}")
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
     for role in ("teacher", "student"):
         model = getattr(spec, role).model
         if not own_code and model.kind in ("module", "hf"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,36 @@ def _pcfg(*more: str) -> list[str]:
             r"^error: data\.factory: .*'nowhere:make'",
         ),
         (
+            [
+                "data.kind=module",
+                "data.factory=userdata:sequences",
+                f"teacher.model={TRANSFORMER}",
+                f"student.model={TRANSFORMER}",
+            ],
+            r"^error: task\.kind: 'classify' needs \(x, label\) examples; data\.factory "
+            r"'userdata:sequences' gives token sequences",
+        ),
+        (
+            [
+                "data.kind=module",
+                "data.factory=userdata:pairs",
+                "task.kind=masked_lm",
+                f"teacher.model={TRANSFORMER}",
+                f"student.model={TRANSFORMER}",
+            ],
+            r"^error: task\.kind: 'masked_lm' needs token sequences; data\.factory "
+            r"'userdata:pairs' gives \(x, label\) examples",
+        ),
+        (
+            _pcfg(
+                "student.model.kind=module",
+                "student.model.factory=usermodels:tiny_lm",
+                "student.model.kwargs={vocab: 1}",
+            ),
+            r"^error: student\.model: the model cannot take token ids up to 4 \(the data's "
+            r"tokens 0\.\.2, the padding id 3, the mask id 4\)",
+        ),
+        (
             ["task.kind=causal_lm"],
             r"^error: spec: task\.kind: 'causal_lm' needs token sequences .* data\.kind 'digits'",
         ),
@@ -83,13 +114,16 @@ def _pcfg(*more: str) -> list[str]:
         "data-shape",
         "too-long",
         "data-factory",
+        "module-tokens-classify",
+        "module-pairs-lm",
+        "small-embedding",
         "task-data",
     ],  # fmt: skip
 )
 def test_a_bad_model_or_data_is_one_line_and_exit_2(tmp_path, overrides, pattern):
     code, lines = _validate(tmp_path, *overrides)
     assert code == 2 and len(lines) == 1, lines
-    assert __import__("re").search(pattern, lines[0]), lines[0]
+    assert re.search(pattern, lines[0]), lines[0]
 
 
 def test_a_vocabulary_smaller_than_the_datas_is_refused_naming_both_sizes(tmp_path):

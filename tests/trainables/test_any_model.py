@@ -244,6 +244,7 @@ def test_on_a_gpu_a_transformer_learns_from_host_batches_and_resumes(pcfg_bank, 
 
     cfg = _student(
         pcfg_bank, device="cuda", precision=precision,
+        model=TINY.model_copy(update={"dropout": 0.1}),  # draws from the GPU's generator
         optim=OptimConfig(steps=120, batch_size=32, lr=3e-3),
         curriculum=CurriculumConfig(kind="paced", score="rarity"),
     )  # fmt: skip

@@ -286,9 +286,17 @@ def test_module_errors(usermodels, factory, match):
 
 
 def test_module_lm_with_too_few_logits(usermodels):
-    cfg = module_cfg("usermodels:tiny_lm", vocab=4, width=8)  # 6 logits per token
+    cfg = module_cfg("usermodels:tiny_lm", vocab=V, width=8, outputs=6)  # 6 logits per token
     raises("model: the model outputs 6 logits per token, the vocabulary has 12",
            build_model, cfg, task="masked_lm", example_shape=(10,), num_classes=V, vocab_size=V)  # fmt: skip
+
+
+def test_module_lm_whose_embedding_cannot_take_the_padding_and_mask_ids(usermodels):
+    cfg = module_cfg("usermodels:tiny_lm", vocab=V - 2, width=8)  # ids up to V - 1 only
+    raises("model: the model cannot take token ids up to 13 (the data's tokens 0..11, the "
+           "padding id 12, the mask id 13)",
+           build_model, cfg, task="masked_lm", example_shape=(10,), num_classes=V, vocab_size=V,
+           pad_id=V)  # fmt: skip
 
 
 def test_wrong_output_rank_names_both_shapes(usermodels):

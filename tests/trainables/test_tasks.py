@@ -151,3 +151,26 @@ def test_length_and_rarity_from_the_data():
         -(math.log(p[0]) + 2 * math.log(p[1]) + math.log(p[2])) / 4,
     ]
     assert rarity_difficulty(x, PAD, V) == pytest.approx(want)
+
+
+def test_random_replacements_never_produce_a_padding_id_inside_the_vocabulary():
+    task = Task("masked_lm", vocab_size=5, pad_id=0, mask_rate=0.5, mask_prob=0.0,
+                random_prob=1.0)  # fmt: skip
+    x = np.random.default_rng(0).integers(1, 5, (2000, 10))
+    inputs, targets = task.batch(x, None, np.arange(2000))
+    replaced = inputs[targets != IGNORE]
+    assert (replaced != 0).all() and set(np.unique(replaced)) == {1, 2, 3, 4}
+
+
+def test_token_counts_and_means_stay_exact_under_bf16_autocast():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(2, 600, 4), torch.randn(2, 600, 4)
+    targets = torch.randint(0, 4, (2, 600))
+    targets[0, 301:] = IGNORE  # 301 and 600 counted tokens: not representable in bf16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        parts, counts = kd_token_parts(
+            student.bfloat16(), teacher_log_probs(teacher, 2.0), targets,
+            temperature=2.0, alpha=0.5,
+        )  # fmt: skip
+    assert counts.dtype == torch.float32 and counts.tolist() == [301.0, 600.0]
+    assert parts.total.dtype == torch.float32

@@ -502,12 +502,28 @@ def test_module_token_sequences_are_gathered_on_demand(userdata):
     assert load_splits(declared).vocab_size == 50 and check_data(declared).vocab_size == 50
 
 
-def test_module_ids_beyond_a_declared_vocabulary_are_refused_when_gathered(userdata):
-    splits = load_splits(module("sequences", kwargs={"vocab": 11}, vocab_size=4))
-    with pytest.raises(
-        DataError, match=r"data.vocab_size: token id \d+ in item \d+ of 'userdata:sequences'"
-    ):
-        splits.x_train[np.arange(len(splits.x_train))]
+def test_module_ids_beyond_a_declared_vocabulary_are_refused_before_anything_starts(userdata):
+    cfg = module("sequences", kwargs={"vocab": 11}, vocab_size=4)
+    pattern = r"^data.vocab_size: token id 7 in item 0 of 'userdata:sequences' is >= vocab_size 4$"
+    with pytest.raises(DataError, match=pattern):
+        check_data(cfg)
+    with pytest.raises(DataError, match=pattern):
+        load_splits(cfg)
+
+
+def test_module_labels_beyond_the_declared_classes_are_refused_by_check_and_load(userdata):
+    import userdata as factories
+
+    class Declared(factories.Pairs):
+        num_classes = 2  # but labels are index % 3
+
+    factories.declared_two = lambda: Declared(30, 3, (2,))
+    cfg = module("declared_two")
+    pattern = r"label 2 of item 2 of 'userdata:declared_two' is >= the 2 classes"
+    with pytest.raises(DataError, match=pattern):
+        check_data(cfg)
+    with pytest.raises(DataError, match=pattern):
+        load_splits(cfg)
 
 
 @pytest.mark.parametrize(
@@ -653,7 +669,9 @@ def test_whole_lines_trims_each_window_to_its_lines_and_pads(tmp_path):
     assert out[0].tolist() == list(b"cdef\n") + [pad] * 5
     assert out[1].tolist() == list(b"abcdefghij")  # no newline: the window as it is
     assert out[2].tolist() == list(b"abcdefg\n") + [pad] * 2  # first newline in the 2nd half
-    (tmp_path / "t.txt").write_text("".join(f"line {i} " + "x" * (i % 7) + "\n" for i in range(300)))
+    (tmp_path / "t.txt").write_text(
+        "".join(f"line {i} " + "x" * (i % 7) + "\n" for i in range(300))
+    )
     data = DataConfig(kind="text", path=str(tmp_path / "t.txt"), seq_len=32, whole_lines=True)
     splits = load_splits(data)
     rows = splits.x_train[np.arange(len(splits.x_train))]

@@ -64,10 +64,9 @@ def dataset_info(data: Any) -> DataInfo:
         vocab = _vocabulary(items, data)
         pad = _pad_id(items, data, vocab)
         return DataInfo(items.shape, True, vocab, vocab, pad, items.rows)
-    declared = _declared_classes(items.dataset)
-    classes = declared or _count_classes(items)
+    labels = np.fromiter((label for _, _, label in _pairs(items)), np.int64, count=items.rows)
     shape = example_shape(data.shape, items.shape)
-    return DataInfo(shape, False, classes, None, None, items.rows)
+    return DataInfo(shape, False, _classes(items, labels), None, None, items.rows)
 
 
 def load_dataset(data: Any) -> Splits:
@@ -81,8 +80,7 @@ def load_dataset(data: Any) -> Splits:
         x, y, None, shape=shape, val_fraction=data.val_fraction,
         test_fraction=data.test_fraction, seed=data.split_seed, standardize=data.standardize,
     )  # fmt: skip
-    classes = max(splits.num_classes, _declared_classes(items.dataset) or 0)
-    return dataclasses.replace(splits, num_classes=classes)
+    return dataclasses.replace(splits, num_classes=_classes(items, y))
 
 
 # --- opening ------------------------------------------------------------------------------
@@ -232,9 +230,20 @@ def _read_pairs(items: _Items) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _count_classes(items: _Items) -> int:
-    seen = np.fromiter((label for _, _, label in _pairs(items)), np.int64, count=items.rows)
-    return _two_classes(items, seen)
+def _classes(items: _Items, labels: np.ndarray) -> int:
+    """The number of classes: the dataset's declared count (every label must lie below it),
+    else the largest label + 1. One rule for the check and the load."""
+    counted = _two_classes(items, labels)
+    declared = _declared_classes(items.dataset)
+    if declared is None:
+        return counted
+    if counted > declared:
+        index = int(np.argmax(labels >= declared))
+        raise DataError(
+            f"data.factory: label {int(labels[index])} of item {index} of {items.spec!r} is >= "
+            f"the {declared} classes the dataset declares (num_classes / classes)"
+        )
+    return declared
 
 
 def _two_classes(items: _Items, labels: np.ndarray) -> int:
@@ -263,10 +272,13 @@ def _declared_classes(dataset: Any) -> int | None:
 
 
 def _vocabulary(items: _Items, data: Any) -> int:
-    """``data.vocab_size``, the dataset's ``vocab_size``, or the largest id + 1 (a pass)."""
-    for declared in (data.vocab_size, getattr(items.dataset, "vocab_size", None)):
-        if declared is not None:
-            return int(declared)
+    """``data.vocab_size``, the dataset's ``vocab_size``, or the largest id + 1: one pass over
+    every item either way, so an id outside a declared vocabulary stops the sweep here."""
+    declared = next(
+        (int(v) for v in (data.vocab_size, getattr(items.dataset, "vocab_size", None))
+         if v is not None), None,
+    )  # fmt: skip
+    field = "data.vocab_size" if data.vocab_size is not None else "the dataset's vocab_size"
     highest = 0
     for index in range(items.rows):
         ids = _sequence(items, index)
@@ -276,7 +288,12 @@ def _vocabulary(items: _Items, data: Any) -> int:
                 "ids must be in [0, vocab_size)"
             )
         highest = max(highest, int(ids.max()))
-    return highest + 1
+        if declared is not None and highest >= declared:
+            raise DataError(
+                f"{field}: token id {highest} in item {index} of {items.spec!r} is >= "
+                f"vocab_size {declared}"
+            )
+    return declared if declared is not None else highest + 1
 
 
 def _sequence(items: _Items, index: int) -> np.ndarray:

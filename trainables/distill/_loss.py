@@ -153,7 +153,7 @@ def kd_token_parts(
         targets.reshape(-1).masked_fill(~counted.reshape(-1), 0),
         temperature=temperature, alpha=alpha, form=form,
     )  # fmt: skip
-    weight = counted.to(student_logits.dtype if student_logits.is_floating_point() else torch.float)
+    weight = counted.float()  # float32 even under bf16 autocast: exact counts and means
     counts = weight.sum(dim=1)
     scale = 1.0 / counts.clamp(min=1.0)
 

@@ -94,9 +94,9 @@ class SplitData:
 class Evaluation:
     """A model on one split. ``accuracy`` and ``loss`` are over the counted targets (token
     accuracy and mean token cross-entropy for the language-model tasks); ``correct`` is each
-    example's accuracy (0/1, or the fraction of its counted tokens); ``predictions`` the
-    argmax, ``(n,)`` or ``(n, positions)``, with ``counted`` marking the positions that count;
-    ``logits`` the outputs on the host when asked for."""
+    example's accuracy (0/1, or the fraction of its counted tokens, NaN with none);
+    ``predictions`` the argmax, ``(n,)`` or ``(n, positions)``, with ``counted`` marking the
+    positions that count; ``logits`` the outputs on the host when asked for."""
 
     accuracy: float
     loss: float
@@ -136,7 +136,10 @@ def evaluate(model: nn.Module, data: SplitData, *, keep_logits: bool = False) ->
                 logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum"
             )
             hits = (predicted == targets) & counted
-            correct.append(hits.sum(dim=1) / counted.sum(dim=1).clamp(min=1))
+            per_sequence = counted.sum(dim=1)  # a sequence with none counted has no accuracy
+            correct.append(
+                (hits.sum(dim=1) / per_sequence).masked_fill(per_sequence == 0, math.nan)
+            )
             counted_all.append(counted)
             totals += torch.stack([ce.double(), hits.sum().double(), counted.sum().double()])
         else:
@@ -184,11 +187,11 @@ def cross_entropy_per_example(logits: torch.Tensor, targets: torch.Tensor) -> to
     the mean over each sequence's counted tokens (0 with none)."""
     if logits.dim() == 2:
         return F.cross_entropy(logits, targets, reduction="none")
-    counted = (targets != IGNORE).to(logits.dtype)
+    counted = (targets != IGNORE).float()  # float32 even under bf16 autocast
     per_token = F.cross_entropy(
         logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="none"
     ).reshape(targets.shape)
-    return per_token.sum(dim=1) / counted.sum(dim=1).clamp(min=1)
+    return per_token.float().sum(dim=1) / counted.sum(dim=1).clamp(min=1)
 
 
 def mean_loss(per_example: torch.Tensor, counts: torch.Tensor | None) -> torch.Tensor:

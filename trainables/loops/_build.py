@@ -131,7 +131,8 @@ class StudentRun:
     def state_dict(self) -> dict[str, Any]:
         """A copy of everything needed to continue after ``step`` exactly as if never stopped:
         model, optimiser, learned temperature, sampler (its generator and position), stage
-        controller, noise and torch generators, and the running summary."""
+        controller, noise and torch generators (the CPU's and, on a GPU, the device's, which
+        its dropout draws from), and the running summary."""
         return copy.deepcopy({
             "step": self.step,
             "model": self.model.state_dict(),
@@ -141,6 +142,10 @@ class StudentRun:
             "controller": self.controller.state_dict(),
             "noise": self.noise.get_state(),
             "torch_rng": torch.get_rng_state(),
+            # dropout on a GPU draws from the device's generator, not the CPU's
+            "cuda_rng": (
+                torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+            ),
             "running": (self.samples, self.best, self.steps_to_target, self.sums, self.count),
         })  # fmt: skip
 
@@ -154,6 +159,8 @@ class StudentRun:
         self.controller.load_state_dict(state["controller"])
         self.noise.set_state(state["noise"])
         torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.samples, self.best, self.steps_to_target, sums, self.count = state["running"]
         self.sums, self.step = sums.to(self.device), int(state["step"])
 
@@ -171,7 +178,7 @@ def build_student(
     if cfg.teacher_bank is None:
         raise ValueError("teacher_bank is required: a directory written by the teacher")
     data, teacher = load_data(cfg.data), open_bank(cfg.teacher_bank)
-    task = make_task(cfg.task, vocab_size=data.vocab_size, pad_id=data.pad_id)
+    task = make_task(cfg.task, vocab_size=data.vocab_size, pad_id=data.pad_id, tokens=data.tokens)
     expected = (len(data.x_train), *output_shape(task, data.example_shape, data.num_classes))
     if teacher.logits["train"].shape != expected:
         raise ValueError(

@@ -80,7 +80,7 @@ def kd_parts(
     logits = forward(x)
     if run.alpha == 1.0 and run.learned_t is None:  # labels only: the teacher is not read
         ce = cross_entropy_per_example(logits, targets)
-        counts = (targets != IGNORE).sum(dim=1).to(ce.dtype) if run.task.per_token else None
+        counts = (targets != IGNORE).sum(dim=1).float() if run.task.per_token else None
         return KDLoss(total=ce, ce=ce, kd=torch.zeros_like(ce)), counts
     kwargs = {"temperature": run.temperature, "alpha": run.alpha, "form": run.cfg.distill.loss}
     log_p_teacher = run.targets(rows, run.temperature)
@@ -106,7 +106,7 @@ def evaluate_run(run: StudentRun, step: int, started: float) -> dict[str, Any]:
     val = evaluate(model, run.val)
     low, high = run.stages[run.stage].band if run.staged else (0.0, 1.0)
     in_band = (run.val_rank >= low) & (run.val_rank <= high)
-    run.controller.update(step / cfg.optim.steps, val.correct[in_band].mean().item())
+    run.controller.update(step / cfg.optim.steps, val.correct[in_band].nanmean().item())
     if run.count == 0:  # resumed after the last step: nothing trained since
         train_loss, ce, kd = math.nan, math.nan, math.nan
     else:
@@ -133,8 +133,8 @@ def evaluate_run(run: StudentRun, step: int, started: float) -> dict[str, Any]:
         "alpha": run.alpha,
         "teacher_checkpoint": run.targets.checkpoint,
         "stage": run.stage,
-        "easy_accuracy": val.correct[run.val_rank <= 0.5].mean().item(),
-        "hard_accuracy": val.correct[run.val_rank > 0.5].mean().item(),
+        "easy_accuracy": val.correct[run.val_rank <= 0.5].nanmean().item(),
+        "hard_accuracy": val.correct[run.val_rank > 0.5].nanmean().item(),
         "teacher_agreement": val.agreement(run.teacher_val_pred),
         "best_val_accuracy": run.best,
         "steps_to_target": run.steps_to_target,

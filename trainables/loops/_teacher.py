@@ -54,7 +54,7 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
     rarity).
     """
     data = load_data(cfg.data)
-    task = make_task(cfg.task, vocab_size=data.vocab_size, pad_id=data.pad_id)
+    task = make_task(cfg.task, vocab_size=data.vocab_size, pad_id=data.pad_id, tokens=data.tokens)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     splits = split_data(data, task, device)

@@ -203,11 +203,27 @@ def _seen(target: Target) -> str:
 
 
 def dummy_batch(target: Target) -> torch.Tensor:
-    """:data:`DRY_BATCH` examples of zeros (token id 0, or 1 where 0 is the padding id)."""
+    """:data:`DRY_BATCH` examples of zeros; for token ids, the first example holds id 0 (or 1
+    where 0 is the padding id) and the second ends with the largest ids the engine feeds: the
+    data's last token ``V - 1``, the padding id and, for masked LM, the mask id ``V + 1``. A
+    model whose embedding is too small for them fails here, not in a trial."""
     shape = (DRY_BATCH, *target.input_shape)
     if not target.tokens:
         return torch.zeros(shape)
-    return torch.full(shape, 1 if target.pad_id == 0 else 0, dtype=torch.long)
+    batch = torch.full(shape, 1 if target.pad_id == 0 else 0, dtype=torch.long)
+    vocab = target.vocab_size
+    largest = [vocab - 1]
+    if target.pad_id is not None:
+        largest.append(target.pad_id)
+    if target.task == "masked_lm":
+        largest.append(vocab + 1)
+    ids = sorted(set(largest))[-shape[1] :]  # on the second example's last positions
+    batch[1, shape[1] - len(ids) :] = torch.tensor(ids)
+    return batch
+
+
+def _largest_id(target: Target) -> int:
+    return int(dummy_batch(target).max())
 
 
 def check_output(model: nn.Module, target: Target) -> None:
@@ -223,6 +239,16 @@ def check_output(model: nn.Module, target: Target) -> None:
         raise
     except OutputError as e:
         raise ModelError(f"{where}: {e}") from e
+    except IndexError as e:
+        if not target.tokens:
+            raise ModelError(f"{where}: the model cannot take inputs: {describe(e)}") from e
+        fed = [f"the data's tokens 0..{target.vocab_size - 1}"]
+        fed += [f"the padding id {target.pad_id}"] if target.pad_id is not None else []
+        fed += [f"the mask id {target.vocab_size + 1}"] if target.task == "masked_lm" else []
+        raise ModelError(
+            f"{where}: the model cannot take token ids up to {_largest_id(target)} "
+            f"({', '.join(fed)}): {describe(e)}"
+        ) from e
     except Exception as e:
         raise ModelError(
             f"{where}: the model cannot take inputs of shape {target.input_shape}: {describe(e)}"

@@ -85,13 +85,42 @@ class Task:
         swap = (
             chosen & (draws[1] >= self.mask_prob) & (draws[1] < self.mask_prob + self.random_prob)
         )
-        random_ids = np.minimum((draws[2] * self.vocab_size).astype(np.int64), self.vocab_size - 1)
+        random_ids = self._random_tokens(draws[2])
         inputs[swap] = random_ids[swap]
         return inputs, targets
 
+    def _random_tokens(self, draw: np.ndarray) -> np.ndarray:
+        """A uniformly random real token for each draw in [0, 1): never the padding id, when
+        the data's padding id is one of its tokens (the model would hide it as padding)."""
+        vocab, pad = self.vocab_size, self.pad_id
+        inside = pad is not None and pad < vocab
+        ids = np.minimum((draw * (vocab - inside)).astype(np.int64), vocab - 1 - inside)
+        return ids + (ids >= pad) if inside else ids
 
-def make_task(cfg: TaskConfig, *, vocab_size: int | None, pad_id: int | None) -> Task:
-    """The task of ``cfg`` over data with this vocabulary and padding."""
+
+def check_task_fits(kind: str, tokens: bool, source: str) -> None:
+    """Refuse a task the loaded data cannot give (``ValueError``, one line): ``classify``
+    needs ``(x, label)`` examples, the language-model tasks token sequences. The config
+    catches this for every data kind but ``module``, whose items are known only once read."""
+    if kind == "classify" and tokens:
+        raise ValueError(
+            f"task.kind: 'classify' needs (x, label) examples; {source} gives token sequences "
+            "(use task.kind masked_lm or causal_lm)"
+        )
+    if kind != "classify" and not tokens:
+        raise ValueError(
+            f"task.kind: {kind!r} needs token sequences; {source} gives (x, label) examples "
+            "(use task.kind classify)"
+        )
+
+
+def make_task(
+    cfg: TaskConfig, *, vocab_size: int | None, pad_id: int | None, tokens: bool | None = None
+) -> Task:
+    """The task of ``cfg`` over data with this vocabulary and padding (``tokens``: whether
+    the examples are token sequences, checked against the task when given)."""
+    if tokens is not None:
+        check_task_fits(cfg.kind, tokens, "the data")
     return Task(
         cfg.kind, vocab_size=vocab_size, pad_id=pad_id, mask_rate=cfg.mask_rate,
         mask_prob=cfg.mask_prob, random_prob=cfg.random_prob, mask_seed=cfg.mask_seed,

@@ -30,19 +30,20 @@ class Output:
 
 
 class TinyLM(nn.Module):
-    """``(B, L)`` ids -> ``Output(logits=(B, L, vocab + 2))``: extra rows the adapter cuts."""
+    """``(B, L)`` ids -> ``Output(logits=(B, L, outputs))``, ``outputs`` by default
+    ``vocab + 2``: extra rows the adapter cuts."""
 
-    def __init__(self, vocab: int, width: int) -> None:
+    def __init__(self, vocab: int, width: int, outputs: int | None = None) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab + 2, width)
-        self.head = nn.Linear(width, vocab + 2)
+        self.head = nn.Linear(width, outputs or vocab + 2)
 
     def forward(self, x: torch.Tensor) -> Output:
         return Output(logits=self.head(torch.relu(self.embed(x))))
 
 
-def tiny_lm(vocab: int = 16, width: int = 8) -> nn.Module:
-    return TinyLM(vocab, width)
+def tiny_lm(vocab: int = 16, width: int = 8, outputs: int | None = None) -> nn.Module:
+    return TinyLM(vocab, width, outputs)
 
 
 class TupleMLP(nn.Module):
