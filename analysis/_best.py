@@ -13,7 +13,17 @@ import pyarrow.compute as pc
 
 from analysis.tables import ResultsError, config_column, config_path
 
-_SUMMARY = ["val_accuracy", "best_val_accuracy", "test_accuracy", "steps_to_target", "steps"]
+_SUMMARY = [
+    "val_accuracy", "best_val_accuracy", "test_accuracy", "val_perplexity", "test_perplexity",
+    "steps_to_target", "steps",
+]  # fmt: skip
+# Metrics where smaller is better: the default mode for ranking by them is "min".
+_SMALLER_IS_BETTER = ("loss", "perplexity", "steps", "wall_time", "samples_seen")
+
+
+def default_mode(metric: str) -> str:
+    """``min`` for losses, perplexities, step counts and times; ``max`` otherwise."""
+    return "min" if any(word in metric for word in _SMALLER_IS_BETTER) else "max"
 
 
 def resolve_column(columns: list[str], name: str) -> str:
@@ -83,7 +93,7 @@ def best_schedules(
     trials: pa.Table | pd.DataFrame,
     *,
     metric: str = "val_accuracy",
-    mode: str = "max",
+    mode: str | None = None,
     by: str | None = None,
     top: int = 5,
 ) -> pd.DataFrame:
@@ -91,8 +101,10 @@ def best_schedules(
 
     Columns: ``sweep``, ``trial_id``, the group column, the summary metrics and every config
     column whose value differs between trials (the schedule), best first. List and struct
-    settings are Python lists and dicts; a setting the trial did not use is null.
+    settings are Python lists and dicts; a setting the trial did not use is null. ``mode``
+    defaults to :func:`default_mode` of the metric (``min`` for ``val_loss``).
     """
+    mode = mode or default_mode(metric)
     if mode not in ("max", "min"):
         raise ResultsError(f"mode must be 'max' or 'min', got {mode!r}")
     if top < 1:
@@ -107,7 +119,7 @@ def best_schedules(
     df = (df.groupby(group_key(df[by]), sort=False, dropna=False) if by else df).head(top)
     config = [c for c in df.columns if config_path(c) and c != by]
     varying = [c for c in config if _varies(trials, c)]
-    summary = [c for c in _SUMMARY if c in df.columns and c != metric]
+    summary = [c for c in _SUMMARY if c in df.columns and c != metric and df[c].notna().any()]
     columns = ["sweep", "trial_id"] + ([by] if by else []) + [metric] + summary + varying
     return df[columns].reset_index(drop=True)
 

@@ -38,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     best.add_argument("--top", type=int, default=5, help="rows (per group with --by); default 5")
     best.add_argument("--by", help="group by this column, e.g. curriculum.kind")
     best.add_argument("--metric", default="val_accuracy", help="rank by this column")
-    best.add_argument("--mode", choices=["max", "min"], default="max")
+    best.add_argument(
+        "--mode", choices=["max", "min"],
+        help="default: min for losses, perplexities, steps and times, else max",
+    )  # fmt: skip
     best.add_argument("--format", choices=FORMATS, default="table")
 
     cmp = commands.add_parser("compare", help="arms against a baseline, with bootstrap CIs")

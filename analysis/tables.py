@@ -278,6 +278,7 @@ TRIAL_METRICS = pa.schema(
         ("samples_seen", pa.int64()),
         ("wall_time_s", pa.float64()),
         ("test_accuracy", pa.float64()),
+        ("val_loss", pa.float64()),
         ("val_perplexity", pa.float64()),  # the language-model tasks only
         ("test_perplexity", pa.float64()),
         ("repeats", pa.int64()),

@@ -22,7 +22,8 @@ InputError = (DataError, ModelError)  # what check_inputs raises: bad data or a 
 
 def check_inputs(spec, *, own_code: bool = True) -> DataInfo | None:
     """Check ``spec``'s data, then its teacher's and student's models against that data;
-    raise :class:`DataError` or :class:`ModelError` (one line naming the field).
+    raise :class:`DataError` or :class:`ModelError` (one line per problem, naming the field;
+    both models' problems together).
 
     ``own_code=False`` (``submit``) leaves out the models built from code that may exist only
     on the cluster (``module`` factories, ``hf``): the job's own ``run`` checks them there."""
@@ -33,15 +34,21 @@ def check_inputs(spec, *, own_code: bool = True) -> DataInfo | None:
         check_task_fits(spec.task.kind, info.tokens, f"data.factory {spec.data.factory!r}")
     except ValueError as exc:
         raise DataError(str(exc)) from None
+    problems = []
     for role in ("teacher", "student"):
         model = getattr(spec, role).model
         if not own_code and model.kind in ("module", "hf"):
             continue
-        build_model(
-            model, task=spec.task.kind, example_shape=tuple(info.example_shape),
-            num_classes=info.num_classes, vocab_size=info.vocab_size, pad_id=info.pad_id,
-            where=f"{role}.model",
-        )  # fmt: skip
+        try:
+            build_model(
+                model, task=spec.task.kind, example_shape=tuple(info.example_shape),
+                num_classes=info.num_classes, vocab_size=info.vocab_size, pad_id=info.pad_id,
+                where=f"{role}.model",
+            )  # fmt: skip
+        except ModelError as exc:
+            problems.append(str(exc))
+    if problems:  # both models' problems at once, one line each
+        raise ModelError("\n".join(problems))
     return info
 
 
@@ -79,8 +86,9 @@ def check_bank_fits(spec, info: DataInfo, teacher_dir: Path) -> None:
     if need > free:
         raise DataError(
             f"teacher: its bank would take {_size(need)} ({parts}), more than the {_size(free)} "
-            f"free under {str(where)!r}; lower data.max_examples / data.train_size, "
-            "teacher.checkpoint_every or teacher.log_checkpoints, or give more --storage"
+            f"free under {str(where)!r}; keep fewer examples (data.max_examples, "
+            "data.train_size) or checkpoints (raise teacher.checkpoint_every, lower "
+            "teacher.log_checkpoints), or use a --storage with more room"
         )
 
 

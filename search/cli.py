@@ -81,7 +81,7 @@ def _main(argv: list[str] | None) -> int:
             print(f"error: {problem}", file=sys.stderr)
         return 2
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _problems(exc)
         return 2
     if args.command == "validate":
         print(f"ok: {args.spec} is a valid sweep spec ({spec.num_samples} trials)")
@@ -89,6 +89,12 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "submit":
         return _submit(spec, args.address)
     return _run(spec, args)
+
+
+def _problems(exc: Exception) -> None:
+    """One ``error:`` line per problem (an input error may name several, one per line)."""
+    for line in str(exc).splitlines():
+        print(f"error: {line}", file=sys.stderr)
 
 
 def _submit(spec: SweepSpec, address: str) -> int:
@@ -120,7 +126,7 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     try:
         sweep_dir = run_sweep(spec, address=args.address, verbose=1 if args.verbose else 0)
     except (SweepInputError, CorruptResultsError) as exc:  # a damaged results file: move it
-        print(f"error: {exc}", file=sys.stderr)
+        _problems(exc)
         return 2
     except (TeacherError, SweepStorageError, SweepLockLost) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -112,8 +112,8 @@ class SpecError(ValueError):
 
 
 Metric = Literal[
-    "val_accuracy", "best_val_accuracy", "val_loss", "steps_to_target_capped", "wall_time_s",
-    "samples_seen",
+    "val_accuracy", "best_val_accuracy", "val_loss", "val_perplexity", "steps_to_target_capped",
+    "wall_time_s", "samples_seen",
 ]  # fmt: skip
 Mode = Literal["max", "min"]
 Baseline = Literal["oneshot", "labels_only", "no_curriculum"]

@@ -233,10 +233,10 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, verbose: int = 0) 
     """
     try:
         info = check_inputs(spec)
-        _check_writable(spec)
         check_bank_fits(spec, info, Path(spec.storage).resolve() / "_teachers" / teacher_key(spec))
     except InputError as exc:
         raise SweepInputError(str(exc)) from None
+    _check_writable(spec)  # the first thing written: nothing is, for any input refused above
     with (
         interruptible() as interrupts,
         SweepLock(spec.sweep_dir, on_lost=interrupts.interrupt) as lock,

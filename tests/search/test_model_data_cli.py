@@ -219,3 +219,26 @@ def test_a_teacher_bank_larger_than_the_free_disk_is_refused_before_the_teacher(
         check_bank_fits(huge, huge_info, tmp_path / "no-bank-yet")
     (tmp_path / "built").mkdir()
     check_bank_fits(huge, huge_info, tmp_path / "built")  # an existing bank is reused
+
+
+def test_run_refusing_an_oversized_bank_writes_nothing(tmp_path):
+    storage = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "search", "run", str(ROOT / "examples" / "pcfg_progressive.yaml"),
+         "--storage", str(storage), "--set", "data.vocab_size=1000000",
+         "--set", "data.train_size=100000", "--set", "teacher.checkpoint_every=1"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: teacher: its bank would take ") and "raise teacher.checkpoint_every" in line
+    assert not storage.exists()
+
+
+def test_both_models_problems_are_named_at_once(tmp_path):
+    code, lines = _validate(
+        tmp_path, *_pcfg("teacher.model.max_length=16", "student.model.max_length=16")
+    )
+    assert code == 2 and [line.split(":")[1] for line in lines] == [
+        " teacher.model.max_length", " student.model.max_length"
+    ]

@@ -437,3 +437,20 @@ def test_one_step_changes_the_parameters(usermodels, kind):
 def test_built_models_are_in_training_mode(usermodels):
     for kind in ("mlp", "cnn", "transformer", "module"):
         assert built(kind)[0].training
+
+
+def test_hf_config_keys_that_are_not_fields_are_refused_with_the_near_ones(transformers):
+    cfg = hf_cfg("GPT2LMHeadModel", **{**GPT2, "n_layers": 2})
+    raises("model.config.n_layers: not a field of GPT2Config; did you mean n_layer",
+           build_model, cfg, task="causal_lm", example_shape=(10,), num_classes=V, vocab_size=V)  # fmt: skip
+
+
+def test_hf_special_token_ids_outside_a_small_vocabulary_are_dropped(transformers, recwarn):
+    model = build_model(
+        hf_cfg("GPT2LMHeadModel", **GPT2), task="causal_lm", example_shape=(10,),
+        num_classes=V, vocab_size=V,
+    )  # fmt: skip
+    config = model.model.config
+    assert (
+        config.vocab_size == V + 2 and config.bos_token_id is None and config.eos_token_id is None
+    )

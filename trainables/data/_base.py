@@ -169,3 +169,25 @@ def too_few_rows(subject: str, rows: int) -> None:
     """Refuse data with fewer than :data:`MIN_ROWS` examples."""
     if rows < MIN_ROWS:
         raise DataError(f"{subject} has {rows} rows; need at least {MIN_ROWS}")
+
+
+MAX_VOCAB = 1_000_000  # data.vocab_size's bound: a larger vocabulary is a wrong id, not a model
+
+
+def inferred_vocabulary(highest: int, subject: str) -> int:
+    """The vocabulary ``highest + 1`` of token data that declares none, within the bounds
+    ``data.vocab_size`` itself has (2..MAX_VOCAB): an id of 2**40 is a broken file, not a
+    vocabulary to build a model for."""
+    vocab = highest + 1
+    if vocab < 2:
+        raise DataError(
+            f"data.vocab_size: every token id in {subject} is {highest}, a vocabulary of 1; "
+            "a language model needs at least 2 tokens"
+        )
+    if vocab > MAX_VOCAB:
+        raise DataError(
+            f"data.vocab_size: token id {highest} in {subject} would need a vocabulary of "
+            f"{vocab:,}, above the {MAX_VOCAB:,} allowed; check the ids, or set data.vocab_size"
+        )
+    return vocab
+

@@ -35,6 +35,7 @@ from trainables.data._base import (
     DataInfo,
     Splits,
     example_shape,
+    inferred_vocabulary,
     seeded_split,
     split_features,
     split_sizes,
@@ -293,7 +294,7 @@ def _vocabulary(items: _Items, data: Any) -> int:
                 f"{field}: token id {highest} in item {index} of {items.spec!r} is >= "
                 f"vocab_size {declared}"
             )
-    return declared if declared is not None else highest + 1
+    return declared if declared is not None else inferred_vocabulary(highest, repr(items.spec))
 
 
 def _sequence(items: _Items, index: int) -> np.ndarray:

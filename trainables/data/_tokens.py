@@ -28,6 +28,7 @@ from trainables.data._base import (
     DataInfo,
     Splits,
     evenly,
+    inferred_vocabulary,
     seeded_split,
     split_sizes,
     too_few_rows,
@@ -96,7 +97,9 @@ def load_tokens(data: Any) -> Splits:
 def _vocabulary(data: Any, scan: _Scan, file: str) -> tuple[int, int | None]:
     """``(V, pad_id)``, checking ``data.pad_id`` against the vocabulary (the scans have
     checked the ids)."""
-    vocab = data.vocab_size if data.vocab_size is not None else scan.highest + 1
+    vocab = data.vocab_size
+    if vocab is None:
+        vocab = inferred_vocabulary(scan.highest, file)
     pad = data.pad_id if data.pad_id is not None else (vocab if scan.ragged else None)
     if data.pad_id is not None and data.pad_id >= vocab:
         raise DataError(

@@ -8,6 +8,7 @@ a named architecture is built from its config class, a path is read with
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
@@ -59,10 +60,16 @@ def from_architecture(
     """
     transformers = import_transformers(where)
     cls = model_class(transformers, architecture, field=f"{where}.architecture")
+    defaults = _defaults(cls.config_class, where)
+    _check_fields(fields, defaults, cls.config_class, where)
     fields = dict(fields)
     if vocab_size is not None:
         fields.setdefault("vocab_size", vocab_size + 2)
         check_vocab(fields["vocab_size"], vocab_size, field=f"{where}.config.vocab_size")
+        for name in _SPECIAL_TOKENS:  # e.g. GPT-2's 50256, outside a small vocabulary
+            default = defaults.get(name)
+            if name not in fields and isinstance(default, int) and default >= fields["vocab_size"]:
+                fields[name] = None
     if task == "classify":
         fields.setdefault("num_labels", num_classes)
     try:
@@ -72,6 +79,32 @@ def from_architecture(
         raise ModelError(
             f"{where}.config: cannot build {architecture} from {fields!r}: {describe(e)}"
         ) from e
+
+
+_SPECIAL_TOKENS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+
+
+def _defaults(config_class: Any, where: str) -> dict[str, Any]:
+    try:
+        return config_class().to_dict()
+    except Exception as e:  # a config class that needs arguments: its fields stay unchecked
+        del e
+        return {}
+
+
+def _check_fields(
+    fields: Mapping[str, Any], defaults: dict[str, Any], config_class: Any, where: str
+) -> None:
+    """Refuse a ``config`` key that is not a field of the architecture's config class: a
+    config accepts any keyword silently, so a typo (``n_layers``) would build the default."""
+    if not defaults:
+        return
+    known = set(defaults) | set(getattr(config_class, "attribute_map", {}))
+    for key in fields:
+        if key not in known:
+            near = difflib.get_close_matches(key, sorted(known), n=3)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise ModelError(f"{where}.config.{key}: not a field of {config_class.__name__}{hint}")
 
 
 def from_path(path: str, *, vocab_size: int | None, where: str) -> nn.Module:
