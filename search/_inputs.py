@@ -30,6 +30,8 @@ def check_inputs(spec, *, own_code: bool = True) -> DataInfo | None:
     if not own_code and spec.data.kind == "module":
         return None  # the data itself comes from such code
     info = check_data(spec.data)
+    for note in info.notes:  # what the loader leaves out, e.g. binary files of a text glob
+        print(f"note: {note}")
     try:
         check_task_fits(spec.task.kind, info.tokens, f"data.factory {spec.data.factory!r}")
     except ValueError as exc:

@@ -680,3 +680,19 @@ def test_whole_lines_trims_each_window_to_its_lines_and_pads(tmp_path):
     assert len(set(real.sum(axis=1))) > 1  # lengths vary
     last_real = real.sum(axis=1) - 1
     assert (rows[np.arange(len(rows)), last_real] == ord("\n")).all()
+
+
+def test_files_of_a_text_directory_that_are_not_utf8_are_left_out_and_named(tmp_path):
+    (tmp_path / "a.txt").write_bytes(bytes(range(256)) * 4)  # binary: not UTF-8
+    (tmp_path / "b.txt").write_text("héllo wörld\n" * 100)
+    data = DataConfig(kind="text", path=str(tmp_path), seq_len=16)
+    info = check_data(data)
+    assert info.notes == (
+        f"data.path: 1 file(s) that are not UTF-8 text are left out: {str(tmp_path / 'a.txt')!r}",
+    )
+    splits = load_splits(data)
+    rows = splits.x_train[np.arange(len(splits.x_train))]
+    assert not np.isin(rows, [0xC0, 0xC1, 0xFF]).any()  # bytes UTF-8 never holds: a.txt's
+    (tmp_path / "b.txt").unlink()
+    with pytest.raises(DataError, match="holds no UTF-8 text"):
+        check_data(data)

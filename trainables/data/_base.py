@@ -67,8 +67,8 @@ class Splits:
 class DataInfo:
     """What the driver learns from checking the data (nothing big is kept): the example shape
     (for tokens ``(L,)``, the padded length), whether examples are token sequences, the
-    classes (or ``V``), the vocabulary and padding id of token data, and the examples in all
-    (train + validation + test)."""
+    classes (or ``V``), the vocabulary and padding id of token data, the examples in all
+    (train + validation + test), and notes on what the loader leaves out."""
 
     example_shape: tuple[int, ...]
     tokens: bool
@@ -76,6 +76,7 @@ class DataInfo:
     vocab_size: int | None
     pad_id: int | None
     rows: int
+    notes: tuple[str, ...] = ()  # what the loader leaves out, for the driver to print
 
 
 def split_sizes(rows: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
@@ -190,4 +191,3 @@ def inferred_vocabulary(highest: int, subject: str) -> int:
             f"{vocab:,}, above the {MAX_VOCAB:,} allowed; check the ids, or set data.vocab_size"
         )
     return vocab
-
