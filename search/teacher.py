@@ -116,7 +116,8 @@ def ensure_teacher(spec: SweepSpec, *, verbose: int = 0) -> Path:
     print(
         f"teacher: step {teacher.step}, val_accuracy {teacher.metrics['val_accuracy']:.4f}, "
         f"test_accuracy {teacher.metrics['test_accuracy']:.4f}, "
-        f"{len(teacher.checkpoints)} checkpoints kept{where}"
+        f"{len(teacher.checkpoints)} checkpoint{'s' * (len(teacher.checkpoints) != 1)} "
+        f"kept{where}"
     )
     return outputs
 

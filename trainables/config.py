@@ -146,6 +146,13 @@ class DataConfig(StrictModel):
     pcfg_rules: int = Field(default=2, ge=1, le=16)
     pcfg_seed: int = 0
 
+    @field_validator("shape")
+    @classmethod
+    def _check_shape(cls, shape: list[int] | None) -> list[int] | None:
+        if shape is not None and any(d < 1 for d in shape):
+            raise ValueError(f"every dimension must be >= 1, got {shape}")
+        return shape
+
     @field_validator("path")
     @classmethod
     def _check_path(cls, path: str | None, info: ValidationInfo) -> str | None:
