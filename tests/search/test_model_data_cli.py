@@ -231,7 +231,10 @@ def test_run_refusing_an_oversized_bank_writes_nothing(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.strip().splitlines()
-    assert line.startswith("error: teacher: its bank would take ") and "raise teacher.checkpoint_every" in line
+    assert (
+        line.startswith("error: teacher: its bank would take ")
+        and "raise teacher.checkpoint_every" in line
+    )
     assert not storage.exists()
 
 
@@ -240,5 +243,6 @@ def test_both_models_problems_are_named_at_once(tmp_path):
         tmp_path, *_pcfg("teacher.model.max_length=16", "student.model.max_length=16")
     )
     assert code == 2 and [line.split(":")[1] for line in lines] == [
-        " teacher.model.max_length", " student.model.max_length"
+        " teacher.model.max_length",
+        " student.model.max_length",
     ]
