@@ -557,6 +557,10 @@ def _describe(err: dict[str, Any]) -> str:
         return f"{field}: required field is missing"
     msg = err["msg"].removeprefix("Value error, ")
     if kind.startswith("value_error") or kind == "assertion_error":
+        # a model's own check names its field first ("pad_id: ..."): one dotted path
+        name, sep, rest = msg.partition(": ")
+        if sep and loc and _NAME.fullmatch(name) and name in _allowed_keys(err["loc"]):
+            return f"{field}.{name}: {rest}"
         return f"{field}: {msg}"
     return f"{field}: {msg} (got {_short(value)})"
 

@@ -246,3 +246,8 @@ def test_both_models_problems_are_named_at_once(tmp_path):
         " teacher.model.max_length",
         " student.model.max_length",
     ]
+
+
+def test_a_models_own_check_is_named_by_its_dotted_field(tmp_path):
+    code, lines = _validate(tmp_path, "data.kind=pcfg", "data.vocab_size=3", "data.pad_id=3")
+    assert code == 2 and lines == ["error: data.pad_id: 3 must be < vocab_size 3"]
