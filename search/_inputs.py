@@ -33,7 +33,8 @@ def check_inputs(spec, *, own_code: bool = True) -> DataInfo | None:
     for note in info.notes:  # what the loader leaves out, e.g. binary files of a text glob
         print(f"note: {note}")
     try:
-        check_task_fits(spec.task.kind, info.tokens, f"data.factory {spec.data.factory!r}")
+        source = f"data.factory {spec.data.factory!r}" if spec.data.factory else "the data"
+        check_task_fits(spec.task.kind, info.tokens, source)
     except ValueError as exc:
         raise DataError(str(exc)) from None
     problems = []

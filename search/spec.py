@@ -312,7 +312,7 @@ class SweepSpec(StrictModel):
             raise ValueError("objectives: each metric at most once")
         for role in ("teacher", "student"):
             check_task(self.task, self.data, getattr(self, role).model, f"{role}.")
-        if not self.data.is_tokens:
+        if self.data.is_tokens is False:  # a module dataset's items are known once read
             by_data = [s for s in SEQUENCE_SCORES if s in self.space.scores]
             if self.student.curriculum.score in SEQUENCE_SCORES:
                 by_data.insert(0, self.student.curriculum.score)
