@@ -24,7 +24,15 @@ from collections.abc import Iterator
 from typing import Any
 
 _TUNE_SIGINT = "TUNE_DISABLE_SIGINT_HANDLER"
-_TUNE_LOGGERS = ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")
+# Tune's loggers quieted while an interrupted experiment stops, and to what level: its advice
+# to resume with Tuner.restore (the sweep resumes from its own tables), and its experiment
+# state's last sync, which can race Ray's own temporary files while stopping and print a
+# FileNotFoundError traceback (that state is never read back by the sweep)
+_TUNE_LOGGERS = {
+    "ray.tune.tune": logging.ERROR,
+    "ray.tune.analysis.experiment_analysis": logging.ERROR,
+    "ray.tune.execution.experiment_state": logging.CRITICAL,
+}
 
 
 class SweepInterrupted(Exception):
@@ -54,9 +62,10 @@ class Interrupts:
         if first and self._tune_handler is not None and stop_tune is not self._tune_handler:
             # Tune runs its experiment and has installed its handler: ask it to stop gracefully,
             # without its advice to resume with Tuner.restore (the sweep resumes differently)
-            for logger in map(logging.getLogger, _TUNE_LOGGERS):
-                self._levels.setdefault(logger.name, logger.level)
-                logger.setLevel(logging.ERROR)
+            for name, quiet in _TUNE_LOGGERS.items():
+                logger = logging.getLogger(name)
+                self._levels.setdefault(name, logger.level)
+                logger.setLevel(quiet)
             os.kill(os.getpid(), signal.SIGUSR1)
             return
         raise KeyboardInterrupt
