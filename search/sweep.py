@@ -46,7 +46,7 @@ from search.progress import ProgressPrinter, TensorBoardLogger
 from search.schedulers import export_schedule, is_baseline, make_scheduler, population
 from search.sink import ParquetSink, recover_curves
 from search.spec import SweepSpec, redact
-from search.teacher import TeacherError, ensure_teacher, teacher_key
+from search.teacher import TeacherError, ensure_teacher, teacher_dir
 from trainables.config import StudentConfig
 from trainables.student import (
     distributed_student,
@@ -233,7 +233,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, verbose: int = 0) 
     """
     try:
         info = check_inputs(spec)
-        check_bank_fits(spec, info, Path(spec.storage).resolve() / "_teachers" / teacher_key(spec))
+        teacher_bank = teacher_dir(spec)  # hashes the data files: once per run
+        check_bank_fits(spec, info, teacher_bank)
     except InputError as exc:
         raise SweepInputError(str(exc)) from None
     _check_writable(spec)  # the first thing written: nothing is, for any input refused above
@@ -246,7 +247,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, verbose: int = 0) 
             check_results(spec.sweep_dir)  # a damaged table stops it before the teacher
             started = connect(address)
             try:
-                return _run(spec, manifest, interrupts, verbose)
+                return _run(spec, manifest, interrupts, teacher_bank, verbose)
             finally:
                 if started:
                     ray.shutdown()
@@ -263,7 +264,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, verbose: int = 0) 
             raise problem from None
 
 
-def _run(spec: SweepSpec, manifest: Manifest, interrupts: Interrupts, verbose: int) -> Path:
+def _run(
+    spec: SweepSpec, manifest: Manifest, interrupts: Interrupts, teacher_bank: Path, verbose: int
+) -> Path:
     probe_storage(spec.sweep_dir)
     check_capacity(spec)
     storage = study_storage(spec)  # a database that cannot be reached fails before the teacher
@@ -271,7 +274,7 @@ def _run(spec: SweepSpec, manifest: Manifest, interrupts: Interrupts, verbose: i
     interrupts.phase = "teacher"
     with interrupts.experiment():
         try:
-            teacher_bank = ensure_teacher(spec, verbose=verbose)
+            teacher_bank = ensure_teacher(spec, outputs=teacher_bank, verbose=verbose)
         except TeacherError:
             if interrupts.requested:  # Tune stopped the teacher's trial
                 raise SweepInterrupted("teacher") from None

@@ -77,10 +77,17 @@ def teacher_key(spec: SweepSpec) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def ensure_teacher(spec: SweepSpec, *, verbose: int = 0) -> Path:
-    """Train the teacher unless an intact bank of it exists (a damaged one is moved aside and
-    rebuilt); write the sweep's ``teacher`` table."""
-    outputs = Path(spec.storage).resolve() / "_teachers" / teacher_key(spec)
+def teacher_dir(spec: SweepSpec) -> Path:
+    """Where the sweep's teacher bank lives: ``<storage>/_teachers/<teacher_key>`` (hashing
+    the data files: compute it once per run)."""
+    return Path(spec.storage).resolve() / "_teachers" / teacher_key(spec)
+
+
+def ensure_teacher(spec: SweepSpec, *, outputs: Path | None = None, verbose: int = 0) -> Path:
+    """Train the teacher unless an intact bank of it exists at ``outputs`` (default
+    :func:`teacher_dir`; a damaged one is moved aside and rebuilt); write the sweep's
+    ``teacher`` table."""
+    outputs = outputs or teacher_dir(spec)
     if _intact(outputs):
         print(f"teacher: reusing {outputs}")
     else:

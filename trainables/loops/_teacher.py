@@ -89,11 +89,12 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
             if not (evaluating or step in kept):
                 continue
             train_logits = outputs("train")
-            if writer is not None and step in kept:
+            banking = writer is not None and step in kept
+            val = evaluate(model, splits["val"], keep_logits=banking)  # once: metrics and bank
+            if banking:
                 writer.add_checkpoint(
-                    step, {"train": train_logits, "val": outputs("val"), "test": outputs("test")}
+                    step, {"train": train_logits, "val": val.logits, "test": outputs("test")}
                 )
-            val = evaluate(model, splits["val"])
             trajectory.record(step, train_logits)
             record = {
                 "step": step,
