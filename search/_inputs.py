@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from trainables.data import DataError, DataInfo, check_data
+from trainables.distill import Layout
 from trainables.loops import checkpoint_steps
 from trainables.models import ModelError, build_model
 from trainables.tasks import check_task_fits
@@ -56,22 +57,29 @@ def check_inputs(spec, *, own_code: bool = True) -> DataInfo | None:
 
 
 def bank_bytes(spec, info: DataInfo) -> tuple[int, str]:
-    """The teacher bank's size in bytes (float32 outputs of every example of every split at
-    each kept checkpoint: dense, per token for the language-model tasks) and how it is made
-    up, for a message."""
+    """The teacher bank's size in bytes (the outputs of every example of every split at each
+    kept checkpoint, in the bank's layout: dense float32, or top-k ids and log-probabilities
+    per example or token) and how it is made up, for a message."""
     teacher = spec.teacher
     steps = teacher.optim.steps if teacher.train else 0
     kept = len(checkpoint_steps(
         steps, every=teacher.checkpoint_every, log_spaced=teacher.log_checkpoints
     ))  # fmt: skip
     if spec.task.kind == "classify":
-        per_example, shape = info.num_classes, f"{info.num_classes:,} classes"
+        shape = (info.num_classes,)
+        what = f"{info.num_classes:,} classes"
     else:
         positions = info.example_shape[0] - (spec.task.kind == "causal_lm")
-        per_example = positions * info.num_classes
-        shape = f"{positions:,} positions x {info.num_classes:,} logits"
-    total = info.rows * per_example * 4 * kept
-    return total, f"{info.rows:,} examples x {shape} x 4 bytes x {kept} checkpoints"
+        shape = (positions, info.num_classes)
+        what = f"{positions:,} positions x {info.num_classes:,} tokens"
+    layout = Layout(shape, teacher.bank.resolved_top_k(info.num_classes), teacher.bank.precision)
+    kind = f"top-{layout.top_k} {layout.precision}" if layout.top_k else "dense float32"
+    per_example = layout.example_bytes()
+    total = info.rows * per_example * kept
+    return total, (
+        f"{info.rows:,} examples x {what} ({kind}: {per_example:,} bytes an example) x "
+        f"{kept} checkpoints"
+    )
 
 
 def check_bank_fits(spec, info: DataInfo, teacher_dir: Path) -> None:
@@ -79,7 +87,7 @@ def check_bank_fits(spec, info: DataInfo, teacher_dir: Path) -> None:
     storage (:class:`DataError`, one line): a dense per-token bank grows with examples x
     positions x vocabulary x checkpoints. A bank already built (``teacher_dir``) is reused and
     needs no room."""
-    if teacher_dir.exists():
+    if (teacher_dir / "manifest.json").exists():
         return
     need, parts = bank_bytes(spec, info)
     where = Path(spec.storage).resolve()
@@ -91,7 +99,8 @@ def check_bank_fits(spec, info: DataInfo, teacher_dir: Path) -> None:
             f"teacher: its bank would take {_size(need)} ({parts}), more than the {_size(free)} "
             f"free under {str(where)!r}; keep fewer examples (data.max_examples, "
             "data.train_size) or checkpoints (raise teacher.checkpoint_every, lower "
-            "teacher.log_checkpoints), or use a --storage with more room"
+            "teacher.log_checkpoints), store a top-k (teacher.bank.top_k, "
+            "teacher.bank.precision: int8), or use a --storage with more room"
         )
 
 

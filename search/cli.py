@@ -1,4 +1,4 @@
-"""``python -m search validate|run|submit SPEC [--set a.b=value ...]``.
+"""``python -m search validate|run|submit|teacher SPEC [--set a.b=value ...]``.
 
 Exit codes: 0 success, 2 bad input (one line per problem, nothing started), 1 a sweep that
 started but failed (a teacher that failed, a full or read-only disk), 130 interrupted (Ctrl-C:
@@ -24,6 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("validate", "check a spec"),
         ("run", "run a sweep, or resume it if <storage>/<name> holds one from the same spec"),
         ("submit", "run a sweep as a Ray Job on a cluster (--address http://HEAD:8265)"),
+        (
+            "teacher",
+            "train the spec's teacher and build its bank ahead of sweeps (or reuse "
+            "them); prints the bank's directory",
+        ),
     ]:
         cmd = commands.add_parser(name, help=help_text)
         cmd.add_argument("spec", help="sweep spec (YAML)")
@@ -37,16 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument(
                 "--address", required=True, help="the Ray Jobs server, e.g. http://HEAD:8265"
             )
-        if name == "run":
+        if name in ("run", "teacher"):
             cmd.add_argument(
                 "--address",
                 help="Ray cluster address; default: RAY_ADDRESS, else embedded local Ray",
             )
             cmd.add_argument(
-                "--top", type=int, default=5, help="best schedules to print; default 5"
-            )
-            cmd.add_argument(
                 "--verbose", action="store_true", help="also show Tune's progress tables"
+            )
+        if name == "run":
+            cmd.add_argument(
+                "--top", type=int, default=5, help="best schedules to print; default 5"
             )
     return parser
 
@@ -72,7 +78,7 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         spec = _spec(args)
-        if args.command != "run":  # run_sweep checks it itself, first thing
+        if args.command not in ("run", "teacher"):  # those check it themselves, first thing
             # a bad file or model fails here, not in a trial; a submitted sweep's own code
             # (a module factory, transformers) may exist only on the cluster: checked there
             check_inputs(spec, own_code=args.command != "submit")
@@ -88,7 +94,28 @@ def _main(argv: list[str] | None) -> int:
         return 0
     if args.command == "submit":
         return _submit(spec, args.address)
+    if args.command == "teacher":
+        return _teacher(spec, args)
     return _run(spec, args)
+
+
+def _teacher(spec: SweepSpec, args: argparse.Namespace) -> int:
+    from search.sweep import SweepInputError, SweepInterrupted, build_teacher
+    from search.teacher import TeacherError
+
+    try:
+        bank = build_teacher(spec, address=args.address, verbose=1 if args.verbose else 0)
+    except SweepInputError as exc:
+        _problems(exc)
+        return 2
+    except (TeacherError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except SweepInterrupted as exc:
+        print(exc, file=sys.stderr)
+        return INTERRUPTED
+    print(f"teacher bank: {bank}")
+    return 0
 
 
 def _problems(exc: Exception) -> None:

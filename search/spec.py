@@ -26,6 +26,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from spaces import PARAMETER_PATHS, SpaceBounds
 from trainables.config import (
+    OOF_SCORES,
     SEQUENCE_SCORES,
     DataConfig,
     ModelConfig,
@@ -58,7 +59,9 @@ SET_BY_THE_SWEEP: dict[str, dict[str, str]] = {
     "teacher": {
         "data": "use the top-level data, which the teacher and student share",
         "task": "use the top-level task, which the teacher and student share",
-        "bank_dir": "the teacher's outputs go to <storage>/_teachers/; use the top-level storage",
+        "output_dir": "the teacher's run goes beside its bank under <storage>/_teachers/ "
+        "(or teacher.bank.root)",
+        "fold": "the sweep runs every fold of teacher.score_folds",
     },
     "student": {
         "data": "use the top-level data, which the teacher and student share",
@@ -312,6 +315,12 @@ class SweepSpec(StrictModel):
             raise ValueError("objectives: each metric at most once")
         for role in ("teacher", "student"):
             check_task(self.task, self.data, getattr(self, role).model, f"{role}.")
+        oof = [s for s in (self.student.curriculum.score, *self.space.scores) if s in OOF_SCORES]
+        if oof and self.teacher.score_folds < 2:
+            raise ValueError(
+                f"space.scores / student.curriculum.score: {oof[0]!r} is a cross-fitted score; "
+                "set teacher.score_folds (2 or more folds) to compute it"
+            )
         if self.data.is_tokens is False:  # a module dataset's items are known once read
             by_data = [s for s in SEQUENCE_SCORES if s in self.space.scores]
             if self.student.curriculum.score in SEQUENCE_SCORES:
@@ -369,9 +378,9 @@ class SweepSpec(StrictModel):
     def sweep_dir(self) -> Path:
         return Path(self.storage).resolve() / self.name
 
-    def teacher_config(self, bank_dir: str) -> TeacherConfig:
+    def teacher_config(self, output_dir: str) -> TeacherConfig:
         return self.teacher.model_copy(
-            update={"data": self.data, "task": self.task, "bank_dir": bank_dir}
+            update={"data": self.data, "task": self.task, "output_dir": output_dir}
         )
 
     def student_config(self, teacher_bank: str) -> StudentConfig:

@@ -264,6 +264,41 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, verbose: int = 0) 
             raise problem from None
 
 
+def build_teacher(spec: SweepSpec, *, address: str | None = None, verbose: int = 0) -> Path:
+    """Train the spec's teacher and build its bank ahead of any sweep (``python -m search
+    teacher``), or reuse them; returns the bank's directory. Every sweep whose teacher
+    settings (and ``teacher.bank`` storage settings) match reads this bank instead of
+    building its own. Raises like :func:`run_sweep`."""
+    try:
+        info = check_inputs(spec)
+        bank = teacher_dir(spec)
+        check_bank_fits(spec, info, bank)
+    except InputError as exc:
+        raise SweepInputError(str(exc)) from None
+    with interruptible() as interrupts:
+        try:
+            started = connect(address)
+            try:
+                interrupts.phase = "teacher"
+                with interrupts.experiment():
+                    bank = ensure_teacher(
+                        spec, outputs=bank, verbose=verbose, table=False,
+                        tune_dir=bank.parent / "tune",
+                    )  # fmt: skip
+                if interrupts.requested:
+                    raise SweepInterrupted("teacher")
+                return bank
+            finally:
+                if started:
+                    ray.shutdown()
+        except TeacherError:
+            if interrupts.requested:
+                raise SweepInterrupted("teacher") from None
+            raise
+        except KeyboardInterrupt:
+            raise SweepInterrupted(interrupts.phase) from None
+
+
 def _run(
     spec: SweepSpec, manifest: Manifest, interrupts: Interrupts, teacher_bank: Path, verbose: int
 ) -> Path:

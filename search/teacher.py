@@ -1,9 +1,14 @@
-"""Teacher phase: train the sweep's teacher once (as a Tune trial) and keep its outputs.
+"""Teacher phase: train the sweep's teacher once (as a Tune trial, beside its cross-fitting
+teachers) and build the bank of its outputs (a Ray Data job).
 
-Outputs live under ``<storage>/_teachers/<key>/``, ``key`` a content hash of the data and
-teacher settings, so a later sweep with the same teacher reuses them without training. A bank
-found damaged (checked against its checksums) is moved aside to a hidden
-``.<key>.corrupt-<token>`` beside it and rebuilt.
+Everything lives under ``<root>/<key>/`` (``root``: ``teacher.bank.root``, default
+``<storage>/_teachers``), ``key`` a content hash of the data and teacher settings, so a later
+sweep (or another sweep at the same time) with the same teacher reuses it::
+
+    <key>/teacher/          the teacher's run: weights at kept checkpoints, history, scores
+    <key>/folds-<K>/fold-<f>/  the cross-fitting runs' scores of their held-out folds
+    <key>/bank-<hash>/      a bank: shards + manifest (one per storage setting: top_k, ...)
+    <key>/.lock             held by the driver building any of these
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import os
 import re
 import secrets
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,7 +31,10 @@ from analysis.tables import (
     TEACHER_SCHEMA,
     write_parquet_atomic,
 )
+from search._lock import SweepLock, SweepLockedError
 from search.spec import SweepSpec
+from trainables.bank import build_bank
+from trainables.config import TeacherConfig
 from trainables.data import data_files
 from trainables.distill import (
     BANK_FORMAT,
@@ -33,8 +42,10 @@ from trainables.distill import (
     TeacherBank,
     bank_complete,
     open_bank,
+    open_run,
     verify_bank,
 )
+from trainables.distill._run import read_fold
 from trainables.teacher import train_teacher
 
 
@@ -58,12 +69,15 @@ _RAISED = re.compile(r"[\w.]*(Error|Exception|Interrupt|Exit)\b.*:")
 
 
 def teacher_key(spec: SweepSpec) -> str:
-    """Content hash of everything that determines the teacher's outputs."""
+    """Content hash of everything that determines the teacher's training: data (the files'
+    contents too), task and teacher settings, but not how its outputs are stored
+    (``teacher.bank``) or whether folds are cross-fitted (``score_folds``)."""
+    teacher = spec.teacher.model_dump(exclude={"bank", "score_folds"})
     parts = {
         "format": BANK_FORMAT,
         "data": spec.data.model_dump(),
         "task": spec.task.model_dump(),
-        "teacher": spec.teacher.model_dump(),
+        "teacher": teacher,
     }
     if spec.data.path:  # the files' contents, streamed (a token file may be large)
         digest = hashlib.sha256()
@@ -73,46 +87,64 @@ def teacher_key(spec: SweepSpec) -> str:
                 while chunk := file.read(1 << 20):
                     digest.update(chunk)
         parts["data_file"] = digest.hexdigest()
+    return _hash(parts)
+
+
+def _hash(parts: dict) -> str:
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def teacher_dir(spec: SweepSpec) -> Path:
-    """Where the sweep's teacher bank lives: ``<storage>/_teachers/<teacher_key>`` (hashing
-    the data files: compute it once per run)."""
-    return Path(spec.storage).resolve() / "_teachers" / teacher_key(spec)
+    """The sweep's teacher bank: ``<root>/<teacher_key>/bank-<hash of the bank settings>``
+    (``root``: ``teacher.bank.root``, default ``<storage>/_teachers``). Its parent holds the
+    teacher's run (``teacher/``) and the cross-fitting runs (``folds-<K>/``) shared by every
+    bank of that teacher. Hashes the data files: compute it once per run."""
+    bank = spec.teacher.bank
+    root = Path(bank.root).expanduser() if bank.root else Path(spec.storage) / "_teachers"
+    key = teacher_key(spec)
+    storage = {"top_k": bank.top_k, "precision": bank.precision, "shard_mb": bank.shard_mb,
+               "score_folds": spec.teacher.score_folds}  # fmt: skip
+    return root.resolve() / key / f"bank-{_hash({'teacher': key, **storage})}"
 
 
-def ensure_teacher(spec: SweepSpec, *, outputs: Path | None = None, verbose: int = 0) -> Path:
-    """Train the teacher unless an intact bank of it exists at ``outputs`` (default
-    :func:`teacher_dir`; a damaged one is moved aside and rebuilt); write the sweep's
-    ``teacher`` table."""
-    outputs = outputs or teacher_dir(spec)
-    if _intact(outputs):
-        print(f"teacher: reusing {outputs}")
+def ensure_teacher(
+    spec: SweepSpec,
+    *,
+    outputs: Path | None = None,
+    verbose: int = 0,
+    table: bool = True,
+    tune_dir: Path | None = None,
+) -> Path:
+    """Make sure the sweep's teacher bank is complete at ``outputs`` (default
+    :func:`teacher_dir`) and write the sweep's ``teacher`` table.
+
+    What is already there is reused: an intact bank as it is; otherwise the teacher's run and
+    cross-fitting runs if intact (else trained, as Tune trials run side by side), and the
+    finished shards of a killed build (the rest built on Ray Data). A damaged file is found
+    by its checksum: a damaged shard is rebuilt alone; a damaged teacher run is moved aside
+    and trained again. One driver builds at a time (a lock beside the bank, on the shared
+    storage, that a dead driver does not hold): another sweep needing the same bank waits for
+    it and reuses it. ``table``: write the sweep's ``teacher`` table; ``tune_dir``: where
+    Tune keeps the teacher's trials (default ``<sweep>/tune``).
+    """
+    bank = outputs or teacher_dir(spec)
+    if bank_complete(bank):
+        print(f"teacher: reusing {bank}")
     else:
-        print(f"teacher: training ({spec.teacher.optim.steps} steps) -> {outputs}")
-        config = spec.teacher_config(str(outputs)).model_dump()
-        # the teacher gets what one student worker gets: its CPUs, and a GPU if they have one
-        need = {"cpu": spec.resources.cpus_per_trial}
-        if spec.resources.gpus_per_trial:
-            need["gpu"] = min(1.0, spec.resources.gpus_per_trial)
-        tuner = tune.Tuner(
-            tune.with_resources(train_teacher, need),
-            param_space=config,
-            run_config=tune.RunConfig(
-                name="teacher", storage_path=str(spec.sweep_dir / "tune"), verbose=verbose
-            ),
-        )
-        results = tuner.fit()  # empty when stopped (Ctrl-C) before its trial was made
-        result = results[0] if len(results) else None
-        if result is None or result.error is not None or not bank_complete(outputs):
-            error, path = (result.error, result.path) if result is not None else (None, None)
-            raise TeacherError(error, Path(path or spec.sweep_dir / "tune"))
-    teacher = open_bank(outputs)
-    table_dir = spec.sweep_dir / TEACHER
-    table_dir.mkdir(parents=True, exist_ok=True)
-    write_parquet_atomic(teacher_table(spec.name, teacher), table_dir / TEACHER_FILE)
+        lock = _wait_for_builder(bank)
+        if lock is None:
+            print(f"teacher: reusing {bank}, built meanwhile by another driver")
+        else:
+            try:
+                _build(spec, bank, verbose, tune_dir or spec.sweep_dir / "tune")
+            finally:
+                lock.release()
+    teacher = open_bank(bank)
+    if table:
+        table_dir = spec.sweep_dir / TEACHER
+        table_dir.mkdir(parents=True, exist_ok=True)
+        write_parquet_atomic(teacher_table(spec.name, teacher), table_dir / TEACHER_FILE)
     transition = teacher.transition
     where = (
         f"; phase transition {transition['start']}-{transition['end']}, checkpoint "
@@ -120,34 +152,144 @@ def ensure_teacher(spec: SweepSpec, *, outputs: Path | None = None, verbose: int
         if transition
         else ""
     )
+    folds = teacher.extra.get("score_folds") or 0
     print(
         f"teacher: step {teacher.step}, val_accuracy {teacher.metrics['val_accuracy']:.4f}, "
         f"test_accuracy {teacher.metrics['test_accuracy']:.4f}, "
         f"{len(teacher.checkpoints)} checkpoint{'s' * (len(teacher.checkpoints) != 1)} "
-        f"kept{where}"
+        f"kept{where}" + (f"; oof scores from {folds} folds" if folds else "")
     )
-    return outputs
+    return bank
 
 
-def _intact(outputs: Path) -> bool:
-    """Whether ``outputs`` holds an intact bank (every file checked against its checksum). A
-    damaged one is moved aside, not deleted, with one line saying so."""
+def _wait_for_builder(bank: Path) -> SweepLock | None:
+    """The build lock beside ``bank`` (``<teacher_key>/.lock``), taken, once no live driver
+    holds it; None if the bank was completed by another driver meanwhile."""
+    lock, said = SweepLock(bank.parent), False
+    while True:
+        try:
+            lock.acquire()
+            return lock
+        except SweepLockedError as exc:
+            if bank_complete(bank):
+                return None
+            if not said:
+                holder = exc.holder
+                print(
+                    f"teacher: another driver (pid {holder.get('pid', '?')} on host "
+                    f"{holder.get('host', '?')}) is building {bank.parent}; waiting for it"
+                )
+                said = True
+            time.sleep(_WAIT_S)
+
+
+_WAIT_S = 1.0
+
+
+def _build(spec: SweepSpec, bank: Path, verbose: int, tune_dir: Path) -> None:
+    """Under the build lock: check what is there, train what is missing, build the bank."""
+    if _repair(bank):
+        print(f"teacher: reusing {bank}, built meanwhile by another driver")
+        return
+    home, folds = bank.parent, spec.teacher.score_folds
+    run_dir, folds_dir = home / "teacher", home / f"folds-{folds}"
+    cfg = spec.teacher_config(str(run_dir))
+    need_run = not _run_ready(run_dir)
+    need_folds = [f for f in range(folds) if not _fold_ready(folds_dir / f"fold-{f}")]
+    if need_run or need_folds:
+        _train(spec, cfg, need_run, need_folds, folds_dir, verbose, tune_dir)
+    build_bank(cfg, run_dir, bank, folds_dir=folds_dir if folds else None)
+
+
+def _repair(bank: Path) -> bool:
+    """True if ``bank`` is complete and intact. Otherwise make it resumable: a damaged shard
+    (and its record) is removed, to be built again; a damaged manifest or scores file is
+    removed (the manifest is written again at the end)."""
     try:
-        verify_bank(outputs)
+        verify_bank(bank)
         return True
     except FileNotFoundError:
-        if not outputs.exists():
-            return False
-        bad, problem = outputs / "meta.json", "missing"  # banks appear whole: damaged
+        return False
     except BankCorruptError as error:
         bad, problem = error.path, error.problem
-    aside = outputs.with_name(f".{outputs.name}.corrupt-{secrets.token_hex(4)}")
-    try:
-        os.rename(outputs, aside)
-    except FileNotFoundError:  # another sweep moved it first
-        return False
-    print(f"teacher: {bad} is {problem}; moved the bank to {aside}, rebuilding")
+    print(f"teacher: {bad} is {problem}; building it again")
+    (bank / "manifest.json").unlink(missing_ok=True)
+    if bad.name.endswith(".arrow") and "shards" in bad.parts:
+        bad.unlink(missing_ok=True)
+        bad.with_name(bad.name + ".json").unlink(missing_ok=True)
     return False
+
+
+def _run_ready(run_dir: Path) -> bool:
+    """Whether the teacher's run is there and intact; a damaged one is moved aside (to a
+    hidden ``.teacher.corrupt-<token>``), not deleted, with one line saying so."""
+    try:
+        open_run(run_dir).verify()
+        return True
+    except FileNotFoundError:
+        if not run_dir.exists():
+            return False
+        bad, problem = run_dir / "run.json", "missing"  # runs appear whole: damaged
+    except BankCorruptError as error:
+        bad, problem = error.path, error.problem
+    aside = run_dir.with_name(f".{run_dir.name}.corrupt-{secrets.token_hex(4)}")
+    os.rename(run_dir, aside)
+    print(f"teacher: {bad} is {problem}; moved the teacher's run to {aside}, training again")
+    return False
+
+
+def _fold_ready(fold_dir: Path) -> bool:
+    try:
+        read_fold(fold_dir)
+        return True
+    except (FileNotFoundError, BankCorruptError):
+        return False
+
+
+def _teacher_job(config: dict) -> None:
+    """One teacher training of the sweep's (the teacher, or a cross-fitting one)."""
+    train_teacher(config["job"])
+
+
+def _train(
+    spec: SweepSpec,
+    cfg: TeacherConfig,
+    need_run: bool,
+    folds: list[int],
+    folds_dir: Path,
+    verbose: int,
+    tune_dir: Path,
+) -> None:
+    """Train the teacher and the cross-fitting teachers of ``folds`` as trials of one Tune
+    experiment (they run side by side as the cluster allows)."""
+    jobs = [cfg.model_dump()] if need_run else []
+    for fold in folds:
+        update = {"fold": fold, "output_dir": str(folds_dir / f"fold-{fold}")}
+        jobs.append(cfg.model_copy(update=update).model_dump())
+    steps = cfg.optim.steps if cfg.train else 0
+    what = [f"the teacher ({steps} steps) -> {cfg.output_dir}"] if need_run else []
+    if folds:
+        what.append(
+            f"{len(folds)} cross-fitting teacher{'s' * (len(folds) != 1)} (score_folds "
+            f"{cfg.score_folds}: each trains on {cfg.score_folds - 1}/{cfg.score_folds} of the "
+            f"training split) -> {folds_dir}"
+        )
+    print(f"teacher: training {' and '.join(what)}: {len(jobs)} training run(s)")
+    # a teacher gets what one student worker gets: its CPUs, and a GPU if they have one
+    need = {"cpu": spec.resources.cpus_per_trial}
+    if spec.resources.gpus_per_trial:
+        need["gpu"] = min(1.0, spec.resources.gpus_per_trial)
+    tuner = tune.Tuner(
+        tune.with_resources(_teacher_job, need),
+        param_space={"job": tune.grid_search(jobs)},
+        run_config=tune.RunConfig(name="teacher", storage_path=str(tune_dir), verbose=verbose),
+    )
+    results = tuner.fit()  # empty when stopped (Ctrl-C) before its trials were made
+    failed = [r for r in results if r.error is not None]
+    if len(results) < len(jobs) or failed or (need_run and not _run_ready(Path(cfg.output_dir))):
+        first = failed[0] if failed else (results[0] if len(results) else None)
+        error, path = (first.error, first.path) if first is not None else (None, None)
+        raise TeacherError(error, Path(path or tune_dir))
 
 
 def teacher_table(sweep: str, teacher: TeacherBank) -> pa.Table:

@@ -37,7 +37,8 @@ CurriculumKind = Literal[
 ]  # fmt: skip
 Order = Literal["easy_first", "hard_first", "random"]
 ScoreKind = Literal[
-    "confidence", "margin", "loss", "entropy", "el2n", "forgetting", "column", "length", "rarity"
+    "confidence", "margin", "loss", "entropy", "el2n", "forgetting", "column", "length", "rarity",
+    "oof_confidence", "oof_margin", "oof_loss", "oof_entropy",
 ]  # fmt: skip
 PacingKind = Literal[
     "constant", "linear", "quadratic", "root", "exp", "log", "step", "competence", "exp_steps"
@@ -59,6 +60,10 @@ SearchAlgorithm = Literal["tpe", "cmaes", "nsga2", "random", "grid"]
 CTKD_TEMPERATURE = (1.0, 21.0)  # CTKD's learned temperature lies in this open interval
 TOKEN_DATA = ("tokens", "text", "pcfg")  # data kinds whose examples are token sequences
 SEQUENCE_SCORES = ("length", "rarity")  # difficulty scores computed from token data
+OOF_SCORES = ("oof_confidence", "oof_margin", "oof_loss", "oof_entropy")  # need score_folds
+DENSE_UP_TO = 1024  # a bank stores dense outputs up to this many classes / tokens, else top-k
+DEFAULT_TOP_K = 32
+BankPrecision = Literal["fp16", "int8"]
 
 
 def kinds(literal: Any) -> tuple[str, ...]:
@@ -430,10 +435,13 @@ class DistillConfig(StrictModel):
     T^2, so T near 0 gives hard teacher labels; T down to 1e-20 works).
 
     ``temperature`` and ``alpha`` are the values at the start of the run; their schedules say
-    how they move.
+    how they move. ``top_k`` uses the teacher's k most likely outputs of a top-k bank (at most
+    the bank's k; unset: all it keeps), the rest merged into its tail bucket: a searchable k
+    without rebuilding the bank.
     """
 
     loss: LossForm = "hinton"
+    top_k: int | None = Field(default=None, ge=1, le=65536)
     temperature: float = Field(default=4.0, gt=0.0, le=100.0)
     alpha: float = Field(default=0.5, ge=0.0, le=1.0)
     temperature_schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
@@ -463,7 +471,9 @@ class DistillConfig(StrictModel):
         return self.alpha == 1.0 and self.alpha_schedule.kind == "constant"
 
     def unused(self) -> set[str]:
-        return {"loss", "temperature", "temperature_schedule"} if self.labels_only else set()
+        if self.labels_only:
+            return {"loss", "top_k", "temperature", "temperature_schedule"}
+        return set()
 
 
 class PacingChange(StrictModel):
@@ -639,6 +649,46 @@ class CurriculumConfig(StrictModel):
         return set(type(self).model_fields) - {"kind", "prune_fraction"} - uses
 
 
+class BankConfig(StrictModel):
+    """How the teacher bank stores and builds the teacher's outputs.
+
+    ``top_k``: ``dense`` keeps every class's logit (float32); an integer keeps, per example or
+    token, the top-k ids and log-probabilities plus the remaining mass (a tail bucket); unset:
+    dense when the classes or vocabulary number at most 1024, else 32. ``precision`` of the
+    stored top-k log-probabilities: ``fp16``, or ``int8`` (8-bit codes with a per-row scale:
+    99 bytes a token at k = 32 and a vocabulary up to 65536, against 130 for fp16).
+    ``shard_mb``: the size of one shard file (Arrow IPC). ``workers``: Ray Data actors that
+    run the teacher over the data, each loading the model once and taking a GPU when the
+    cluster has GPUs, else one CPU and one thread (unset: one per GPU, or per CPU, of the
+    cluster); ``batch_size`` examples per forward. ``root``: the directory of banks (default
+    ``<storage>/_teachers``); sweeps whose teacher settings match share one bank there.
+    """
+
+    top_k: int | Literal["dense"] | None = Field(default=None)
+    precision: BankPrecision = "fp16"
+    shard_mb: float = Field(default=256.0, gt=0.0, le=65536.0)
+    workers: int | None = Field(default=None, ge=1, le=1024)
+    batch_size: int = Field(default=256, ge=1, le=1_000_000)
+    root: str | None = None
+
+    @field_validator("top_k")
+    @classmethod
+    def _check_top_k(cls, top_k: int | str | None) -> int | str | None:
+        if isinstance(top_k, int) and not 1 <= top_k <= 65536:
+            raise ValueError(f"must be 'dense' or an integer in [1, 65536], got {top_k}")
+        return top_k
+
+    def resolved_top_k(self, classes: int) -> int | None:
+        """The k stored for ``classes`` classes or tokens; None for dense outputs."""
+        if self.top_k == "dense" or (self.top_k is None and classes <= DENSE_UP_TO):
+            return None
+        k = DEFAULT_TOP_K if self.top_k is None else self.top_k
+        return None if k >= classes else k
+
+    def unused(self) -> set[str]:
+        return {"precision"} if self.top_k == "dense" else set()
+
+
 class TeacherConfig(StrictModel):
     """Configuration of :func:`trainables.train_teacher`.
 
@@ -650,8 +700,13 @@ class TeacherConfig(StrictModel):
     looks across. At every evaluation the teacher also records its training-set predictions,
     from which the trajectory scores are computed: forgetting events over all evaluations and
     EL2N averaged over the evaluations in the first ``el2n_fraction`` of the run.
-    ``bank_dir`` is where the teacher's logits on every split are written (Arrow IPC),
-    atomically: the directory appears only once complete.
+    ``bank`` says how the bank of its outputs is stored and built (:class:`BankConfig`).
+    ``score_folds: K`` (K >= 2) also trains K teachers, each on K-1 folds of the training
+    split, and scores each fold with the teacher that did not see it: the ``oof_*`` scores
+    (cross-fitting), which a teacher that memorised an example cannot call easy.
+    ``output_dir`` is where the trainable writes the teacher's run (weights at every kept
+    checkpoint, history, scores) atomically: it appears only once complete; for a fold run
+    (``fold``: the held-out fold, set by the sweep), the fold's scores.
     """
 
     data: DataConfig = Field(default_factory=DataConfig)
@@ -669,11 +724,20 @@ class TeacherConfig(StrictModel):
     train: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
-    bank_dir: str | None = None
+    bank: BankConfig = Field(default_factory=BankConfig)
+    score_folds: int = Field(default=0, ge=0, le=20)
+    fold: int | None = Field(default=None, ge=0)
+    output_dir: str | None = None
 
     @model_validator(mode="after")
     def _check_init(self) -> TeacherConfig:
         check_task(self.task, self.data, self.model)
+        if self.score_folds == 1:
+            raise ValueError("score_folds must be 0 (off) or at least 2, got 1")
+        if self.fold is not None and not self.fold < max(self.score_folds, 2):
+            raise ValueError(
+                f"fold must be below score_folds ({self.score_folds}), got {self.fold}"
+            )
         if self.init_from is not None and not Path(self.init_from).is_file():
             raise ValueError(f"init_from: {self.init_from!r} does not exist or is not a file")
         if not self.train and self.init_from is None:
@@ -730,7 +794,7 @@ class StudentConfig(StrictModel):
     def unused(self) -> set[str]:
         if self.uses_teacher:
             return set()
-        return {"teacher_schedule", "distill.loss", "distill.temperature",
+        return {"teacher_schedule", "distill.loss", "distill.top_k", "distill.temperature",
                 "distill.temperature_schedule"}  # fmt: skip
 
 

@@ -4,14 +4,15 @@ from trainables.distill._bank import (
     FORMAT as BANK_FORMAT,
 )
 from trainables.distill._bank import (
-    BankCorruptError,
-    BankWriter,
+    Layout,
+    SplitOutputs,
     TeacherBank,
     bank_complete,
     open_bank,
     verify_bank,
     write_bank,
 )
+from trainables.distill._files import BankCorruptError
 from trainables.distill._loss import (
     KDLoss,
     kd_loss,
@@ -20,20 +21,26 @@ from trainables.distill._loss import (
     kd_token_parts,
     teacher_log_probs,
 )
+from trainables.distill._run import RunWriter, TeacherRun, open_run, run_intact
 
 __all__ = [
     "BANK_FORMAT",
     "BankCorruptError",
-    "BankWriter",
     "KDLoss",
+    "Layout",
+    "RunWriter",
+    "SplitOutputs",
     "TeacherBank",
+    "TeacherRun",
+    "bank_complete",
     "kd_loss",
     "kd_loss_from_log_probs",
-    "kd_token_parts",
     "kd_loss_per_example",
+    "kd_token_parts",
     "open_bank",
+    "open_run",
+    "run_intact",
     "teacher_log_probs",
-    "bank_complete",
     "verify_bank",
     "write_bank",
 ]

@@ -1,317 +1,364 @@
-"""The teacher bank: the teacher's logits at each kept checkpoint on every split, stored once
-and memory-mapped by every student, plus per-example difficulty scores.
+"""The teacher bank: the teacher's outputs at each kept checkpoint on every split, stored once
+in shards and memory-mapped by every student, plus per-example difficulty scores.
 
 Layout of a bank directory::
 
-    <dir>/step-<step:09d>/{train,val,test}.arrow  Arrow IPC, column ``logits``:
-                                                  fixed_size_list<float32>, one row per
-                                                  example (``shape`` values: ``[classes]``,
-                                                  or ``[positions, vocab]`` per token)
-    <dir>/scores.arrow                             per training example, one float64 column
-                                                  per score
-    <dir>/meta.json                                {"format", "step", "checkpoints",
-                                                  "num_classes", "shape", "metrics", "history",
-                                                  "transition", "files", "meta_sha256"}
+    <bank>/shards/step-<step:09d>/<split>-<i:05d>.arrow       Arrow IPC, one row per example
+    <bank>/shards/step-<step:09d>/<split>-<i:05d>.arrow.json  the shard's record (its rows,
+                                                              size, SHA-256, teacher run)
+    <bank>/scores.arrow                                       per training example, one
+                                                              float64 column per score
+    <bank>/manifest.json                                      {"format", "layout", "step",
+        "checkpoints", "metrics", "history", "transition", "shards", "files", "meta_sha256"}
 
-A bank is built under a hidden temporary name beside its final place and renamed into place
-once complete, so a reader never sees a half-written one: if ``meta.json`` is there, so is
-everything else. A build that dies (even by SIGKILL) leaves at most a hidden ``.<name>.*``
-directory, which no reader looks at. Directories and files get the modes of a plain
-``mkdir`` / ``open`` under the process's umask.
+A shard holds rows ``[start, end)`` of one split at one checkpoint, about ``shard_mb`` of
+them, in the columns of its :class:`Layout`: ``logits`` (dense, float32) or, for a top-k
+bank, ``ids`` (the smallest integer type holding the vocabulary) and the k + 1 log-
+probabilities of the top-k and the tail bucket, as ``values`` (float16) or ``codes`` (uint8)
+with a per-token ``scale`` (float16) (:mod:`trainables.distill._topk`). Each column is a
+fixed-size list, so a memory-mapped shard is a NumPy view with no copy, and a reader gathers
+rows by index across shards touching only their pages.
 
-``meta.json`` records the size and SHA-256 of every other file of the bank (``files``, keyed
-by the path relative to the bank) and the SHA-256 of its own contents (``meta_sha256``). A
-reader checks a file before it first memory-maps it in this process; later reads of the same,
-unchanged file (same inode, size and mtime) in the same process cost one ``stat``. A file
-that is missing, truncated or altered raises :class:`BankCorruptError` naming it, so a damaged
-bank is never read silently. :func:`verify_bank` checks every file at once.
+Shards are built in place, each written under a hidden name and renamed when whole, then its
+record (the ``.json`` beside it) written the same way: a killed build leaves whole shards
+with records, which a resumed build keeps (after checking their checksums), and nothing a
+reader can mistake for a shard. The manifest is written last: a bank is complete when its
+manifest is there, and every file it lists is checked against its size and SHA-256 before
+this process first reads it (:class:`BankCorruptError` names a bad one; never read silently).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 import os
-import secrets
-import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import torch
+
+from trainables.distill._files import (
+    BankCorruptError,
+    checked,
+    read_ipc,
+    read_json,
+    sha256_file,
+    write_atomic,
+    write_json,
+)
+from trainables.distill._topk import encode_topk, id_dtype, pack_topk, topk_of_logits
 
 SPLITS = ("train", "val", "test")
-FORMAT = 3  # 3: checksums in meta.json
-META = "meta.json"
+FORMAT = 4  # 4: sharded, top-k layouts, manifest.json
+MANIFEST = "manifest.json"
 SCORES = "scores.arrow"
 
-# Files this process has checked: (path, device, inode, size, mtime_ns, expected sha256).
-_VERIFIED: set[tuple[str, int, int, int, int, str]] = set()
+
+@dataclass(frozen=True)
+class Layout:
+    """How one example's outputs are stored: ``shape`` (``[classes]``, or ``[positions,
+    vocab]`` per token); ``top_k`` None for dense float32 logits, else the k kept per row
+    (example or token) with ``precision`` ``fp16`` or ``int8``."""
+
+    shape: tuple[int, ...]
+    top_k: int | None = None
+    precision: str = "fp16"
+
+    @property
+    def vocab(self) -> int:
+        return int(self.shape[-1])
+
+    @property
+    def rows(self) -> int:
+        """Rows of outputs per example: 1, or its positions."""
+        return math.prod(self.shape[:-1])
+
+    def columns(self) -> dict[str, tuple[np.dtype, int]]:
+        """Each stored column's element type and width (values per example)."""
+        if self.top_k is None:
+            return {"logits": (np.dtype(np.float32), self.rows * self.vocab)}
+        k, rows = self.top_k, self.rows
+        ids = {"ids": (np.dtype(id_dtype(self.vocab)), rows * k)}
+        if self.precision == "int8":
+            return {**ids, "codes": (np.dtype(np.uint8), rows * (k + 1)),
+                    "scale": (np.dtype(np.float16), rows)}  # fmt: skip
+        return {**ids, "values": (np.dtype(np.float16), rows * (k + 1))}
+
+    def example_bytes(self) -> int:
+        return sum(dtype.itemsize * width for dtype, width in self.columns().values())
+
+    def encode(self, logits: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
+        """``(n, *shape)`` float logits -> each column as ``(n, width)``. A tensor's top-k is
+        taken on its device (:func:`topk_of_logits`), so only the kept values cross to the
+        host."""
+        n = len(logits)
+        if self.top_k is None:
+            if isinstance(logits, torch.Tensor):
+                logits = logits.float().cpu().numpy()
+            return {"logits": np.ascontiguousarray(logits, dtype=np.float32).reshape(n, -1)}
+        if isinstance(logits, torch.Tensor):
+            ids, values = topk_of_logits(logits, self.top_k)
+            encoded = pack_topk(
+                ids.cpu().numpy(), values.double().cpu().numpy(), self.vocab, self.precision
+            )
+        else:
+            encoded = encode_topk(np.asarray(logits, np.float32), self.top_k, self.precision)
+        return {name: np.ascontiguousarray(encoded[name]).reshape(n, -1) for name in self.columns()}
+
+    def table(self, columns: dict[str, np.ndarray]) -> pa.Table:
+        out = {}
+        for name, (dtype, width) in self.columns().items():
+            flat = np.ascontiguousarray(columns[name], dtype=dtype).reshape(-1)
+            out[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat), width)
+        return pa.table(out)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "top_k": self.top_k, "precision": self.precision}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Layout:
+        return cls(tuple(body["shape"]), body["top_k"], body["precision"])
 
 
-class BankCorruptError(ValueError):
-    """A file of a teacher bank is missing, truncated or changed since the bank was written.
+@dataclass(frozen=True)
+class ShardTask:
+    """One shard to build: rows ``[start, end)`` of ``split`` at checkpoint ``step``."""
 
-    ``path`` is the file, ``problem`` what is wrong with it, ``bank`` the bank's directory.
-    """
+    step: int
+    split: str
+    index: int
+    start: int
+    end: int
 
-    def __init__(self, path: str | os.PathLike, problem: str, bank: str | os.PathLike) -> None:
-        self.path, self.problem, self.bank = Path(path), problem, Path(bank)
-        super().__init__(
-            f"teacher bank file {self.path} is {problem}; delete {self.bank} to rebuild it"
+    @property
+    def file(self) -> str:
+        return f"shards/step-{self.step:09d}/{self.split}-{self.index:05d}.arrow"
+
+
+def plan_shards(
+    layout: Layout, sizes: dict[str, int], checkpoints: list[int], shard_mb: float
+) -> list[ShardTask]:
+    """The bank's shards: each split at each checkpoint cut into runs of rows of about
+    ``shard_mb`` MiB (at least one row each; an empty split has one empty shard)."""
+    per_shard = max(1, int(shard_mb * 2**20) // max(1, layout.example_bytes()))
+    tasks = []
+    for step in checkpoints:
+        for split in SPLITS:
+            n = int(sizes[split])
+            starts = list(range(0, n, per_shard)) or [0]
+            for index, start in enumerate(starts):
+                tasks.append(ShardTask(step, split, index, start, min(n, start + per_shard)))
+    return tasks
+
+
+def write_shard(
+    bank: Path, task: ShardTask, layout: Layout, columns: dict[str, np.ndarray], run_id: str
+) -> dict[str, Any]:
+    """Write one shard, then its record, each atomically; returns the record."""
+    path = bank / task.file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = layout.table(columns)
+    if table.num_rows != task.end - task.start:
+        raise ValueError(
+            f"shard {task.file}: {table.num_rows} rows, {task.end - task.start} planned"
         )
-
-    def __reduce__(self) -> tuple[Any, ...]:  # pickles (Ray ships a trial's error) with its fields
-        return type(self), (self.path, self.problem, self.bank)
-
-
-def _write_ipc(path: Path, table: pa.Table) -> None:
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
+    record = {
+        **write_atomic(path, table), "file": task.file, "start": task.start, "end": task.end,
+        "run_id": run_id, "layout": layout.to_json(),
+    }  # fmt: skip
+    write_atomic(path.with_name(path.name + ".json"), json.dumps(record).encode())
+    return record
 
 
-def _read_ipc(path: Path) -> pa.Table:
-    return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+def finished_shard(bank: Path, task: ShardTask, layout: Layout, run_id: str) -> dict | None:
+    """The record of ``task``'s shard if an earlier build finished it for this teacher run and
+    layout and the file still matches its checksum; else None (to be built again)."""
+    path = bank / task.file
+    try:
+        record = json.loads(path.with_name(path.name + ".json").read_bytes())
+        if (
+            record.get("start") != task.start or record.get("end") != task.end
+            or record.get("run_id") != run_id or record.get("layout") != layout.to_json()
+            or path.stat().st_size != record.get("size")
+        ):  # fmt: skip
+            return None
+        return record if sha256_file(path) == record["sha256"] else None
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
 
 
-def _checkpoint_dir(root: Path, step: int) -> Path:
-    return root / f"step-{step:09d}"
+def write_manifest(
+    bank: Path,
+    *,
+    layout: Layout,
+    records: list[dict[str, Any]],
+    step: int,
+    checkpoints: list[int],
+    metrics: dict[str, float],
+    history: list[dict[str, Any]] = (),
+    transition: dict[str, Any] | None = None,
+    scores: dict[str, np.ndarray] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write the scores and then the manifest, completing the bank at ``bank``."""
+    table = pa.table({k: np.asarray(v, dtype=np.float64) for k, v in (scores or {}).items()})
+    files = {SCORES: write_atomic(bank / SCORES, table)}
+    shards: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for record in sorted(records, key=lambda r: r["file"]):
+        step_, split = _step_split(record["file"])
+        shards.setdefault(str(step_), {}).setdefault(split, []).append(
+            {"file": record["file"], "start": record["start"], "end": record["end"]}
+        )
+        files[record["file"]] = {"size": record["size"], "sha256": record["sha256"]}
+    write_json(bank / MANIFEST, {
+        "format": FORMAT, "layout": layout.to_json(), "step": step, "checkpoints": checkpoints,
+        "metrics": metrics, "history": list(history), "transition": transition,
+        "shards": shards, "files": files, **(extra or {}),
+    })  # fmt: skip
+    return bank
 
 
-def _split_file(step: int, split: str) -> str:
-    return f"step-{step:09d}/{split}.arrow"
+def _step_split(file: str) -> tuple[int, str]:
+    _, step_dir, name = file.split("/")
+    return int(step_dir.removeprefix("step-")), name.rsplit("-", 1)[0]
 
 
-def _sha256(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB chunks (about 1 GB/s on one core)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+class SplitOutputs:
+    """One split's outputs at one checkpoint, across its shards: each shard checked and
+    memory-mapped when first touched. ``gather(rows)`` copies just those rows' columns."""
 
+    def __init__(self, bank: TeacherBank, shards: list[dict[str, Any]]) -> None:
+        self.bank, self.layout = bank, bank.layout
+        self.shards = shards
+        self.starts = np.array([s["start"] for s in shards], dtype=np.int64)
+        self.n = int(shards[-1]["end"]) if shards else 0
+        self._views: dict[int, dict[str, np.ndarray]] = {}
 
-def _meta_sha256(body: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    def __len__(self) -> int:
+        return self.n
 
+    @property
+    def sparse(self) -> bool:
+        return self.layout.top_k is not None
 
-def _make_hidden_dir(final: Path) -> Path:
-    """A new hidden directory beside ``final``, made by a plain ``mkdir`` so that it gets the
-    umask's mode like any other directory (``tempfile.mkdtemp`` would make it 0o700)."""
-    while True:
-        tmp = final.parent / f".{final.name}.{secrets.token_hex(4)}"
-        try:
-            tmp.mkdir()
-            return tmp
-        except FileExistsError:
-            continue
+    def _view(self, i: int) -> dict[str, np.ndarray]:
+        if i not in self._views:
+            shard = self.shards[i]
+            path = checked(self.bank.directory, shard["file"], self.bank.files, self.bank.directory)
+            table = read_ipc(path)
+            rows = shard["end"] - shard["start"]
+            views = {}
+            for name, (_, width) in self.layout.columns().items():
+                column = table.column(name).combine_chunks()
+                views[name] = column.values.to_numpy(zero_copy_only=False).reshape(rows, width)
+            self._views[i] = views
+        return self._views[i]
 
+    def gather(self, rows: np.ndarray, out: dict[str, np.ndarray] | None = None) -> dict:
+        """Columns of ``rows`` (indices into the split), each ``(len(rows), width)``, in the
+        order given (into ``out``'s arrays when given, e.g. pinned buffers)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        columns = self.layout.columns()
+        if out is None:
+            out = {name: np.empty((len(rows), w), dtype) for name, (dtype, w) in columns.items()}
+        which = np.searchsorted(self.starts, rows, side="right") - 1
+        if len(self.shards) == 1:
+            view = self._view(0)
+            for name in columns:
+                np.take(view[name], rows, axis=0, out=out[name])
+            return out
+        for i in np.unique(which):
+            mask = which == i
+            local = rows[mask] - self.starts[i]
+            view = self._view(int(i))
+            for name in columns:
+                out[name][mask] = view[name][local]
+        return out
 
-class BankWriter:
-    """Builds a bank in a temporary directory; :meth:`commit` renames it into place.
+    def blocks(self) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """``(start, columns)`` for each shard in order: the whole split, a shard at a time."""
+        for i, shard in enumerate(self.shards):
+            yield int(shard["start"]), self._view(i)
 
-    Use as a context manager: leaving the block with an exception removes the temporary
-    directory and leaves nothing at the final path.
-    """
-
-    def __init__(self, directory: str | os.PathLike) -> None:
-        self.final = Path(directory)
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = _make_hidden_dir(self.final)
-        self.checkpoints: list[int] = []
-        self.num_classes: int | None = None
-        self.shape: list[int] | None = None  # one example's outputs: [classes] or [L, vocab]
-
-    def __enter__(self) -> BankWriter:
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Remove the temporary build, if it was not committed."""
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def add_checkpoint(self, step: int, logits: dict[str, np.ndarray]) -> None:
-        """Store one checkpoint's logits for each split: ``(n, classes)``, or ``(n, positions,
-        vocab)`` for the language-model tasks (dense; the same shape in every split)."""
-        if set(logits) != set(SPLITS):
-            raise ValueError(f"logits must have exactly the splits {SPLITS}, got {sorted(logits)}")
-        if self.checkpoints and step <= self.checkpoints[-1]:
-            raise ValueError(f"checkpoints must be added in increasing step order, got {step}")
-        directory = _checkpoint_dir(self.tmp, step)
-        directory.mkdir()
-        for split, array in logits.items():
-            array = np.ascontiguousarray(array, dtype=np.float32)
-            self.num_classes, self.shape = array.shape[-1], list(array.shape[1:])
-            width = int(np.prod(array.shape[1:]))
-            column = pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1)), width)
-            _write_ipc(directory / f"{split}.arrow", pa.table({"logits": column}))
-        self.checkpoints.append(int(step))
-
-    def commit(
-        self,
-        *,
-        metrics: dict[str, float],
-        history: list[dict[str, Any]] = (),
-        scores: dict[str, np.ndarray] | None = None,
-        transition: dict[str, Any] | None = None,
-    ) -> Path:
-        """Write the scores and metadata and move the bank into place (the last checkpoint is
-        the final teacher). If another builder got there first, its bank is kept."""
-        if not self.checkpoints:
-            raise ValueError("a bank needs at least one checkpoint")
-        table = pa.table({k: np.asarray(v, dtype=np.float64) for k, v in (scores or {}).items()})
-        _write_ipc(self.tmp / SCORES, table)
-        files = {  # every file in the build, including any a caller added (teacher.pt)
-            path.relative_to(self.tmp).as_posix(): {
-                "size": path.stat().st_size,
-                "sha256": _sha256(path),
-            }
-            for path in sorted(self.tmp.rglob("*"))
-            if path.is_file() and path != self.tmp / META
-        }
-        meta = {
-            "format": FORMAT,
-            "step": self.checkpoints[-1],
-            "checkpoints": self.checkpoints,
-            "num_classes": self.num_classes,
-            "shape": self.shape,
-            "metrics": metrics,
-            "history": list(history),
-            "transition": transition,
-            "files": files,
-        }
-        meta = json.loads(json.dumps(meta))  # as a reader will see it (tuples become lists)
-        meta["meta_sha256"] = _meta_sha256(meta)
-        (self.tmp / META).write_text(json.dumps(meta, indent=2))
-        try:
-            os.rename(self.tmp, self.final)
-        except OSError:
-            if not bank_complete(self.final):
-                raise
-        return self.final
+    def dense(self) -> np.ndarray:
+        """The split's logits as one ``(n, *shape)`` float32 array (dense banks only)."""
+        if self.sparse:
+            raise ValueError("a top-k bank keeps no dense logits; use gather()")
+        parts = [cols["logits"] for _, cols in self.blocks()]
+        flat = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        return flat.reshape(self.n, *self.layout.shape)
 
 
 @dataclass
 class TeacherBank:
-    """A bank opened for reading. ``logits`` are the final teacher's, ``(n, *shape)`` float32
-    per split (``shape``: ``[classes]``, or ``[positions, vocab]`` for the language-model
-    tasks), memory-mapped; :meth:`checkpoint_logits` memory-maps any kept checkpoint."""
+    """A bank opened for reading: the manifest's fields; :meth:`outputs` gives a split's
+    outputs at a kept checkpoint (the final one by default)."""
 
-    logits: dict[str, np.ndarray]
+    directory: Path
+    layout: Layout
     step: int
+    checkpoints: list[int]
     metrics: dict[str, float]
     history: list[dict[str, Any]]
+    transition: dict[str, Any] | None
     scores: dict[str, np.ndarray]  # per training example, higher = harder
-    checkpoints: list[int] = field(default_factory=list)
-    transition: dict[str, Any] | None = None
-    directory: Path | None = None
-    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # meta.json's checksums
-    shape: tuple[int, ...] = ()  # one example's outputs
+    shards: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    _outputs: dict[tuple[int, str], SplitOutputs] = field(default_factory=dict, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.layout.shape
 
     @property
     def num_classes(self) -> int:
-        return int(self.logits["train"].shape[-1])
+        return self.layout.vocab
 
-    def checkpoint_logits(self, step: int) -> dict[str, np.ndarray]:
-        """A kept checkpoint's logits per split (each file checked on its first read here)."""
-        if step not in self.checkpoints or self.directory is None:
+    @property
+    def top_k(self) -> int | None:
+        return self.layout.top_k
+
+    def outputs(self, split: str, step: int | None = None) -> SplitOutputs:
+        step = self.step if step is None else step
+        if step not in self.checkpoints:
             raise ValueError(
                 f"teacher checkpoint {step} is not in the bank; kept: {self.checkpoints}"
             )
-        return _read_checkpoint(self.directory, step, self.files, self.shape)
+        key = (step, split)
+        if key not in self._outputs:
+            self._outputs[key] = SplitOutputs(self, self.shards[str(step)][split])
+        return self._outputs[key]
+
+    def verify(self) -> None:
+        for name in self.files:
+            checked(self.directory, name, self.files, self.directory)
 
 
-def _checked(bank: Path, name: str, files: dict[str, dict[str, Any]]) -> Path:
-    """``bank / name`` once it matches its size and checksum in ``files``; hashed only the
-    first time this process sees the file unchanged, so call it before every read."""
-    path = bank / name
-    record = files.get(name)
-    if record is None:
-        raise BankCorruptError(path, "not listed in meta.json", bank)
+def read_manifest(bank: Path) -> dict[str, Any]:
     try:
-        stat = path.stat()
+        return read_json(bank / MANIFEST, bank, FORMAT)
     except FileNotFoundError:
-        raise BankCorruptError(path, "missing", bank) from None
-    key = (str(path.absolute()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns,
-           record["sha256"])  # fmt: skip
-    if key in _VERIFIED:
-        return path
-    if stat.st_size != record["size"]:
-        what = "truncated" if stat.st_size < record["size"] else "corrupt"
-        raise BankCorruptError(
-            path, f"{what} ({stat.st_size} bytes, {record['size']} written)", bank
-        )
-    if _sha256(path) != record["sha256"]:
-        raise BankCorruptError(path, "corrupt (checksum mismatch)", bank)
-    _VERIFIED.add(key)
-    return path
-
-
-def _read_checkpoint(
-    directory: Path, step: int, files: dict[str, dict[str, Any]], shape: tuple[int, ...] = ()
-) -> dict[str, np.ndarray]:
-    out = {}
-    for split in SPLITS:
-        path = _checked(directory, _split_file(step, split), files)
-        column = _read_ipc(path).column("logits").combine_chunks()
-        out[split] = column.values.to_numpy().reshape(len(column), *(shape or (-1,)))
-    return out
-
-
-def write_bank(
-    directory: str | os.PathLike,
-    logits: dict[str, np.ndarray],
-    *,
-    step: int,
-    metrics: dict[str, float],
-    history: list[dict[str, Any]] = (),
-    scores: dict[str, np.ndarray] | None = None,
-) -> Path:
-    """Write a bank holding a single (final) checkpoint, atomically."""
-    with BankWriter(directory) as writer:
-        writer.add_checkpoint(step, logits)
-        return writer.commit(metrics=metrics, history=history, scores=scores)
-
-
-def _read_meta(bank: Path) -> dict[str, Any]:
-    """``meta.json``, checked against its own checksum."""
-    path = bank / META
-    try:
-        text = path.read_bytes()
-    except FileNotFoundError:
-        missing = f"teacher outputs {str(bank)!r} are missing or incomplete"
-        raise FileNotFoundError(missing) from None
-    try:
-        meta = json.loads(text)
-    except ValueError:  # not UTF-8 or not JSON
-        raise BankCorruptError(path, "corrupt (not valid JSON)", bank) from None
-    if not isinstance(meta, dict):
-        raise BankCorruptError(path, "corrupt (not a JSON object)", bank)
-    if meta.get("format") != FORMAT:
-        raise BankCorruptError(
-            path, f"of format {meta.get('format')!r}, and this version reads format {FORMAT}", bank
-        )
-    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
-    if meta.get("meta_sha256") != _meta_sha256(body):
-        raise BankCorruptError(path, "corrupt (checksum mismatch)", bank)
-    return meta
+        raise FileNotFoundError(
+            f"teacher outputs {str(bank)!r} are missing or incomplete"
+        ) from None
 
 
 def verify_bank(directory: str | os.PathLike) -> None:
-    """Check every file of a bank against ``meta.json`` (a file already checked by this
-    process and unchanged since is not read again).
+    """Check every file of a bank against its manifest (a file already checked by this process
+    and unchanged since is not read again).
 
-    Raises ``FileNotFoundError`` if there is no bank (no ``meta.json``) and
+    Raises ``FileNotFoundError`` if there is no complete bank (no manifest) and
     :class:`BankCorruptError`, naming the first bad file, if the bank is damaged.
     """
     bank = Path(directory)
-    meta = _read_meta(bank)
-    for name in meta["files"]:
-        _checked(bank, name, meta["files"])
+    files = read_manifest(bank)["files"]
+    for name in files:
+        checked(bank, name, files, bank)
 
 
 def bank_complete(directory: str | os.PathLike) -> bool:
@@ -324,26 +371,56 @@ def bank_complete(directory: str | os.PathLike) -> bool:
 
 
 def open_bank(directory: str | os.PathLike) -> TeacherBank:
-    """Open a bank: memory-maps the final logits and the scores (no copy on read), each file
-    checked first (see the module's docstring).
+    """Open a bank: reads the manifest and the scores; shards are checked and memory-mapped
+    when first read.
 
     Raises ``FileNotFoundError`` if there is no bank, :class:`BankCorruptError` if a file it
     reads is damaged.
     """
     directory = Path(directory)
-    meta = _read_meta(directory)
+    meta = read_manifest(directory)
     files = meta["files"]
-    shape = tuple(meta.get("shape") or (meta["num_classes"],))
-    scores_table = _read_ipc(_checked(directory, SCORES, files))
+    table = read_ipc(checked(directory, SCORES, files, directory))
+    known = {"format", "layout", "step", "checkpoints", "metrics", "history", "transition",
+             "shards", "files", "meta_sha256"}  # fmt: skip
     return TeacherBank(
-        logits=_read_checkpoint(directory, meta["step"], files, shape),
-        step=meta["step"],
-        metrics=meta["metrics"],
-        history=meta["history"],
-        scores={name: scores_table.column(name).to_numpy() for name in scores_table.column_names},
-        checkpoints=meta["checkpoints"],
+        directory=directory, layout=Layout.from_json(meta["layout"]), step=meta["step"],
+        checkpoints=meta["checkpoints"], metrics=meta["metrics"], history=meta["history"],
         transition=meta["transition"],
-        directory=directory,
-        files=files,
-        shape=shape,
-    )
+        scores={name: table.column(name).to_numpy() for name in table.column_names},
+        shards=meta["shards"], files=files,
+        extra={k: v for k, v in meta.items() if k not in known},
+    )  # fmt: skip
+
+
+def write_bank(
+    directory: str | os.PathLike,
+    logits: dict[str, np.ndarray] | dict[int, dict[str, np.ndarray]],
+    *,
+    step: int | None = None,
+    metrics: dict[str, float],
+    history: list[dict[str, Any]] = (),
+    scores: dict[str, np.ndarray] | None = None,
+    top_k: int | None = None,
+    precision: str = "fp16",
+    shard_mb: float = 256.0,
+    transition: dict[str, Any] | None = None,
+) -> Path:
+    """Write a whole bank in this process from logits in memory: ``{split: (n, *shape)}`` at
+    checkpoint ``step``, or ``{step: {split: ...}}`` for several (the last is the final).
+    The builder for sweeps is :func:`trainables.bank.build_bank`; this one serves tests,
+    benchmarks and users with outputs at hand."""
+    bank = Path(directory)
+    by_step = {step: logits} if step is not None else dict(logits)
+    checkpoints = sorted(by_step)
+    first = by_step[checkpoints[0]]
+    layout = Layout(tuple(first["train"].shape[1:]), top_k, precision)
+    sizes = {split: len(first[split]) for split in SPLITS}
+    records = []
+    for task in plan_shards(layout, sizes, checkpoints, shard_mb):
+        part = by_step[task.step][task.split][task.start : task.end]
+        records.append(write_shard(bank, task, layout, layout.encode(part), "in-memory"))
+    return write_manifest(
+        bank, layout=layout, records=records, step=checkpoints[-1], checkpoints=checkpoints,
+        metrics=metrics, history=history, transition=transition, scores=scores,
+    )  # fmt: skip

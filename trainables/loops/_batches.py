@@ -8,6 +8,7 @@ evaluated in chunks the same way, so data need not fit on the device.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,12 +62,23 @@ class SplitData:
     split: str
     device: torch.device
     outputs: int  # values per example the model outputs (for the evaluation's chunk size)
+    index: np.ndarray | None = None  # a subset's rows of the split (see :meth:`subset`)
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.x) if self.index is None else len(self.index)
+
+    def subset(self, rows: np.ndarray) -> SplitData:
+        """The split's rows ``rows`` as a split of their own (row ``i`` is ``rows[i]``; the
+        task's per-row choices, such as masked positions, stay those of the whole split)."""
+        index = np.asarray(rows, dtype=np.int64)
+        if self.index is not None:
+            index = self.index[index]
+        return dataclasses.replace(self, index=index)
 
     def host(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(inputs, targets)`` of ``rows`` on the host."""
+        if self.index is not None:
+            rows = self.index[rows]
         x = np.asarray(self.x[rows])
         y = None if self.y is None else self.y[rows]
         inputs, targets = self.task.batch(x, y, rows, self.split)

@@ -24,14 +24,18 @@ from trainables.curriculum import (
     to_ranks,
 )
 from trainables.data import Splits
-from trainables.distill import TeacherBank, open_bank, teacher_log_probs
+from trainables.distill import SplitOutputs, TeacherBank, open_bank, teacher_log_probs
 from trainables.distill._checkpoints import CheckpointSchedule
 from trainables.distill._schedules import CTKDTemperature
+from trainables.distill._topk import (
+    decode_topk,
+    sparse_teacher_log_probs,
+    topk_of_logits,
+    truncate_topk,
+)
 from trainables.loops._batches import (
     SplitData,
     output_shape,
-    pinned_rows,
-    rows_to_device,
     split_data,
 )
 from trainables.loops._common import load_data, make_optimizer
@@ -46,16 +50,26 @@ from trainables.loops._setup import (
     resolve_device,
 )
 from trainables.models import build_model
-from trainables.tasks import Task, make_task
+from trainables.tasks import IGNORE, Task, make_task
 
 
 class TeacherTargets:
     """The teacher's log-probabilities for training batches at the current checkpoint: the
-    batch's rows of the memory-mapped bank gathered on the host and copied to the device
-    with the batch (the bank need not fit on the device), softened at the step's T."""
+    batch's rows of the memory-mapped bank gathered on the host (from whichever shards hold
+    them) and copied to the device with the batch (the bank need not fit on the device),
+    softened at the step's T.
 
-    def __init__(self, teacher: TeacherBank, form: str, *, device: torch.device) -> None:
-        self.teacher, self.form, self.device = teacher, form, device
+    A call returns ``(ids, log_p)``: ``ids`` None and ``log_p`` over every class for a dense
+    bank; for a top-k bank, the top-k ids ``(..., k)`` and ``log_p`` over the k + 1 buckets
+    (top-k and tail, :func:`~trainables.distill._topk.sparse_teacher_log_probs`). ``top_k``
+    (the student's ``distill.top_k``) keeps only that many of them, the rest merged into the
+    tail; on a dense bank it takes the top-k of the dense outputs on the device."""
+
+    def __init__(
+        self, teacher: TeacherBank, form: str, *, device: torch.device, top_k: int | None = None
+    ) -> None:
+        self.teacher, self.form, self.device, self.top_k = teacher, form, device, top_k
+        self.layout = teacher.layout
         self.checkpoint: int | None = None
         self._ahead: tuple[np.ndarray, Future] | None = None
 
@@ -65,20 +79,49 @@ class TeacherTargets:
         thread's kernel launches for the student's forward (a small model on a fast GPU is
         launch-bound). A no-op on the CPU, where the two would share the same cores."""
         if self.device.type == "cuda":
-            self._ahead = (rows, _gatherer().submit(pinned_rows, self.logits, rows))
+            self._ahead = (rows, _gatherer().submit(self._host, self.outputs, rows, True))
 
     def use(self, checkpoint: int) -> None:
-        if checkpoint != self.checkpoint:  # memory-mapped logits of another checkpoint
+        if checkpoint != self.checkpoint:  # the memory-mapped outputs of another checkpoint
             self.checkpoint = checkpoint
-            self.logits = self.teacher.checkpoint_logits(checkpoint)["train"]
+            self.outputs = self.teacher.outputs("train", checkpoint)
 
-    def __call__(self, rows: np.ndarray, temperature: float | torch.Tensor) -> torch.Tensor:
+    def _host(self, outputs: SplitOutputs, rows: np.ndarray, pin: bool) -> dict[str, torch.Tensor]:
+        columns = outputs.gather(rows)
+        out = {}
+        for name, array in columns.items():
+            if array.dtype == np.uint16:  # torch has few uint16 kernels
+                array = array.astype(np.int32)
+            tensor = torch.from_numpy(array)
+            out[name] = tensor.pin_memory() if pin else tensor
+        return out
+
+    def __call__(
+        self, rows: np.ndarray, temperature: float | torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] is rows:  # gathered by prefetch, same checkpoint
-            logits = ahead[1].result().to(self.device, non_blocking=True)
+            host = ahead[1].result()
         else:
-            logits = rows_to_device(self.logits, rows, self.device)
-        return teacher_log_probs(logits, temperature, self.form)
+            host = self._host(self.outputs, rows, False)
+        cols = {k: v.to(self.device, non_blocking=True) for k, v in host.items()}
+        n, shape, k = len(rows), self.layout.shape, self.layout.top_k
+        if k is None:
+            logits = cols["logits"].reshape(n, *shape)
+            if self.top_k is None:
+                return None, teacher_log_probs(logits, temperature, self.form)
+            ids, log_p = topk_of_logits(logits, self.top_k)
+        else:
+            lead = (n, *shape[:-1])
+            ids, log_p = decode_topk(
+                cols["ids"].reshape(*lead, k),
+                values=cols["values"].reshape(*lead, k + 1) if "values" in cols else None,
+                codes=cols["codes"].reshape(*lead, k + 1) if "codes" in cols else None,
+                scale=cols["scale"].reshape(lead) if "scale" in cols else None,
+            )  # fmt: skip
+            if self.top_k is not None and self.top_k < k:
+                ids, log_p = truncate_topk(ids, log_p, self.top_k)
+        return ids, sparse_teacher_log_probs(log_p, temperature, self.form)
 
 
 @functools.cache
@@ -180,19 +223,27 @@ def build_student(
     data, teacher = load_data(cfg.data), open_bank(cfg.teacher_bank)
     task = make_task(cfg.task, vocab_size=data.vocab_size, pad_id=data.pad_id, tokens=data.tokens)
     expected = (len(data.x_train), *output_shape(task, data.example_shape, data.num_classes))
-    if teacher.logits["train"].shape != expected:
+    found = (len(teacher.outputs("train")), *teacher.shape)
+    if found != expected:
         raise ValueError(
             f"teacher_bank {cfg.teacher_bank!r} does not match the data: the teacher's "
-            f"outputs have shape {teacher.logits['train'].shape} on the train split, the "
-            f"student's would have {expected}"
+            f"outputs have shape {found} on the train split, the student's would have "
+            f"{expected}"
+        )
+    top_k = cfg.distill.top_k
+    if top_k is not None and teacher.top_k is not None and top_k > teacher.top_k:
+        raise ValueError(
+            f"distill.top_k: {top_k} is more than the teacher bank keeps ({teacher.top_k}); "
+            f"use at most {teacher.top_k} or rebuild the bank with teacher.bank.top_k {top_k}"
         )
     device = resolve_device(cfg.device)
     cur, steps, staged = cfg.curriculum, cfg.optim.steps, cfg.curriculum.kind == "staged"
     torch.manual_seed(cfg.seed)
     splits = split_data(data, task, device)
     val_targets = splits["val"].targets()
-    val_rank = torch.from_numpy(to_ranks(confidence_difficulty(teacher.logits["val"], val_targets)))
-    teacher_val_pred = torch.from_numpy(_argmax(teacher.logits["val"])).to(device)
+    val_confidence, val_pred = _val_summary(teacher.outputs("val"), val_targets)
+    val_rank = torch.from_numpy(to_ranks(val_confidence))
+    teacher_val_pred = torch.from_numpy(val_pred).to(device)
     model = make_model(cfg, data, task).to(device)
     learned_t = make_temperature(cfg.distill)  # CTKD, or None
     if learned_t:
@@ -200,7 +251,7 @@ def build_student(
     params = list(model.parameters()) + (list(learned_t.parameters()) if learned_t else [])
     optimizer = make_optimizer(params, cfg.optim)
     forward = wrap_model(model) if wrap_model else model
-    targets = TeacherTargets(teacher, cfg.distill.loss, device=device)
+    targets = TeacherTargets(teacher, cfg.distill.loss, device=device, top_k=top_k)
     targets.use(teacher.step)
     irreducible = None
     if cur.kind == "rho":
@@ -251,9 +302,34 @@ def make_model(cfg: StudentConfig | TeacherConfig, data: Splits, task: Task) -> 
     )  # fmt: skip
 
 
-def _argmax(logits: np.ndarray) -> np.ndarray:
-    """The argmax over the last axis, a block of rows at a time (memory-mapped input)."""
-    return np.concatenate(
-        [logits[i : i + 4096].argmax(axis=-1) for i in range(0, len(logits), 4096)]
-        or [np.zeros((0,), np.int64)]
-    )
+def _val_summary(outputs: SplitOutputs, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's difficulty (``1 - p(y)``, per sequence the mean over counted tokens) and
+    argmax of every validation example, a shard at a time. On a top-k bank ``p(y)`` is 0 for
+    a target outside the top-k and the argmax is the first of the top-k."""
+    difficulty, argmax = [], []
+    layout, k = outputs.layout, outputs.layout.top_k
+    for start, cols in outputs.blocks():
+        n = len(next(iter(cols.values())))
+        y = targets[start : start + n]
+        if k is None:
+            logits = cols["logits"].reshape(n, *layout.shape)
+            difficulty.append(confidence_difficulty(logits, y))
+            argmax.append(logits.argmax(axis=-1))
+            continue
+        lead = (n, *layout.shape[:-1])
+        ids, log_p = decode_topk(
+            cols["ids"].reshape(*lead, k),
+            values=cols["values"].reshape(*lead, k + 1) if "values" in cols else None,
+            codes=cols["codes"].reshape(*lead, k + 1) if "codes" in cols else None,
+            scale=cols["scale"].reshape(lead) if "scale" in cols else None,
+        )  # NumPy views of the shard: decode_topk copies them
+        ids, log_p = ids.numpy(), log_p.numpy()
+        p_y = (np.exp(log_p[..., :k]) * (ids == y[..., None])).sum(axis=-1)
+        if p_y.ndim > 1:  # per token: the mean over the counted ones
+            counted = y != IGNORE
+            p_y = (p_y * counted).sum(axis=1) / np.maximum(counted.sum(axis=1), 1)
+        difficulty.append(1.0 - p_y)
+        argmax.append(ids[..., 0])
+    if not difficulty:
+        return np.zeros(0), np.zeros((0, *layout.shape[:-1]), np.int64)
+    return np.concatenate(difficulty), np.concatenate(argmax)

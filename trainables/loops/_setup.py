@@ -67,6 +67,7 @@ def train_difficulty(cfg: CurriculumConfig, teacher: TeacherBank) -> np.ndarray:
         raise ValueError(
             f"curriculum.score: {cfg.score!r} is not available"
             + (" (set data.difficulty_column)" if cfg.score == "column" else "")
+            + (" (set teacher.score_folds)" if cfg.score.startswith("oof_") else "")
             + f"; available: {', '.join(sorted(teacher.scores))}"
         )
     return teacher.scores[cfg.score]

@@ -14,6 +14,7 @@ import torch
 from trainables.config import StudentConfig
 from trainables.curriculum import ConfidenceSampler
 from trainables.distill import KDLoss, kd_loss_from_log_probs, kd_token_parts
+from trainables.distill._topk import sparse_kd_from_log_probs, sparse_kd_token_parts
 from trainables.loops._batches import cross_entropy_per_example, evaluate, mean_loss, to_device
 from trainables.loops._build import StudentRun, build_student
 from trainables.loops._common import should_evaluate
@@ -83,7 +84,11 @@ def kd_parts(
         counts = (targets != IGNORE).sum(dim=1).float() if run.task.per_token else None
         return KDLoss(total=ce, ce=ce, kd=torch.zeros_like(ce)), counts
     kwargs = {"temperature": run.temperature, "alpha": run.alpha, "form": run.cfg.distill.loss}
-    log_p_teacher = run.targets(rows, run.temperature)
+    ids, log_p_teacher = run.targets(rows, run.temperature)
+    if ids is not None:  # a top-k teacher: KL over the top-k and the tail bucket
+        if run.task.per_token:
+            return sparse_kd_token_parts(logits, ids, log_p_teacher, targets, **kwargs)
+        return sparse_kd_from_log_probs(logits, ids, log_p_teacher, targets, **kwargs), None
     if run.task.per_token:
         return kd_token_parts(logits, log_p_teacher, targets, **kwargs)
     return kd_loss_from_log_probs(logits, log_p_teacher, targets, **kwargs), None

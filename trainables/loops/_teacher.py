@@ -21,8 +21,8 @@ from trainables.curriculum import (
     margin_difficulty,
     rarity_difficulty,
 )
-from trainables.distill import BankWriter
 from trainables.distill._checkpoints import detect_transition, transition_checkpoint
+from trainables.distill._run import RunWriter, fold_of, write_fold
 from trainables.loops._batches import evaluate, split_data
 from trainables.loops._build import make_model
 from trainables.loops._common import load_data, make_optimizer, should_evaluate
@@ -45,13 +45,17 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
     """Train the teacher with cross-entropy (over the counted tokens for the language-model
     tasks), yielding metrics every ``eval_every`` steps and at every kept checkpoint.
 
-    If ``cfg.bank_dir`` is set, the teacher bank is built there (atomically, see
-    :class:`BankWriter`): outputs on every split at each kept checkpoint (per token for the
-    language-model tasks), the final weights (``teacher.pt``), the detected phase transition,
-    and per-training-example difficulty scores from the final teacher (confidence, margin,
-    loss, entropy; per sequence the mean over its counted tokens), from its trajectory of
-    evaluations (EL2N, forgetting events) and, for token data, from the data (length,
-    rarity).
+    If ``cfg.output_dir`` is set, the teacher's run is written there (atomically, see
+    :class:`RunWriter`): its weights at each kept checkpoint (the bank's builder,
+    :func:`trainables.bank.build_bank`, runs them over the data), the detected phase
+    transition, and per-training-example difficulty scores from the final teacher
+    (confidence, margin, loss, entropy; per sequence the mean over its counted tokens), from
+    its trajectory of evaluations (EL2N, forgetting events) and, for token data, from the data
+    (length, rarity).
+
+    With ``cfg.fold`` set (a cross-fitting run), the teacher trains on the training examples
+    outside fold ``fold`` of ``score_folds`` (:func:`fold_of`) and writes its final scores of
+    the held-out ones (:func:`write_fold`) instead.
     """
     data = load_data(cfg.data)
     task = make_task(cfg.task, vocab_size=data.vocab_size, pad_id=data.pad_id, tokens=data.tokens)
@@ -64,14 +68,16 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
     model.to(device)
     steps = cfg.optim.steps if cfg.train else 0
     kept = checkpoint_steps(steps, every=cfg.checkpoint_every, log_spaced=cfg.log_checkpoints)
-    writer = BankWriter(cfg.bank_dir) if cfg.bank_dir is not None else None
+    cross_fit = cfg.fold is not None
+    writer = RunWriter(cfg.output_dir) if cfg.output_dir is not None and not cross_fit else None
     train_targets = splits["train"].targets()
-
-    def outputs(split: str) -> np.ndarray:
-        return evaluate(model, splits[split], keep_logits=True).logits
+    pool = np.arange(len(splits["train"]))
+    if cross_fit:
+        held_out = fold_of(len(pool), cfg.score_folds, cfg.seed) == cfg.fold
+        pool, held_out = pool[~held_out], pool[held_out]
 
     optimizer = make_optimizer(model.parameters(), cfg.optim)
-    sampler = ShuffleSampler(np.arange(len(splits["train"])), cfg.optim.batch_size, seed=cfg.seed)
+    sampler = ShuffleSampler(pool, cfg.optim.batch_size, seed=cfg.seed)
     started, loss_sum, losses, samples = time.perf_counter(), torch.zeros((), device=device), 0, 0
     history = []
     trajectory = _Trajectory(train_targets, early_until=cfg.el2n_fraction * steps)
@@ -88,14 +94,11 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
             evaluating = should_evaluate(step, cfg.eval_every, steps)
             if not (evaluating or step in kept):
                 continue
-            train_logits = outputs("train")
-            banking = writer is not None and step in kept
-            val = evaluate(model, splits["val"], keep_logits=banking)  # once: metrics and bank
-            if banking:
-                writer.add_checkpoint(
-                    step, {"train": train_logits, "val": val.logits, "test": outputs("test")}
-                )
-            trajectory.record(step, train_logits)
+            if writer is not None:
+                if step in kept:
+                    writer.add_checkpoint(step, model.state_dict())
+                trajectory.record(step, evaluate(model, splits["train"], keep_logits=True).logits)
+            val = evaluate(model, splits["val"])
             record = {
                 "step": step,
                 "samples_seen": samples,
@@ -109,12 +112,19 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
             history.append(record)
             yield record
             loss_sum, losses = torch.zeros((), device=device), 0
+        if cross_fit and cfg.output_dir is not None:
+            logits = evaluate(model, splits["train"].subset(held_out), keep_logits=True).logits
+            write_fold(
+                cfg.output_dir, fold=cfg.fold, folds=cfg.score_folds, rows=held_out,
+                scores=final_scores(logits, train_targets[held_out]),
+                metrics={"val_accuracy": evaluate(model, splits["val"]).accuracy},
+            )  # fmt: skip
         if writer is None:
             return
-        if steps == 0:  # a loaded teacher, banked as it is
-            writer.add_checkpoint(0, {s: outputs(s) for s in ("train", "val", "test")})
-            trajectory.record(0, outputs("train"))
         train = evaluate(model, splits["train"], keep_logits=True)
+        if steps == 0:  # a loaded teacher, banked as it is
+            writer.add_checkpoint(0, model.state_dict())
+            trajectory.record(0, train.logits)
         val, test = evaluate(model, splits["val"]), evaluate(model, splits["test"])
         transition = detect_transition(
             [r["step"] for r in history],
@@ -123,12 +133,13 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
         )
         if transition is not None:
             transition["checkpoint"] = transition_checkpoint(transition, writer.checkpoints)
-        torch.save(model.state_dict(), writer.tmp / "teacher.pt")
         scores = trajectory.scores(train.logits, data.difficulty_train)
         if data.tokens:
             scores["length"] = length_difficulty(data.x_train, data.pad_id)
             scores["rarity"] = rarity_difficulty(data.x_train, data.pad_id, data.vocab_size)
         writer.commit(
+            shape=list(train.logits.shape[1:]),
+            sizes={name: len(split) for name, split in splits.items()},
             metrics={
                 "train_accuracy": train.accuracy,
                 "val_accuracy": val.accuracy,
@@ -140,7 +151,17 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
         )
     finally:
         if writer is not None:
-            writer.close()  # removes the temporary build unless it was committed
+            writer.close()  # removes the hidden build unless it was committed
+
+
+def final_scores(logits: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+    """The difficulty scores of a teacher's final outputs (higher = harder)."""
+    return {
+        "confidence": confidence_difficulty(logits, targets),
+        "margin": margin_difficulty(logits, targets),
+        "loss": loss_difficulty(logits, targets),
+        "entropy": entropy_difficulty(logits, targets),
+    }
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -167,12 +188,8 @@ class _Trajectory:
             self.el2n_count += 1
 
     def scores(self, final_logits: np.ndarray, column: np.ndarray | None) -> dict[str, np.ndarray]:
-        y = self.targets
         scores = {
-            "confidence": confidence_difficulty(final_logits, y),
-            "margin": margin_difficulty(final_logits, y),
-            "loss": loss_difficulty(final_logits, y),
-            "entropy": entropy_difficulty(final_logits, y),
+            **final_scores(final_logits, self.targets),
             "el2n": self.el2n_sum / self.el2n_count,
             "forgetting": forgetting_difficulty(np.stack(self.correct)),
         }
