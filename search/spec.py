@@ -315,6 +315,14 @@ class SweepSpec(StrictModel):
             raise ValueError("objectives: each metric at most once")
         for role in ("teacher", "student"):
             check_task(self.task, self.data, getattr(self, role).model, f"{role}.")
+        stored = self.teacher.bank.top_k
+        wanted = [self.student.distill.top_k, *(self.space.top_ks or [])]
+        wanted = [k for k in wanted if k is not None]
+        if isinstance(stored, int) and wanted and max(wanted) > stored:
+            raise ValueError(
+                f"student.distill.top_k / space.top_ks: {max(wanted)} is more than the teacher "
+                f"bank keeps (teacher.bank.top_k {stored}); use at most {stored}"
+            )
         oof = [s for s in (self.student.curriculum.score, *self.space.scores) if s in OOF_SCORES]
         if oof and self.teacher.score_folds < 2:
             raise ValueError(

@@ -11,13 +11,14 @@ no change here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import optuna
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from trainables.config import (
     CTKD_TEMPERATURE,
+    OOF_SCORES,
     CurriculumKind,
     LossForm,
     Order,
@@ -40,7 +41,8 @@ Range = tuple[float, float]
 @dataclass(frozen=True)
 class Parameter:
     """One setting the space can draw: its config ``path``, the :class:`SpaceBounds` field
-    holding its choices or range, and how it is drawn (``choice``, ``float``, ``int``)."""
+    holding its choices or range, and how it is drawn (``choice`` of the config's kinds,
+    ``values``: a choice of plain values, ``float``, ``int``)."""
 
     path: str
     bounds: str
@@ -74,6 +76,7 @@ PARAMETERS = (
     Parameter("distill.temperature", "temperature", log=True),
     Parameter("distill.temperature_schedule.end", "temperature_end", log=True),
     Parameter("distill.alpha", "alpha"),
+    Parameter("distill.top_k", "top_ks", "values"),
 )
 PARAMETER_PATHS = tuple(p.path for p in PARAMETERS)
 _BY_BOUNDS = {p.bounds: p for p in PARAMETERS}
@@ -115,9 +118,10 @@ class SpaceBounds(StrictModel):
 
     curricula: list[CurriculumKind] = _choices("curriculum.kind", CurriculumKind)
     orders: list[Order] = _choices("curriculum.order", Order)
-    # column, length and rarity exist for some data only: a space lists them explicitly
+    # column, length and rarity exist for some data only, the oof_* scores with
+    # teacher.score_folds only: a space lists them explicitly
     scores: list[ScoreKind] = _choices(
-        "curriculum.score", ScoreKind, leave_out=("column", "length", "rarity")
+        "curriculum.score", ScoreKind, leave_out=("column", "length", "rarity", *OOF_SCORES)
     )
     pacings: list[PacingKind] = _choices(
         "curriculum.pacing.kind", PacingKind, leave_out=("constant",)
@@ -148,10 +152,17 @@ class SpaceBounds(StrictModel):
     exp_steps_inc: Range = (1.2, 3.0)
     gate_threshold: Range = (0.7, 0.95)
     gate_patience: tuple[int, int] = (1, 4)
+    # the teacher's top-k the student learns from (null: all the bank keeps); unset: not
+    # searched, the student's own distill.top_k stays
+    top_ks: list[Annotated[int, Field(ge=1, le=65536)] | None] | None = None
 
-    @field_validator(*(p.bounds for p in PARAMETERS if p.draw == "choice"))
+    @field_validator(*(p.bounds for p in PARAMETERS if p.draw in ("choice", "values")))
     @classmethod
     def _unique_and_searchable(cls, choices: list[str], info: ValidationInfo) -> list[str]:
+        if choices is None:  # a setting the space leaves alone
+            return choices
+        if not choices:
+            raise ValueError("needs at least one choice")
         path = _BY_BOUNDS[info.field_name].path
         refused = {c: why for c, why in NOT_SEARCHABLE.get(path, {}).items() if c in choices}
         if refused:
@@ -161,7 +172,7 @@ class SpaceBounds(StrictModel):
             raise ValueError(f"has duplicates: {choices}")
         return choices
 
-    @field_validator(*(p.bounds for p in PARAMETERS if p.draw != "choice"))
+    @field_validator(*(p.bounds for p in PARAMETERS if p.draw in ("float", "int")))
     @classmethod
     def _within_the_config(cls, bounds: Range, info: ValidationInfo) -> Range:
         """Both ends must be values the config setting accepts (the config states its limits
@@ -176,8 +187,9 @@ class SpaceBounds(StrictModel):
                 raise ValueError(f"{value} is not a valid {path}: {problem}")
         return bounds
 
-    def choices(self, parameter: Parameter) -> list[Any]:
-        return list(getattr(self, parameter.bounds))
+    def choices(self, parameter: Parameter) -> list[Any] | None:
+        values = getattr(self, parameter.bounds)
+        return None if values is None else list(values)
 
     def range_of(self, path: str) -> tuple[float, float]:
         """The bounds of the setting at ``path`` (e.g. ``distill.alpha``)."""
@@ -226,8 +238,10 @@ def distillation_space(
     for parameter in PARAMETERS:
         if not _used(parameter.path, {**fixed, **drawn}, base):
             continue
-        if parameter.draw == "choice":
+        if parameter.draw in ("choice", "values"):
             choices = bounds.choices(parameter)
+            if choices is None:  # not searched: the base config's value stays
+                continue
             if len(choices) == 1:
                 fixed[parameter.path] = choices[0]
             else:

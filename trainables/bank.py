@@ -18,6 +18,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import socket
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -77,6 +80,9 @@ class ShardBuilder:
         self.run = open_run(run_dir)
         self.bank, self.layout = Path(bank_dir), Layout.from_json(layout)
         self.batch_size, self.step = batch_size, None
+        self.built_by = {"host": socket.gethostname(), "pid": os.getpid()}
+        if "ray" in sys.modules and sys.modules["ray"].is_initialized():  # a Ray Data actor
+            self.built_by["node"] = sys.modules["ray"].get_runtime_context().get_node_id()
 
     @torch.no_grad()
     def build(self, task: ShardTask) -> dict[str, Any]:
@@ -93,7 +99,7 @@ class ShardBuilder:
             else np.zeros((0, width), dtype)
             for name, (dtype, width) in self.layout.columns().items()
         }  # fmt: skip
-        return write_shard(self.bank, task, self.layout, columns, self.run.run_id)
+        return write_shard(self.bank, task, self.layout, columns, self.run.run_id, self.built_by)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         records = []

@@ -60,7 +60,7 @@ def test_every_literal_setting_is_drawn_or_declared_not_drawn():
 
 def test_every_range_parameter_names_a_numeric_config_setting():
     for parameter in PARAMETERS:
-        if parameter.draw != "choice":
+        if parameter.draw in ("float", "int"):
             low, _ = getattr(SpaceBounds(), parameter.bounds)
             # the config accepts the default range's low end at that path (corners are checked)
             SpaceBounds(**{parameter.bounds: (low, low)})

@@ -156,9 +156,15 @@ def plan_shards(
 
 
 def write_shard(
-    bank: Path, task: ShardTask, layout: Layout, columns: dict[str, np.ndarray], run_id: str
+    bank: Path,
+    task: ShardTask,
+    layout: Layout,
+    columns: dict[str, np.ndarray],
+    run_id: str,
+    built_by: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write one shard, then its record, each atomically; returns the record."""
+    """Write one shard, then its record, each atomically; returns the record (``built_by``:
+    where it was built, e.g. the Ray node, kept in the record for the curious)."""
     path = bank / task.file
     path.parent.mkdir(parents=True, exist_ok=True)
     table = layout.table(columns)
@@ -168,7 +174,7 @@ def write_shard(
         )
     record = {
         **write_atomic(path, table), "file": task.file, "start": task.start, "end": task.end,
-        "run_id": run_id, "layout": layout.to_json(),
+        "run_id": run_id, "layout": layout.to_json(), "built_by": built_by or {},
     }  # fmt: skip
     write_atomic(path.with_name(path.name + ".json"), json.dumps(record).encode())
     return record

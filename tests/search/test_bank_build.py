@@ -1,0 +1,189 @@
+"""The teacher bank built on Ray Data: the same bank as a local build, a killed build resumed,
+two drivers sharing one build, and a build on two nodes whose students read it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainables.bank import build_bank
+from trainables.config import BankConfig, OptimConfig, TeacherConfig
+from trainables.distill import open_bank, open_run
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = ROOT / "examples" / "quickstart.yaml"
+SPLITS = ("train", "val", "test")
+
+
+def _same_outputs(a, b):
+    a, b = open_bank(a), open_bank(b)
+    assert a.checkpoints == b.checkpoints and a.layout == b.layout
+    for step in a.checkpoints:
+        for split in SPLITS:
+            rows = np.arange(len(a.outputs(split, step)))
+            got, want = a.outputs(split, step).gather(rows), b.outputs(split, step).gather(rows)
+            assert got.keys() == want.keys()
+            for name in got:
+                np.testing.assert_array_equal(got[name], want[name])
+
+
+def _records(bank):
+    return [json.loads(p.read_bytes()) for p in sorted((bank / "shards").rglob("*.arrow.json"))]
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("top_k", [None, 4])
+def test_a_ray_data_build_equals_the_local_build(ray_session, tmp_path, top_k):
+    from trainables.loops import teacher_loop
+
+    cfg = TeacherConfig(
+        optim=OptimConfig(steps=40), eval_every=20, checkpoint_every=20,
+        output_dir=str(tmp_path / "run"),
+        bank=BankConfig(top_k=top_k, shard_mb=0.01, workers=2, batch_size=100),
+    )  # fmt: skip
+    for _ in teacher_loop(cfg):
+        pass
+    lines = []
+    on_ray = build_bank(cfg, tmp_path / "run", tmp_path / "ray", progress=lines.append)
+    here = build_bank(cfg, tmp_path / "run", tmp_path / "here", use_ray=False, progress=print)
+    _same_outputs(on_ray, here)
+    actors = {r["built_by"]["pid"] for r in _records(on_ray)}  # built in Ray actors
+    assert os.getpid() not in actors and all(r["built_by"]["node"] for r in _records(on_ray))
+    assert {r["built_by"]["pid"] for r in _records(here)} == {os.getpid()}
+    assert lines[-1].startswith(f"bank: {len(_records(on_ray))}/{len(_records(on_ray))} shards")
+
+
+def _teacher_cli(storage, name, *overrides, **popen):
+    return subprocess.Popen(
+        [sys.executable, "-m", "search", "teacher", str(QUICKSTART), "--storage", str(storage),
+         "--name", name, "--set", "teacher.optim.steps=100", *overrides],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen,
+    )  # fmt: skip
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_killed_build_resumes_keeping_its_finished_shards(tmp_path):
+    """SIGKILL the driver (and its Ray) mid-build; the next run keeps every shard that was
+    finished, builds the rest, does not train again, and the bank equals a fresh build."""
+    many = ["--set", "teacher.checkpoint_every=10", "--set", "teacher.bank.shard_mb=0.002",
+            "--set", "teacher.bank.workers=1"]  # fmt: skip
+    proc = _teacher_cli(tmp_path, "first", *many, start_new_session=True)
+    try:
+        deadline, seen = time.monotonic() + 300, []
+        while time.monotonic() < deadline and proc.poll() is None:
+            seen = list(tmp_path.glob("_teachers/*/bank-*/shards/*/*.arrow.json"))
+            if len(seen) >= 20:
+                break
+            time.sleep(0.02)
+        assert len(seen) >= 20 and proc.poll() is None, proc.communicate()[0][-3000:]
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.communicate()
+    (bank,) = tmp_path.glob("_teachers/*/bank-*")
+    assert not (bank / "manifest.json").exists()
+    finished = {p.with_suffix(""): p.with_suffix("").stat() for p in seen}
+    run_json = (bank.parent / "teacher" / "run.json").read_bytes()
+
+    again = _teacher_cli(tmp_path, "second", *many)
+    out = again.communicate(timeout=600)[0]
+    assert again.returncode == 0, out[-3000:]
+    assert "training" not in out and f"teacher bank: {bank}" in out
+    (line,) = [x for x in out.splitlines() if x.startswith("bank: ") and "kept" in x]
+    assert int(line.rsplit(", ", 1)[1].split()[0]) >= len(finished)
+    for path, stat in finished.items():  # kept, not rewritten
+        assert (path.stat().st_ino, path.stat().st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
+    assert (bank.parent / "teacher" / "run.json").read_bytes() == run_json
+    open_bank(bank).verify()
+    cfg = TeacherConfig(
+        checkpoint_every=10, optim=OptimConfig(steps=100),
+        bank=BankConfig(shard_mb=0.002), **_quickstart_teacher(),
+    )  # fmt: skip
+    _same_outputs(bank, build_bank(cfg, bank.parent / "teacher", tmp_path / "fresh",
+                                   use_ray=False, progress=print))  # fmt: skip
+
+
+def _quickstart_teacher():
+    from search.spec import load_spec
+
+    spec = load_spec(QUICKSTART)
+    return {"data": spec.data, "task": spec.task, "model": spec.teacher.model,
+            "seed": spec.teacher.seed}  # fmt: skip
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_two_drivers_needing_one_bank_build_it_once(tmp_path):
+    first, second = _teacher_cli(tmp_path, "a"), _teacher_cli(tmp_path, "b")
+    outs = [p.communicate(timeout=600)[0] for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], outs
+    banks = {line for out in outs for line in out.splitlines() if line.startswith("teacher bank:")}
+    assert len(banks) == 1
+    trained = [out for out in outs if "teacher: training" in out]
+    assert len(trained) == 1, outs
+    (other,) = [out for out in outs if out is not trained[0]]
+    assert "waiting for it" in other or "reusing" in other
+    assert not any(x.startswith("bank: ") for x in other.splitlines())  # it built no shard
+    (bank,) = tmp_path.glob("_teachers/*/bank-*")
+    open_bank(bank).verify()
+    assert len(open_run(bank.parent / "teacher").checkpoints) == 1
+
+
+_TWO_NODES = textwrap.dedent("""
+    import json, sys
+    import ray
+    from ray.cluster_utils import Cluster
+    import pyarrow.parquet as pq
+    from search.spec import load_spec
+    from search.sweep import run_sweep
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        ray.init(address=cluster.address, logging_level="WARNING")
+        spec = load_spec(sys.argv[1], [
+            f"storage={sys.argv[2]}", "name=nodes", "num_samples=2", "baselines=[]",
+            "search.n_startup_trials=2", "teacher.optim.steps=100", "student.optim.steps=60",
+            "student.eval_every=30", "teacher.bank.workers=2", "teacher.bank.shard_mb=0.002",
+        ])
+        sweep = run_sweep(spec)
+        trials = pq.read_table(sweep / "trials").to_pylist()
+        print("RESULT", json.dumps({
+            "workers": sorted(n["NodeID"] for n in ray.nodes() if n["Resources"].get("CPU")),
+            "statuses": [t["status"] for t in trials],
+            "student_nodes": sorted({t["node_id"] for t in trials}),
+        }), flush=True)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+""")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_two_node_build_runs_actors_on_both_nodes_and_students_read_it(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", _TWO_NODES, str(QUICKSTART), str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    result = json.loads(line.removeprefix("RESULT "))
+    (bank,) = tmp_path.glob("_teachers/*/bank-*")
+    nodes = {r["built_by"]["node"] for r in _records(bank)}
+    assert nodes == set(result["workers"])  # both worker nodes ran bank actors
+    assert result["statuses"] == ["TERMINATED", "TERMINATED"]  # the students read the bank
+    assert set(result["student_nodes"]) <= set(result["workers"])
