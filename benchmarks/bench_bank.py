@@ -26,10 +26,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _record import record  # noqa: E402
 
+from trainables.bank import teacher_bank  # noqa: E402
 from trainables.config import DataConfig, ModelConfig, OptimConfig, StudentConfig, TeacherConfig  # noqa: E402
 from trainables.curriculum import ShuffleSampler  # noqa: E402
-from trainables.distill import kd_loss, open_bank  # noqa: E402
-from trainables.loops import student_loop, teacher_loop  # noqa: E402
+from trainables.distill import kd_loss, open_bank, open_run  # noqa: E402
+from trainables.loops import student_loop  # noqa: E402
 from trainables.loops._common import load_data  # noqa: E402
 from trainables.models import mlp  # noqa: E402
 
@@ -88,15 +89,14 @@ def main() -> None:
             model=ModelConfig(hidden=TEACHER),
             optim=OptimConfig(steps=50),
             eval_every=50,
-            bank_dir=bank,
         )
-        list(teacher_loop(teacher_cfg))
+        teacher_bank(teacher_cfg, bank)
         teacher = mlp(64, TEACHER, 2)
-        teacher.load_state_dict(torch.load(Path(bank) / "teacher.pt", weights_only=True))
+        teacher.load_state_dict(open_run(Path(bank) / "teacher").weights(50))
         teacher.eval()
         assert open_bank(bank).step == 50
         ratio = macs([64, *TEACHER, 2]) / macs([64, *STUDENT, 2])
-        in_memory = torch.from_numpy(np.array(open_bank(bank).logits["train"]))
+        in_memory = torch.from_numpy(np.array(open_bank(bank).outputs("train").dense()))
         results = {"bank": [], "student_only": [], "kd_math": [], "online": []}
         for _ in range(REPEATS):  # interleaved: the machine's noise hits all alike
             results["bank"].append(_bank_loop(bank))

@@ -41,6 +41,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _record import record  # noqa: E402
 
+from trainables.bank import build_bank  # noqa: E402
 from trainables.config import StudentConfig, TeacherConfig  # noqa: E402
 from trainables.curriculum import ShuffleSampler  # noqa: E402
 from trainables.loops import build_student, student_loop, teacher_loop, train_step  # noqa: E402
@@ -136,9 +137,10 @@ def main() -> None:
         teacher = TeacherConfig.model_validate({
             "data": DATA, "task": TASK, "model": TEACHER,
             "optim": {"kind": "adam", "lr": LR, "batch_size": BATCH, "steps": 60},
-            "eval_every": 60, "bank_dir": bank,
+            "eval_every": 60, "output_dir": f"{bank}/teacher",
         })  # fmt: skip
         *_, last = teacher_loop(teacher)
+        build_bank(teacher, f"{bank}/teacher", bank, use_ray=False, progress=lambda line: None)
         print(f"teacher: 60 steps, val accuracy {last['val_accuracy']:.3f}")
         # the whole engine loop once, as a user runs it (a check that the arm below is it)
         *_, (rec, _) = student_loop(_student_cfg(bank, 0.0, 10))

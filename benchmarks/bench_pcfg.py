@@ -44,6 +44,7 @@ import optuna  # noqa: E402
 import torch  # noqa: E402
 from _record import record  # noqa: E402
 
+from trainables.bank import build_bank  # noqa: E402
 from trainables.config import StudentConfig, TeacherConfig  # noqa: E402
 from trainables.distill import open_bank  # noqa: E402
 from trainables.distill._checkpoints import transition_checkpoint  # noqa: E402
@@ -127,7 +128,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bank = str(Path(tmp) / "bank")
         torch.set_num_threads(2)  # the teacher alone has both cores
-        history = list(teacher_loop(TeacherConfig.model_validate({**TEACHER, "bank_dir": bank})))
+        cfg = TeacherConfig.model_validate({**TEACHER, "output_dir": f"{bank}/teacher"})
+        history = list(teacher_loop(cfg))
+        build_bank(cfg, f"{bank}/teacher", bank, use_ray=False, progress=lambda line: None)
         teacher = open_bank(bank)
         resolved = transition_checkpoint(teacher.transition, teacher.checkpoints)
         print("teacher val accuracy:", [(r["step"], round(r["val_accuracy"], 3)) for r in history])

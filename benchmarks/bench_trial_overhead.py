@@ -21,8 +21,9 @@ import ray  # noqa: E402
 from _record import record  # noqa: E402
 from ray import tune  # noqa: E402
 
+from trainables.bank import teacher_bank  # noqa: E402
 from trainables.config import OptimConfig, StudentConfig, TeacherConfig  # noqa: E402
-from trainables.loops import student_loop, teacher_loop  # noqa: E402
+from trainables.loops import student_loop  # noqa: E402
 from trainables.student import train_student  # noqa: E402
 
 TRIALS, STEPS = 6, 600
@@ -31,12 +32,10 @@ TRIALS, STEPS = 6, 600
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         teacher = Path(tmp) / "teacher"
-        for _ in teacher_loop(
-            TeacherConfig(
-                optim=OptimConfig(lr=1e-3, batch_size=64, steps=300), bank_dir=str(teacher)
-            )
-        ):
-            pass
+        teacher_bank(
+            TeacherConfig(optim=OptimConfig(lr=1e-3, batch_size=64, steps=300)), teacher,
+            progress=lambda line: None,
+        )  # fmt: skip
         cfg = StudentConfig(
             optim=OptimConfig(steps=STEPS), eval_every=100, teacher_bank=str(teacher)
         )
