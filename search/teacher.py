@@ -198,7 +198,7 @@ def _build(spec: SweepSpec, bank: Path, verbose: int, tune_dir: Path) -> None:
     need_folds = [f for f in range(folds) if not _fold_ready(folds_dir / f"fold-{f}")]
     if need_run or need_folds:
         _train(spec, cfg, need_run, need_folds, folds_dir, verbose, tune_dir)
-    build_bank(cfg, run_dir, bank, folds_dir=folds_dir if folds else None)
+    build_bank(cfg, run_dir, bank, folds_dir=folds_dir if folds else None, key=home.name)
 
 
 def _repair(bank: Path) -> bool:

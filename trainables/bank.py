@@ -121,9 +121,12 @@ def build_bank(
     folds_dir: str | Path | None = None,
     use_ray: bool = True,
     progress: Callable[[str], None] = print,
+    key: str | None = None,
 ) -> Path:
     """Build (or finish) the bank at ``bank_dir`` from the teacher's run at ``run_dir``, with
     the cross-fitted ``oof_*`` scores from ``folds_dir`` when ``cfg.score_folds`` is set.
+    ``key`` (the content hash of the data and teacher settings the sweep files the bank
+    under) is recorded in the manifest, with the settings themselves.
 
     Shards finished by an earlier build of the same run and layout are kept (checked against
     their records first); the others are built, on Ray Data actors (``cfg.bank.workers`` of
@@ -163,7 +166,11 @@ def build_bank(
         bank, layout=layout, records=list(records.values()), step=run.step,
         checkpoints=run.checkpoints, metrics=run.metrics, history=run.history,
         transition=run.transition, scores=scores,
-        extra={"run_id": run.run_id, "sizes": run.sizes, "score_folds": cfg.score_folds},
+        extra={
+            "key": key, "run_id": run.run_id, "sizes": run.sizes,
+            "score_folds": cfg.score_folds,
+            "teacher": cfg.model_dump(mode="json", exclude={"output_dir", "fold"}),
+        },
     )  # fmt: skip
 
 

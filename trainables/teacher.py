@@ -11,11 +11,13 @@ from trainables.loops import teacher_loop
 
 
 def train_teacher(config: dict[str, Any]) -> None:
-    """Tune function trainable: train a teacher and write its outputs.
+    """Tune function trainable: train a teacher and write its run.
 
     ``config`` is a :class:`~trainables.config.TeacherConfig` as a dict. Reports ``step``,
     ``samples_seen``, ``wall_time_s``, ``train_loss``, ``val_accuracy``, ``val_loss`` every
-    ``eval_every`` steps; writes the logits to ``bank_dir`` at the end.
+    ``eval_every`` steps; writes the run (weights at every kept checkpoint, history, scores)
+    to ``output_dir`` at the end, from which :func:`trainables.bank.build_bank` builds the
+    bank (or, with ``fold`` set, a cross-fitting run's scores of its held-out fold).
     """
     cfg = TeacherConfig.model_validate(config)
     for record in teacher_loop(cfg):

@@ -17,7 +17,7 @@ import pytest
 
 from trainables.bank import build_bank
 from trainables.config import BankConfig, OptimConfig, TeacherConfig
-from trainables.distill import open_bank, open_run
+from trainables.distill import open_bank
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "examples" / "quickstart.yaml"
@@ -123,20 +123,42 @@ def _quickstart_teacher():
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_two_drivers_needing_one_bank_build_it_once(tmp_path):
-    first, second = _teacher_cli(tmp_path, "a"), _teacher_cli(tmp_path, "b")
-    outs = [p.communicate(timeout=600)[0] for p in (first, second)]
-    assert [p.returncode for p in (first, second)] == [0, 0], outs
-    banks = {line for out in outs for line in out.splitlines() if line.startswith("teacher bank:")}
-    assert len(banks) == 1
+def test_two_sweeps_needing_one_bank_at_once_build_it_once(tmp_path):
+    """Two sweeps started together with the same teacher: one trains and builds, the other
+    waits for it and reuses the bank; both finish their students."""
+    tiny = ["num_samples=1", "baselines=[]", "search.n_startup_trials=1",
+            "teacher.optim.steps=100", "student.optim.steps=30", "student.eval_every=30"]  # fmt: skip
+    sweeps = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "search",
+                "run",
+                str(QUICKSTART),
+                "--storage",
+                str(tmp_path),
+                "--name",
+                name,
+                *(x for o in tiny for x in ("--set", o)),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for name in ("a", "b")
+    ]
+    outs = [p.communicate(timeout=600)[0] for p in sweeps]
+    assert [p.returncode for p in sweeps] == [0, 0], [out[-3000:] for out in outs]
     trained = [out for out in outs if "teacher: training" in out]
     assert len(trained) == 1, outs
     (other,) = [out for out in outs if out is not trained[0]]
-    assert "waiting for it" in other or "reusing" in other
+    assert "waiting for it" in other or "teacher: reusing" in other
     assert not any(x.startswith("bank: ") for x in other.splitlines())  # it built no shard
     (bank,) = tmp_path.glob("_teachers/*/bank-*")
     open_bank(bank).verify()
-    assert len(open_run(bank.parent / "teacher").checkpoints) == 1
+    assert all("students: 1 finished, 0 failed" in out for out in outs)
 
 
 _TWO_NODES = textwrap.dedent("""

@@ -62,7 +62,9 @@ def test_ctrl_c_in_each_phase_exits_130_and_the_same_command_resumes(tmp_path):
     driver, log = _start(tmp_path, *spec, "teacher.optim.steps=100000", name="teacher")
     _wait_for(driver, log, lambda: "teacher: training" in log.read_text(), "the teacher phase")
     assert f"interrupted; {RESUME} (stopped in the teacher phase)" in _interrupt(driver, log)
-    assert not list((tmp_path / "_teachers").glob("*/meta.json"))  # no teacher kept
+    teachers = tmp_path / "_teachers"  # no teacher kept: neither a bank nor a teacher's run
+    assert not list(teachers.glob("*/bank-*/manifest.json"))
+    assert not list(teachers.glob("*/teacher/run.json"))
 
     # the moment the student phase starts
     driver, log = _start(tmp_path, *spec)

@@ -504,11 +504,10 @@ def test_exported_pbt_schedule_replays_the_lineages_settings(tmp_path):
     assert replay["distill"]["alpha_schedule"]["values"] == [0.4, 0.3]
     # Replaying it: the loop's temperature at each evaluation follows the lineage.
     teacher = tmp_path / "teacher"
+    from trainables.bank import teacher_bank
     from trainables.config import OptimConfig, TeacherConfig
-    from trainables.loops import teacher_loop
 
-    for _ in teacher_loop(TeacherConfig(optim=OptimConfig(steps=50), bank_dir=str(teacher))):
-        pass
+    teacher_bank(TeacherConfig(optim=OptimConfig(steps=50)), teacher)
     cfg = StudentConfig.model_validate(
         {**replay, "optim": {"steps": 400}, "eval_every": 50, "teacher_bank": str(teacher)}
     )

@@ -70,7 +70,9 @@ def test_student_arm_is_refused_by_the_cli_in_a_subprocess(tmp_path):
     ("section", "field", "value", "instead"),
     [
         ("teacher", "data", {"kind": "digits"}, "top-level data"),
-        ("teacher", "bank_dir", "/tmp/bank", "top-level storage"),
+        ("teacher", "task", {"kind": "classify"}, "top-level task"),
+        ("teacher", "output_dir", "/tmp/run", "<storage>/_teachers/"),
+        ("teacher", "fold", 1, "every fold of teacher.score_folds"),
         ("student", "data", {"kind": "digits"}, "top-level data"),
         ("student", "teacher_bank", "/tmp/bank", "configure it under teacher"),
         ("student", "repeats", 3, "top-level repeats"),
@@ -89,11 +91,18 @@ def test_every_field_the_sweep_owns_is_refused_in_one_line_and_seeds_are_not(
 def test_owned_fields_are_reported_beside_every_other_problem():
     raw = {
         "name": "a",
-        "teacher": {"bank_dir": "/x"},
+        "teacher": {"output_dir": "/x"},
         "student": {"arm": "x", "repeats": 2, "distill": {"alpha": 7}},
     }
     fields = sorted(p.split(":")[0] for p in _problems(raw))
-    assert fields == ["student.arm", "student.distill.alpha", "student.repeats", "teacher.bank_dir"]
+    assert fields == [
+        "student.arm", "student.distill.alpha", "student.repeats", "teacher.output_dir"
+    ]  # fmt: skip
+
+
+def test_the_teachers_former_bank_dir_is_an_unknown_key():
+    (problem,) = _problems({"name": "a", "teacher": {"bank_dir": "/x"}})
+    assert problem.startswith("teacher.bank_dir: unknown key") and "output_dir" in problem
 
 
 def test_a_config_object_given_to_the_spec_is_refused_too():

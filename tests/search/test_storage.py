@@ -146,10 +146,10 @@ def test_storage_problems_are_found_in_exception_chains_and_in_trial_error_text(
     assert str(chained).startswith("storage: read-only file system writing '/s/x.parquet'")
     remote = RuntimeError(
         "teacher training failed: ray::train_teacher() (pid=1)\n  File ...\n"
-        "OSError: [Errno 28] No space left on device: '/s/_teachers/ab/meta.json'"
+        "OSError: [Errno 28] No space left on device: '/s/_teachers/ab/teacher/run.json'"
     )
     assert str(storage_problem(remote, tmp_path)).startswith(
-        "storage: no space left writing '/s/_teachers/ab/meta.json'"
+        "storage: no space left writing '/s/_teachers/ab/teacher/run.json'"
     )
     assert storage_problem(RuntimeError("[Errno 2] No such file"), tmp_path) is None
     assert storage_problem(ValueError("bad"), tmp_path) is None

@@ -92,9 +92,11 @@ def test_second_sweep_reuses_the_teacher_a_rerun_resumes_and_a_changed_spec_is_r
     sweep, capsys
 ):
     spec, _ = sweep
-    meta = Path(spec.storage) / "_teachers"
-    (teacher_dir,) = meta.iterdir()
-    built_at = (teacher_dir / "meta.json").stat().st_mtime_ns
+    teachers = Path(spec.storage) / "_teachers"
+    (bank_dir,) = teachers.glob("*/bank-*")
+    run_json = bank_dir.parent / "teacher" / "run.json"
+    built_at = (bank_dir / "manifest.json").stat().st_mtime_ns
+    trained_at = run_json.stat().st_mtime_ns
     second = load_spec(
         QUICKSTART,
         [*SMALL, f"storage={spec.storage}", "name=second", "num_samples=2", "baselines=[]"],
@@ -102,7 +104,8 @@ def test_second_sweep_reuses_the_teacher_a_rerun_resumes_and_a_changed_spec_is_r
     results = run_sweep(second)
     assert "teacher: reusing" in capsys.readouterr().out
     assert not (results / "tune" / "teacher").exists()  # no teacher trial ran
-    assert (teacher_dir / "meta.json").stat().st_mtime_ns == built_at
+    assert (bank_dir / "manifest.json").stat().st_mtime_ns == built_at  # nor a bank build
+    assert run_json.stat().st_mtime_ns == trained_at
     assert load_trials(results).num_rows == 2 and load_teacher(results).num_rows == 12
     both = load_trials(spec.storage)  # the storage root: both sweeps together
     assert sorted(set(both["sweep"].to_pylist())) == ["first", "second"]

@@ -5,10 +5,12 @@ model; every curriculum on sequences; exact resume of a transformer student."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from trainables.bank import build_bank, teacher_bank
 from trainables.config import (
     CurriculumConfig,
     DataConfig,
@@ -39,6 +41,16 @@ def _curve(record):
     return {k: v for k, v in record.items() if k != "wall_time_s"}
 
 
+def _teach(cfg, bank):
+    """Train ``cfg``'s teacher (its run at ``<bank>/teacher``, as ``teacher_bank`` puts it),
+    build its bank at ``bank`` and return the teacher loop's records."""
+    run = Path(bank) / "teacher"
+    cfg = cfg.model_copy(update={"output_dir": str(run)})
+    records = list(teacher_loop(cfg))
+    build_bank(cfg, run, bank, use_ray=False)
+    return records
+
+
 @pytest.fixture(scope="module")
 def pcfg_bank(tmp_path_factory):
     out = tmp_path_factory.mktemp("pcfg") / "bank"
@@ -46,9 +58,9 @@ def pcfg_bank(tmp_path_factory):
         data=PCFG, task=MASKED, model=ModelConfig(kind="transformer", width=32, depth=2, heads=2,
                                                   max_length=32),
         optim=OptimConfig(lr=3e-3, batch_size=64, steps=120), eval_every=40,
-        checkpoint_every=40, bank_dir=str(out),
+        checkpoint_every=40,
     )  # fmt: skip
-    records = list(teacher_loop(cfg))
+    records = _teach(cfg, out)
     assert all(math.isfinite(r["val_perplexity"]) for r in records)
     return str(out)
 
@@ -63,7 +75,7 @@ def _student(bank, **kw):
 
 def test_the_bank_holds_per_token_outputs_and_sequence_scores(pcfg_bank):
     bank = open_bank(pcfg_bank)
-    assert bank.logits["train"].shape == (512, 24, 3) and bank.checkpoints == [40, 80, 120]
+    assert bank.outputs("train").dense().shape == (512, 24, 3) and bank.checkpoints == [40, 80, 120]
     assert set(bank.scores) == {
         "confidence", "margin", "loss", "entropy", "el2n", "forgetting", "length", "rarity"
     }  # fmt: skip
@@ -142,9 +154,9 @@ def text_bank(tmp_path_factory):
     cfg = TeacherConfig(
         data=data, task=TaskConfig(kind="causal_lm"),
         model=ModelConfig(kind="transformer", width=32, depth=2, heads=2, max_length=32),
-        optim=OptimConfig(lr=3e-3, batch_size=32, steps=60), eval_every=30, bank_dir=str(out),
+        optim=OptimConfig(lr=3e-3, batch_size=32, steps=60), eval_every=30,
     )  # fmt: skip
-    records = list(teacher_loop(cfg))
+    records = _teach(cfg, out)
     assert records[-1]["val_loss"] < records[0]["val_loss"]
     return data, str(out)
 
@@ -184,9 +196,9 @@ def cnn_bank(tmp_path_factory):
     out = tmp_path_factory.mktemp("cnn") / "bank"
     cfg = TeacherConfig(
         data=DIGITS_IMAGES, model=ModelConfig(kind="cnn", channels=[16, 32]),
-        optim=OptimConfig(lr=3e-3, batch_size=64, steps=150), eval_every=50, bank_dir=str(out),
+        optim=OptimConfig(lr=3e-3, batch_size=64, steps=150), eval_every=50,
     )  # fmt: skip
-    assert list(teacher_loop(cfg))[-1]["val_accuracy"] > 0.85
+    assert _teach(cfg, out)[-1]["val_accuracy"] > 0.85
     return str(out)
 
 
@@ -224,9 +236,9 @@ def test_token_files_stay_memory_mapped_on_the_host(tmp_path):
     bank = tmp_path / "bank"
     teacher = TeacherConfig(
         data=data, task=TaskConfig(kind="causal_lm"), model=TINY, eval_every=10,
-        optim=OptimConfig(steps=10, batch_size=16), bank_dir=str(bank),
+        optim=OptimConfig(steps=10, batch_size=16),
     )  # fmt: skip
-    list(teacher_loop(teacher))
+    teacher_bank(teacher, bank)
     run = build_student(
         StudentConfig(
             data=data, task=TaskConfig(kind="causal_lm"), model=TINY, teacher_bank=str(bank)
@@ -267,11 +279,11 @@ def test_on_a_gpu_a_transformer_learns_from_host_batches_and_resumes(pcfg_bank, 
 def test_on_a_gpu_the_teacher_trains_there_and_banks_per_token_outputs(tmp_path):
     cfg = TeacherConfig(
         data=PCFG, task=MASKED, model=TINY, device="cuda", eval_every=20,
-        optim=OptimConfig(steps=40, batch_size=64), bank_dir=str(tmp_path / "bank"),
+        optim=OptimConfig(steps=40, batch_size=64),
     )  # fmt: skip
-    records = list(teacher_loop(cfg))
+    records = _teach(cfg, tmp_path / "bank")
     assert records[-1]["val_loss"] < records[0]["val_loss"] + 0.5
-    assert open_bank(tmp_path / "bank").logits["train"].shape == (512, 24, 3)
+    assert open_bank(tmp_path / "bank").outputs("train").dense().shape == (512, 24, 3)
 
 
 def test_adamw_decays_weights_decoupled_from_the_gradient():
@@ -295,10 +307,10 @@ def test_a_users_dataset_trains_through_the_loops(tmp_path, task):
         data = DataConfig(kind="module", factory="userdata:sequences", kwargs={"rows": 60})
         model = TINY
     bank = tmp_path / "bank"
-    list(teacher_loop(TeacherConfig(
+    teacher_bank(TeacherConfig(
         data=data, task=TaskConfig(kind=task), model=model, eval_every=10,
-        optim=OptimConfig(steps=20, batch_size=8), bank_dir=str(bank),
-    )))  # fmt: skip
+        optim=OptimConfig(steps=20, batch_size=8),
+    ), bank)  # fmt: skip
     cfg = StudentConfig(
         data=data, task=TaskConfig(kind=task), model=model, teacher_bank=str(bank),
         eval_every=10, optim=OptimConfig(steps=20, batch_size=8),

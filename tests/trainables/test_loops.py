@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from trainables.bank import build_bank, teacher_bank
 from trainables.config import (
     CurriculumConfig,
     DistillConfig,
@@ -34,11 +35,14 @@ CURVE_KEYS = {
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("teacher") / "outputs"
+    home = tmp_path_factory.mktemp("teacher")
+    out = home / "outputs"
     cfg = TeacherConfig(
-        optim=OptimConfig(lr=1e-3, batch_size=64, steps=300), eval_every=10, bank_dir=str(out)
-    )
+        optim=OptimConfig(lr=1e-3, batch_size=64, steps=300), eval_every=10,
+        output_dir=str(home / "run"),
+    )  # fmt: skip
     records = list(teacher_loop(cfg))
+    build_bank(cfg, home / "run", out, use_ray=False)
     assert [r["step"] for r in records] == list(range(10, 301, 10))
     assert records[-1]["val_accuracy"] > 0.93
     scores = open_bank(out).scores
@@ -212,9 +216,8 @@ def test_a_users_difficulty_column_orders_the_curriculum(tmp_path):
         model={"hidden": [16]},
         optim=OptimConfig(steps=100),
         eval_every=50,
-        bank_dir=str(out),
     )
-    list(teacher_loop(teacher))
+    teacher_bank(teacher, out)
     scores = open_bank(out).scores["column"]
     assert len(scores) == 180  # the training split's rows, their values taken from the column
     assert np.abs(scores[:, None] - hardness[None, :]).min(axis=1).max() < 1e-6

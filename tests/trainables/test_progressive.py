@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from trainables.bank import build_bank, teacher_bank
 from trainables.config import (
     DataConfig,
     DistillConfig,
@@ -22,7 +23,7 @@ from trainables.config import (
     TeacherScheduleConfig,
 )
 from trainables.data import sparse_parity
-from trainables.distill import bank_complete, kd_loss, open_bank
+from trainables.distill import bank_complete, kd_loss, open_bank, open_run, run_intact
 from trainables.distill._checkpoints import (
     CheckpointSchedule,
     detect_transition,
@@ -100,20 +101,22 @@ def digits_bank(tmp_path_factory):
         optim=OptimConfig(lr=1e-3, batch_size=64, steps=200),
         eval_every=50,
         checkpoint_every=25,
-        bank_dir=str(out),
     )
-    list(teacher_loop(cfg))
+    teacher_bank(cfg, out)
     return out
 
 
 def test_bank_keeps_every_checkpoint_with_its_logits(digits_bank):
     bank = open_bank(digits_bank)
     assert bank.checkpoints == list(range(25, 201, 25)) and bank.step == 200
-    early, final = bank.checkpoint_logits(25)["val"], bank.checkpoint_logits(200)["val"]
+    early, final = bank.outputs("val", 25).dense(), bank.outputs("val", 200).dense()
     assert early.shape == final.shape == (359, 10) and not np.allclose(early, final)
-    np.testing.assert_array_equal(final, bank.logits["val"])
+    np.testing.assert_array_equal(final, bank.outputs("val").dense())
     assert bank.transition is not None and bank.transition["checkpoint"] in bank.checkpoints
-    assert (digits_bank / "teacher.pt").is_file()
+    run = open_run(digits_bank / "teacher")  # the teacher's weights at every kept checkpoint
+    assert run.checkpoints == bank.checkpoints and run.step == 200
+    for step in bank.checkpoints:
+        assert (digits_bank / "teacher" / f"step-{step:09d}.pt").is_file()
 
 
 def test_student_follows_the_checkpoint_schedule(digits_bank):
@@ -134,12 +137,16 @@ def test_student_follows_the_checkpoint_schedule(digits_bank):
 
 def test_a_loaded_teacher_is_banked_without_training(digits_bank, tmp_path):
     cfg = TeacherConfig(
-        init_from=str(digits_bank / "teacher.pt"), train=False, bank_dir=str(tmp_path / "loaded")
-    )
+        init_from=str(digits_bank / "teacher" / "step-000000200.pt"), train=False,
+        output_dir=str(tmp_path / "run"),
+    )  # fmt: skip
     assert list(teacher_loop(cfg)) == []
+    build_bank(cfg, tmp_path / "run", tmp_path / "loaded", use_ray=False)
     bank = open_bank(tmp_path / "loaded")
     assert bank.checkpoints == [0]
-    np.testing.assert_allclose(bank.logits["val"], open_bank(digits_bank).logits["val"], atol=1e-5)
+    np.testing.assert_allclose(
+        bank.outputs("val").dense(), open_bank(digits_bank).outputs("val").dense(), atol=1e-5
+    )
 
 
 _BUILD = """
@@ -149,34 +156,37 @@ from trainables.loops import teacher_loop
 cfg = TeacherConfig(
     data=DataConfig(kind="sparse_parity", n_bits=20, k=3, train_size=20000, holdout_size=1000),
     model=ModelConfig(hidden=[256]), optim=OptimConfig(steps=100000), eval_every=50,
-    checkpoint_every=50, bank_dir=sys.argv[1],
+    checkpoint_every=50, output_dir=sys.argv[1],
 )
 for record in teacher_loop(cfg):
     print(record["step"], flush=True)
 """
 
 
-def test_a_bank_build_killed_midway_leaves_nothing_that_reads_as_complete(tmp_path):
-    final = tmp_path / "bank"
+def test_a_teacher_run_killed_midway_leaves_nothing_that_reads_as_complete(tmp_path):
+    final = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-c", _BUILD, str(final)], stdout=subprocess.PIPE, text=True
     )
     try:
         for _ in range(4):  # a few checkpoints are on disk in the temporary build
             assert proc.stdout.readline().strip(), "the build ended early"
-        building = [p for p in tmp_path.iterdir() if p.name.startswith(".bank.")]
-        assert building and any(building[0].glob("step-*"))
+        building = [p for p in tmp_path.iterdir() if p.name.startswith(".run.")]
+        assert building and any(building[0].glob("step-*.pt"))
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     time.sleep(0.1)
-    assert not final.exists() and not bank_complete(final)
-    with pytest.raises(FileNotFoundError, match="missing or incomplete"):
-        open_bank(final)
-    # a later build of the same bank is unaffected by the debris and completes
+    assert not final.exists() and not run_intact(final)
+    with pytest.raises(FileNotFoundError, match="no teacher run"):
+        open_run(final)
+    # a later run to the same place is unaffected by the debris and completes, as does its bank
     cfg = TeacherConfig(
         data=DataConfig(kind="sparse_parity", n_bits=20, k=3, train_size=2000, holdout_size=100),
-        model=ModelConfig(hidden=[16]), optim=OptimConfig(steps=20), eval_every=10, bank_dir=str(final),
+        model=ModelConfig(hidden=[16]), optim=OptimConfig(steps=20), eval_every=10,
+        output_dir=str(final),
     )  # fmt: skip
     list(teacher_loop(cfg))
-    assert bank_complete(final)
+    assert run_intact(final)
+    build_bank(cfg, final, tmp_path / "bank", use_ray=False)
+    assert bank_complete(tmp_path / "bank")

@@ -273,3 +273,44 @@ def test_cross_fitted_scores_rank_flipped_labels_hard_where_the_full_teacher_mem
     assert 1 - full >= 3 * (1 - oof) and oof - full >= 0.03  # markedly worse
     assert bank.extra["score_folds"] == 3
     assert sorted(os.listdir(tmp_path / "bank" / "folds")) == ["fold-0", "fold-1", "fold-2"]
+
+
+@pytest.mark.gpu
+def test_a_gpu_build_matches_the_cpu_build_and_students_distil_from_it_on_the_gpu(tmp_path):
+    """A top-k bank of byte tokens (vocabulary 258: uint16 ids) built on the GPU (top-k taken
+    on the device) equals the CPU's build up to float rounding, and a student on the GPU
+    distils from it, with the prefetching gather and a truncated k."""
+    from trainables.distill._topk import decode_topk
+    from trainables.loops import student_loop, teacher_loop
+
+    common = {
+        "data": {"kind": "text", "path": "{stdlib}/json/*.py", "seq_len": 32,
+                 "max_examples": 300},
+        "task": {"kind": "causal_lm"},
+        "model": {"kind": "transformer", "width": 32, "depth": 1, "heads": 2, "max_length": 32},
+    }  # fmt: skip
+    cfg = TeacherConfig.model_validate({
+        **common, "optim": {"steps": 30, "batch_size": 16}, "eval_every": 30, "device": "cpu",
+        "output_dir": str(tmp_path / "run"), "bank": {"top_k": 8, "shard_mb": 0.05},
+    })  # fmt: skip
+    for _ in teacher_loop(cfg):
+        pass
+    quiet = {"use_ray": False, "progress": lambda line: None}
+    on_cpu = open_bank(build_bank(cfg, tmp_path / "run", tmp_path / "cpu", **quiet))
+    gpu_cfg = cfg.model_copy(update={"device": "cuda"})
+    on_gpu = open_bank(build_bank(gpu_cfg, tmp_path / "run", tmp_path / "gpu", **quiet))
+    rows = np.arange(len(on_cpu.outputs("train")))
+    a, b = on_cpu.outputs("train").gather(rows), on_gpu.outputs("train").gather(rows)
+    assert a["ids"].dtype == np.uint16
+    assert (a["ids"][:, ::8] == b["ids"][:, ::8]).mean() > 0.99  # the top-1 of every token
+    _, log_a = decode_topk(a["ids"], values=a["values"])
+    _, log_b = decode_topk(b["ids"], values=b["values"])
+    torch.testing.assert_close(log_a[..., 0], log_b[..., 0], atol=2e-2, rtol=0)
+    for top_k in (None, 4):
+        student = StudentConfig.model_validate({
+            **common, "optim": {"steps": 20, "batch_size": 16}, "eval_every": 10,
+            "device": "cuda", "teacher_bank": str(tmp_path / "gpu"),
+            "distill": {"alpha": 0.5, "temperature": 2.0, "top_k": top_k},
+        })  # fmt: skip
+        *_, (record, _) = student_loop(student)
+        assert np.isfinite(record["train_loss"]) and record["kd_loss"] > 0

@@ -8,6 +8,7 @@ import torch
 from ray import tune
 
 from trainables import StudentConfig, train_student_checkpointed
+from trainables.bank import teacher_bank
 from trainables.config import (
     CurriculumConfig,
     DistillConfig,
@@ -15,16 +16,14 @@ from trainables.config import (
     ScheduleConfig,
     TeacherConfig,
 )
-from trainables.loops import student_loop, teacher_loop
+from trainables.loops import student_loop
 
 
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher") / "bank"
-    cfg = TeacherConfig(
-        optim=OptimConfig(lr=1e-3, batch_size=64, steps=60), eval_every=20, bank_dir=str(out)
-    )
-    list(teacher_loop(cfg))
+    cfg = TeacherConfig(optim=OptimConfig(lr=1e-3, batch_size=64, steps=60), eval_every=20)
+    teacher_bank(cfg, out)
     return str(out)
 
 

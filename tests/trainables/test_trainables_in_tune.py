@@ -4,14 +4,15 @@ import pytest
 from ray import tune
 
 from trainables import OptimConfig, StudentConfig, TeacherConfig, train_student, train_teacher
-from trainables.distill import open_bank
+from trainables.bank import build_bank
+from trainables.distill import open_bank, open_run
 
 
 @pytest.mark.ray
 def test_teacher_then_students_in_a_users_own_tuner(ray_session, tmp_path):
-    outputs = tmp_path / "teacher"
+    run, outputs = tmp_path / "run", tmp_path / "teacher"
     teacher_cfg = TeacherConfig(
-        optim=OptimConfig(lr=1e-3, batch_size=64, steps=200), bank_dir=str(outputs)
+        optim=OptimConfig(lr=1e-3, batch_size=64, steps=200), output_dir=str(run)
     )
     teacher = tune.Tuner(
         train_teacher,
@@ -19,6 +20,8 @@ def test_teacher_then_students_in_a_users_own_tuner(ray_session, tmp_path):
         run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0),
     ).fit()
     assert teacher[0].error is None and teacher[0].metrics["step"] == 200
+    assert open_run(run).step == 200
+    build_bank(teacher_cfg, run, outputs)  # on the same Ray, as Ray Data actors
     assert open_bank(outputs).step == 200
 
     base = StudentConfig(

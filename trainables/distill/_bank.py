@@ -192,7 +192,7 @@ def finished_shard(bank: Path, task: ShardTask, layout: Layout, run_id: str) -> 
             or path.stat().st_size != record.get("size")
         ):  # fmt: skip
             return None
-        return record if sha256_file(path) == record["sha256"] else None
+        return record if sha256_file(path) == record.get("sha256") else None
     except (OSError, ValueError, AttributeError, TypeError):
         return None
 

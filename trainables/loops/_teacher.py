@@ -23,7 +23,7 @@ from trainables.curriculum import (
 )
 from trainables.distill._checkpoints import detect_transition, transition_checkpoint
 from trainables.distill._run import RunWriter, fold_of, write_fold
-from trainables.loops._batches import evaluate, split_data
+from trainables.loops._batches import SplitData, evaluate, output_shape, split_data
 from trainables.loops._build import make_model
 from trainables.loops._common import load_data, make_optimizer, should_evaluate
 from trainables.loops._setup import resolve_device
@@ -97,7 +97,7 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
             if writer is not None:
                 if step in kept:
                     writer.add_checkpoint(step, model.state_dict())
-                trajectory.record(step, evaluate(model, splits["train"], keep_logits=True).logits)
+                trajectory.record(step, per_example(model, splits["train"], train_targets))
             val = evaluate(model, splits["val"])
             record = {
                 "step": step,
@@ -113,18 +113,21 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
             yield record
             loss_sum, losses = torch.zeros((), device=device), 0
         if cross_fit and cfg.output_dir is not None:
-            logits = evaluate(model, splits["train"].subset(held_out), keep_logits=True).logits
+            stats = per_example(
+                model, splits["train"].subset(held_out), train_targets[held_out], final=True
+            )
             write_fold(
                 cfg.output_dir, fold=cfg.fold, folds=cfg.score_folds, rows=held_out,
-                scores=final_scores(logits, train_targets[held_out]),
+                scores={name: stats[name] for name in FINAL_SCORES},
                 metrics={"val_accuracy": evaluate(model, splits["val"]).accuracy},
             )  # fmt: skip
         if writer is None:
             return
-        train = evaluate(model, splits["train"], keep_logits=True)
+        train = evaluate(model, splits["train"])
+        final = per_example(model, splits["train"], train_targets, final=True)
         if steps == 0:  # a loaded teacher, banked as it is
             writer.add_checkpoint(0, model.state_dict())
-            trajectory.record(0, train.logits)
+            trajectory.record(0, final)
         val, test = evaluate(model, splits["val"]), evaluate(model, splits["test"])
         transition = detect_transition(
             [r["step"] for r in history],
@@ -133,12 +136,12 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
         )
         if transition is not None:
             transition["checkpoint"] = transition_checkpoint(transition, writer.checkpoints)
-        scores = trajectory.scores(train.logits, data.difficulty_train)
+        scores = trajectory.scores(final, data.difficulty_train)
         if data.tokens:
             scores["length"] = length_difficulty(data.x_train, data.pad_id)
             scores["rarity"] = rarity_difficulty(data.x_train, data.pad_id, data.vocab_size)
         writer.commit(
-            shape=list(train.logits.shape[1:]),
+            shape=list(output_shape(task, data.example_shape, data.num_classes)),
             sizes={name: len(split) for name, split in splits.items()},
             metrics={
                 "train_accuracy": train.accuracy,
@@ -154,14 +157,38 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
             writer.close()  # removes the hidden build unless it was committed
 
 
-def final_scores(logits: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
-    """The difficulty scores of a teacher's final outputs (higher = harder)."""
-    return {
-        "confidence": confidence_difficulty(logits, targets),
-        "margin": margin_difficulty(logits, targets),
-        "loss": loss_difficulty(logits, targets),
-        "entropy": entropy_difficulty(logits, targets),
-    }
+FINAL_SCORES = ("confidence", "margin", "loss", "entropy")
+
+
+@torch.no_grad()
+def per_example(
+    model: torch.nn.Module, split: SplitData, targets: np.ndarray, *, final: bool = False
+) -> dict[str, np.ndarray]:
+    """The teacher's per-example statistics on ``split`` (targets ``targets``): ``correct``
+    (most counted tokens right, for forgetting events) and ``el2n``; with ``final`` the final
+    teacher's difficulty scores too (confidence, margin, loss, entropy; higher = harder). The
+    outputs are reduced a chunk at a time, so memory stays bounded whatever the vocabulary."""
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {}
+    for rows in split.chunks():
+        inputs, _ = split.gather(rows)
+        logits, y = model(inputs).float().cpu().numpy(), targets[rows]
+        stats = {
+            "correct": accuracy_per_example(logits, y) > 0.5,
+            "el2n": el2n_difficulty(logits[None], y),
+        }
+        if final:
+            stats |= {
+                "confidence": confidence_difficulty(logits, y),
+                "margin": margin_difficulty(logits, y),
+                "loss": loss_difficulty(logits, y),
+                "entropy": entropy_difficulty(logits, y),
+            }
+        for name, values in stats.items():
+            parts.setdefault(name, []).append(values)
+    model.train(was_training)
+    return {name: np.concatenate(values) for name, values in parts.items()}
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -172,24 +199,25 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class _Trajectory:
-    """Training-set predictions at each evaluation, reduced as they arrive (O(n) memory per
-    evaluation for correctness, O(n) in all for EL2N). A sequence counts as correct when
-    most of its counted tokens are."""
+    """Training-set statistics at each evaluation (:func:`per_example`), reduced as they
+    arrive: O(n) memory per evaluation for correctness, O(n) in all for EL2N."""
 
     def __init__(self, targets: np.ndarray, *, early_until: float) -> None:
-        self.targets, self.early_until = targets, early_until
+        self.early_until = early_until
         self.correct: list[np.ndarray] = []
         self.el2n_sum, self.el2n_count = np.zeros(len(targets)), 0
 
-    def record(self, step: int, logits: np.ndarray) -> None:
-        self.correct.append(accuracy_per_example(logits, self.targets) > 0.5)
+    def record(self, step: int, stats: dict[str, np.ndarray]) -> None:
+        self.correct.append(stats["correct"])
         if step <= self.early_until or self.el2n_count == 0:
-            self.el2n_sum += el2n_difficulty(logits[None], self.targets)
+            self.el2n_sum += stats["el2n"]
             self.el2n_count += 1
 
-    def scores(self, final_logits: np.ndarray, column: np.ndarray | None) -> dict[str, np.ndarray]:
+    def scores(
+        self, final: dict[str, np.ndarray], column: np.ndarray | None
+    ) -> dict[str, np.ndarray]:
         scores = {
-            **final_scores(final_logits, self.targets),
+            **{name: final[name] for name in FINAL_SCORES},
             "el2n": self.el2n_sum / self.el2n_count,
             "forgetting": forgetting_difficulty(np.stack(self.correct)),
         }
