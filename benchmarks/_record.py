@@ -39,6 +39,7 @@ TARGETS = {
     "lm_kd_over_ce_throughput_cuda": (">=", 0.9),
     "bank_bytes_per_token_k32_v32k": ("<=", 100),
     "topk_kd_accuracy_gap": (">=", -0.005),
+    "topk_kd_accuracy_gap_cuda": (">=", -0.005),
     "bank_build_scaling_2_over_1": (">=", 1.7),
     "sparse_bank_over_dense_student_throughput": (">=", 0.95),
     "sparse_bank_over_dense_student_throughput_cuda": (">=", 0.95),

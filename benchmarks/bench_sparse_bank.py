@@ -158,6 +158,7 @@ def accuracy() -> None:
     seeds = range(5)
     data = {"kind": "text", "path": "{stdlib}/json/*.py", "seq_len": 64, "max_examples": 2000}
     common = {"data": data, "task": {"kind": "causal_lm"}}
+    arms = {"dense": ("dense", "fp16"), "top8": (8, "fp16"), "top8_int8": (8, "int8")}
     with tempfile.TemporaryDirectory() as tmp:
         teacher = TeacherConfig.model_validate({
             **common, "model": {"kind": "transformer", "width": 128, "depth": 2, "heads": 4,
@@ -167,9 +168,9 @@ def accuracy() -> None:
         })  # fmt: skip
         *_, last = teacher_loop(teacher)
         banks = {}
-        for name, top_k in (("dense", "dense"), ("top8", 8)):
+        for name, (top_k, precision) in arms.items():
             cfg = teacher.model_copy(update={"bank": teacher.bank.model_copy(
-                update={"top_k": top_k})})  # fmt: skip
+                update={"top_k": top_k, "precision": precision})})  # fmt: skip
             banks[name] = build_bank(cfg, f"{tmp}/run", f"{tmp}/{name}", use_ray=False,
                                      progress=lambda line: None)  # fmt: skip
         accuracy = {name: [] for name in banks}
@@ -184,18 +185,21 @@ def accuracy() -> None:
                 })  # fmt: skip
                 *_, (rec, _) = student_loop(student)
                 accuracy[name].append(rec["val_accuracy"])
-    diffs = [a - b for a, b in zip(accuracy["top8"], accuracy["dense"], strict=True)]
-    gap = statistics.mean(diffs)
-    print(f"teacher val accuracy {last['val_accuracy']:.4f}; students: dense {accuracy['dense']}, "
-          f"top-8 {accuracy['top8']}; gap {gap:+.4f} (sd of paired differences "
-          f"{statistics.stdev(diffs):.4f})")  # fmt: skip
-    record("topk_kd_accuracy_gap", gap, "accuracy",
-           f"byte causal LM (stdlib json/*.py, seq 64), teacher transformer 128x2 (val "
-           f"{last['val_accuracy']:.3f}), students 64x1, 400 steps, alpha 0, T 1, seeds 0-4: "
-           "val next-byte accuracy from the top-8 fp16 bank "
-           f"{statistics.mean(accuracy['top8']):.4f} vs dense "
-           f"{statistics.mean(accuracy['dense']):.4f}; paired sd "
-           f"{statistics.stdev(diffs):.4f}")  # fmt: skip
+    suffix = "_cuda" if GPU else ""
+    for name, key in (("top8", "topk_kd_accuracy_gap"), ("top8_int8", "topk_kd_accuracy_gap_int8")):
+        diffs = [a - b for a, b in zip(accuracy[name], accuracy["dense"], strict=True)]
+        gap = statistics.mean(diffs)
+        print(f"{_device()}: teacher val accuracy {last['val_accuracy']:.4f}; students: dense "
+              f"{accuracy['dense']}, {name} {accuracy[name]}; gap {gap:+.4f} (sd of paired "
+              f"differences {statistics.stdev(diffs):.4f})")  # fmt: skip
+        record(key + suffix, gap, "accuracy",
+               f"{_device()}; byte causal LM (stdlib json/*.py, seq 64), teacher transformer "
+               f"128x2 (val {last['val_accuracy']:.3f}), students 64x1, 400 steps, alpha 0, "
+               f"T 1, seeds 0-4: val next-byte accuracy from the {name} bank "
+               f"{statistics.mean(accuracy[name]):.4f} vs dense "
+               f"{statistics.mean(accuracy['dense']):.4f}; paired sd "
+               f"{statistics.stdev(diffs):.4f}",
+        )  # fmt: skip
 
 
 def scaling() -> None:

@@ -277,15 +277,16 @@ def test_cross_fitted_scores_rank_flipped_labels_hard_where_the_full_teacher_mem
 
 @pytest.mark.gpu
 def test_a_gpu_build_matches_the_cpu_build_and_students_distil_from_it_on_the_gpu(tmp_path):
-    """A top-k bank of byte tokens (vocabulary 258: uint16 ids) built on the GPU (top-k taken
+    """A top-k bank of a 300-token vocabulary (uint16 ids) built on the GPU (top-k taken
     on the device) equals the CPU's build up to float rounding, and a student on the GPU
     distils from it, with the prefetching gather and a truncated k."""
     from trainables.distill._topk import decode_topk
     from trainables.loops import student_loop, teacher_loop
 
+    ids = np.random.default_rng(0).zipf(1.5, size=(300, 32)) % 300  # 300 tokens: uint16 ids
+    np.save(tmp_path / "tokens.npy", ids.astype(np.int32))
     common = {
-        "data": {"kind": "text", "path": "{stdlib}/json/*.py", "seq_len": 32,
-                 "max_examples": 300},
+        "data": {"kind": "tokens", "path": str(tmp_path / "tokens.npy"), "vocab_size": 300},
         "task": {"kind": "causal_lm"},
         "model": {"kind": "transformer", "width": 32, "depth": 1, "heads": 2, "max_length": 32},
     }  # fmt: skip
