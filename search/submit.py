@@ -36,6 +36,7 @@ def check_paths(spec: SweepSpec) -> None:
         "storage": (spec.storage, "that every node of the cluster shares (--storage /shared)"),
         "data.path": (spec.data.path, "that every node of the cluster can read"),
         "teacher.init_from": (spec.teacher.init_from, "that every node of the cluster can read"),
+        "teacher.bank.root": (spec.teacher.bank.root, "that every node of the cluster shares"),
         "teacher.model.path": (spec.teacher.model.path, "that every node of the cluster can read"),
         "student.model.path": (spec.student.model.path, "that every node of the cluster can read"),
     }

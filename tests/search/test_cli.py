@@ -91,14 +91,17 @@ def test_submit_names_every_relative_input_path(monkeypatch, tmp_path):
     Path("teacher.pt").write_bytes(b"")
     spec = load_spec(
         QUICKSTART, ["storage=/shared", "data.kind=file", "data.path=data.npz",
-                     "teacher.init_from=teacher.pt"],
+                     "teacher.init_from=teacher.pt", "teacher.bank.root=banks"],
     )  # fmt: skip
     with pytest.raises(SweepInputError) as info:
         check_paths(spec)
     assert str(info.value).startswith("data.path: 'data.npz' is relative")
     assert "; teacher.init_from: 'teacher.pt' is relative" in str(info.value)
+    assert "; teacher.bank.root: 'banks' is relative" in str(info.value)
     absolute = spec.data.model_copy(update={"path": str(tmp_path / "data.npz")})
-    no_init = spec.teacher.model_copy(update={"init_from": None})
+    no_init = spec.teacher.model_copy(
+        update={"init_from": None, "bank": spec.teacher.bank.model_copy(update={"root": None})}
+    )
     check_paths(spec.model_copy(update={"data": absolute, "teacher": no_init}))  # no error
     stdlib = load_spec(ROOT / "examples" / "text_lm.yaml", ["storage=/shared"])
     check_paths(stdlib)  # {stdlib}: the cluster's own standard library
