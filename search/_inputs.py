@@ -51,9 +51,27 @@ def check_inputs(spec, *, own_code: bool = True) -> DataInfo | None:
             )  # fmt: skip
         except ModelError as exc:
             problems.append(str(exc))
+    problems += _top_k_problems(spec, info)
     if problems:  # both models' problems at once, one line each
         raise ModelError("\n".join(problems))
     return info
+
+
+def _top_k_problems(spec, info: DataInfo) -> list[str]:
+    """The student's ``distill.top_k`` (and the space's ``top_ks``) against what the bank
+    will keep for these classes or this vocabulary."""
+    wanted = [spec.student.distill.top_k, *(spec.space.top_ks or [])]
+    wanted = [k for k in wanted if k is not None]
+    if not wanted:
+        return []
+    classes, stored = info.num_classes, spec.teacher.bank.resolved_top_k(info.num_classes)
+    if max(wanted) > (stored or classes):
+        what = f"the teacher bank keeps {stored}" if stored else f"the {classes} classes or tokens"
+        return [
+            f"student.distill.top_k / space.top_ks: {max(wanted)} is more than {what}; use "
+            f"at most {stored or classes}"
+        ]
+    return []
 
 
 def bank_bytes(spec, info: DataInfo) -> tuple[int, str]:
@@ -90,7 +108,7 @@ def check_bank_fits(spec, info: DataInfo, teacher_dir: Path) -> None:
     if (teacher_dir / "manifest.json").exists():
         return
     need, parts = bank_bytes(spec, info)
-    where = Path(spec.storage).resolve()
+    where = teacher_dir  # under teacher.bank.root where it is set, else the storage
     while not where.exists():
         where = where.parent
     free = shutil.disk_usage(where).free

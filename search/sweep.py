@@ -233,7 +233,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, verbose: int = 0) 
     """
     try:
         info = check_inputs(spec)
-        teacher_bank = teacher_dir(spec)  # hashes the data files: once per run
+        # hashes the data files: once per run
+        teacher_bank = teacher_dir(spec, info.num_classes if info else None)
         check_bank_fits(spec, info, teacher_bank)
     except InputError as exc:
         raise SweepInputError(str(exc)) from None
@@ -271,7 +272,7 @@ def build_teacher(spec: SweepSpec, *, address: str | None = None, verbose: int =
     building its own. Raises like :func:`run_sweep`."""
     try:
         info = check_inputs(spec)
-        bank = teacher_dir(spec)
+        bank = teacher_dir(spec, info.num_classes)
         check_bank_fits(spec, info, bank)
     except InputError as exc:
         raise SweepInputError(str(exc)) from None

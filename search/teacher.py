@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import time
+import traceback
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,9 +36,8 @@ from search._lock import SweepLock, SweepLockedError
 from search.spec import SweepSpec
 from trainables.bank import build_bank
 from trainables.config import TeacherConfig
-from trainables.data import data_files
+from trainables.data import check_data, data_files
 from trainables.distill import (
-    BANK_FORMAT,
     BankCorruptError,
     TeacherBank,
     bank_complete,
@@ -45,7 +45,7 @@ from trainables.distill import (
     open_run,
     verify_bank,
 )
-from trainables.distill._run import read_fold
+from trainables.distill._run import RUN_FORMAT, read_fold
 from trainables.teacher import train_teacher
 
 
@@ -54,14 +54,15 @@ class TeacherError(RuntimeError):
     its traceback's last ``SomethingError:`` line on, joined); ``detail`` holds the whole
     error as Tune reported it."""
 
-    def __init__(self, error: object, log_dir: Path) -> None:
+    def __init__(self, error: object, log_dir: Path, what: str = "teacher training") -> None:
         self.detail = "" if error is None else str(error)
         lines = [line.strip() for line in self.detail.splitlines() if line.strip()]
         starts = [i for i, line in enumerate(lines) if _RAISED.match(line)]
         text = " ".join(lines[starts[-1] if starts else -1 :])[:400] if lines else ""
+        if isinstance(error, Exception) and not starts and lines:  # ours: its type and text
+            text = f"{type(error).__name__}: {' '.join(lines)}"[:400]
         super().__init__(
-            f"teacher training failed: {text or 'it ended without its outputs'} "
-            f"(the whole error: {log_dir})"
+            f"{what} failed: {text or 'it ended without its outputs'} (the whole error: {log_dir})"
         )
 
 
@@ -74,7 +75,7 @@ def teacher_key(spec: SweepSpec) -> str:
     (``teacher.bank``) or whether folds are cross-fitted (``score_folds``)."""
     teacher = spec.teacher.model_dump(exclude={"bank", "score_folds"})
     parts = {
-        "format": BANK_FORMAT,
+        "format": RUN_FORMAT,  # the teacher's run, not the bank: a new bank format keeps it
         "data": spec.data.model_dump(),
         "task": spec.task.model_dump(),
         "teacher": teacher,
@@ -95,16 +96,24 @@ def _hash(parts: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def teacher_dir(spec: SweepSpec) -> Path:
-    """The sweep's teacher bank: ``<root>/<teacher_key>/bank-<hash of the bank settings>``
-    (``root``: ``teacher.bank.root``, default ``<storage>/_teachers``). Its parent holds the
-    teacher's run (``teacher/``) and the cross-fitting runs (``folds-<K>/``) shared by every
-    bank of that teacher. Hashes the data files: compute it once per run."""
+def teacher_dir(spec: SweepSpec, classes: int | None = None) -> Path:
+    """The sweep's teacher bank: ``<root>/<teacher_key>/bank-<hash of how it is stored>``
+    (``root``: ``teacher.bank.root``, default ``<storage>/_teachers``; the hash covers the
+    resolved layout: settings that store the same, e.g. ``top_k`` unset or ``dense`` for 10
+    classes, share a bank). Its parent holds the teacher's run (``teacher/``) and the
+    cross-fitting runs (``folds-<K>/``), shared by every bank of that teacher. Hashes the data
+    files, and reads the data for ``classes`` (the classes or vocabulary) unless given:
+    compute it once per run."""
     bank = spec.teacher.bank
     root = Path(bank.root).expanduser() if bank.root else Path(spec.storage) / "_teachers"
     key = teacher_key(spec)
-    storage = {"top_k": bank.top_k, "precision": bank.precision, "shard_mb": bank.shard_mb,
-               "score_folds": spec.teacher.score_folds}  # fmt: skip
+    if classes is None:
+        classes = check_data(spec.data).num_classes
+    top_k = bank.resolved_top_k(classes)
+    storage = {
+        "top_k": top_k, "precision": bank.precision if top_k else None,
+        "shard_mb": bank.shard_mb, "score_folds": spec.teacher.score_folds,
+    }  # fmt: skip
     return root.resolve() / key / f"bank-{_hash({'teacher': key, **storage})}"
 
 
@@ -153,11 +162,17 @@ def ensure_teacher(
         else ""
     )
     folds = teacher.extra.get("score_folds") or 0
+    fold_s = sum(f.get("wall_time_s", 0.0) for f in teacher.extra.get("folds") or [])
     print(
         f"teacher: step {teacher.step}, val_accuracy {teacher.metrics['val_accuracy']:.4f}, "
         f"test_accuracy {teacher.metrics['test_accuracy']:.4f}, "
         f"{len(teacher.checkpoints)} checkpoint{'s' * (len(teacher.checkpoints) != 1)} "
-        f"kept{where}" + (f"; oof scores from {folds} folds" if folds else "")
+        f"kept{where}"
+        + (
+            f"; oof scores from {folds} folds ({folds} more teachers, {fold_s:.0f} s)"
+            if folds
+            else ""
+        )
     )
     return bank
 
@@ -198,7 +213,14 @@ def _build(spec: SweepSpec, bank: Path, verbose: int, tune_dir: Path) -> None:
     need_folds = [f for f in range(folds) if not _fold_ready(folds_dir / f"fold-{f}")]
     if need_run or need_folds:
         _train(spec, cfg, need_run, need_folds, folds_dir, verbose, tune_dir)
-    build_bank(cfg, run_dir, bank, folds_dir=folds_dir if folds else None, key=home.name)
+    try:
+        build_bank(cfg, run_dir, bank, folds_dir=folds_dir if folds else None, key=home.name)
+    except (KeyboardInterrupt, OSError):  # Ctrl-C; a full or read-only disk: said elsewhere
+        raise
+    except Exception as exc:  # an actor's error (out of memory, CUDA, NaN outputs), ...
+        log = bank / "build-error.txt"
+        log.write_text("".join(traceback.format_exception(exc)))
+        raise TeacherError(exc, log, what="building the teacher bank") from None
 
 
 def _repair(bank: Path) -> bool:

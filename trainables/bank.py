@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import socket
 import sys
@@ -46,6 +47,7 @@ from trainables.loops._setup import resolve_device
 from trainables.tasks import make_task
 
 OOF = ("confidence", "margin", "loss", "entropy")  # the cross-fitted scores: oof_<name>
+FORWARD_VALUES = 1 << 25  # outputs a forward of the builder makes at most (128 MiB float32)
 
 
 def bank_layout(cfg: TeacherConfig, shape: tuple[int, ...]) -> Layout:
@@ -90,10 +92,18 @@ class ShardBuilder:
             self.model.load_state_dict(self.run.weights(task.step))
             self.step = task.step
         split, parts = self.splits[task.split], []
-        for start in range(task.start, task.end, self.batch_size):
-            rows = np.arange(start, min(task.end, start + self.batch_size))
+        # examples a forward: batch_size, and no more than FORWARD_VALUES outputs (a long
+        # sequence over a large vocabulary is megabytes of logits an example)
+        per_forward = max(1, min(self.batch_size, FORWARD_VALUES // math.prod(self.layout.shape)))
+        for start in range(task.start, task.end, per_forward):
+            rows = np.arange(start, min(task.end, start + per_forward))
             inputs, _ = split.gather(rows)
-            parts.append(self.layout.encode(self.model(inputs).float()))
+            try:
+                parts.append(self.layout.encode(self.model(inputs).float()))
+            except ValueError as exc:
+                raise ValueError(
+                    f"teacher checkpoint {task.step}, {task.split} rows {rows[0]}-{rows[-1]}: {exc}"
+                ) from None
         columns = {
             name: np.concatenate([p[name] for p in parts]) if parts
             else np.zeros((0, width), dtype)
@@ -129,15 +139,18 @@ def build_bank(
     under) is recorded in the manifest, with the settings themselves.
 
     Shards finished by an earlier build of the same run and layout are kept (checked against
-    their records first); the others are built, on Ray Data actors (``cfg.bank.workers`` of
-    them, by default one per GPU of the cluster where it has GPUs and ``cfg.device`` allows,
-    else one per CPU) or, with
+    their records first; a killed build's half-written hidden files are removed, so one
+    builder at a time: a sweep holds a lock); the others are built, on Ray Data actors
+    (``cfg.bank.workers`` of them, by default one per GPU of the cluster where it has GPUs and
+    ``cfg.device`` allows, else one per CPU; each holds the model and the data) or, with
     ``use_ray=False``, here. Returns ``bank_dir``, complete.
     """
     run = open_run(run_dir)
     run.verify()
     bank = Path(bank_dir)
     bank.mkdir(parents=True, exist_ok=True)
+    for stale in (bank / "shards").glob("*/.*"):  # half-written files of a killed build
+        stale.unlink(missing_ok=True)
     layout = bank_layout(cfg, run.shape)
     tasks = plan_shards(layout, run.sizes, run.checkpoints, cfg.bank.shard_mb)
     records = {t: finished_shard(bank, t, layout, run.run_id) for t in tasks}
@@ -159,16 +172,17 @@ def build_bank(
         for record in built:
             task = next(t for t in todo if t.file == record["file"])
             records[task] = record
-    scores = run.scores()
+    scores, folds = run.scores(), []
     if cfg.score_folds:
-        scores |= oof_scores(Path(folds_dir), cfg.score_folds, run.sizes["train"])
+        oof, folds = oof_scores(Path(folds_dir), cfg.score_folds, run.sizes["train"])
+        scores |= oof
     return write_manifest(
         bank, layout=layout, records=list(records.values()), step=run.step,
         checkpoints=run.checkpoints, metrics=run.metrics, history=run.history,
         transition=run.transition, scores=scores,
         extra={
             "key": key, "run_id": run.run_id, "sizes": run.sizes,
-            "score_folds": cfg.score_folds,
+            "score_folds": cfg.score_folds, "folds": folds,
             "teacher": cfg.model_dump(mode="json", exclude={"output_dir", "fold"}),
         },
     )  # fmt: skip
@@ -247,13 +261,18 @@ def _rows(tasks: list[ShardTask]) -> int:
     return sum(t.end - t.start for t in tasks)
 
 
-def oof_scores(folds_dir: Path, folds: int, n: int) -> dict[str, np.ndarray]:
+def oof_scores(
+    folds_dir: Path, folds: int, n: int
+) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
     """The cross-fitted scores ``oof_<name>`` of every training example, gathered from the
-    fold runs under ``folds_dir`` (each scored the fold its teacher did not train on)."""
+    fold runs under ``folds_dir`` (each scored the fold its teacher did not train on), and
+    what each fold run cost (its metrics: steps, wall time, validation accuracy)."""
     scores = {f"oof_{name}": np.full(n, np.nan) for name in OOF}
     covered = np.zeros(n, dtype=bool)
+    costs = []
     for fold in range(folds):
         meta, columns = read_fold(folds_dir / f"fold-{fold}")
+        costs.append({"fold": fold, **meta["metrics"]})
         if meta["folds"] != folds or meta["fold"] != fold:
             raise ValueError(
                 f"{folds_dir / f'fold-{fold}'} is fold {meta['fold']} of {meta['folds']}"
@@ -265,7 +284,7 @@ def oof_scores(folds_dir: Path, folds: int, n: int) -> dict[str, np.ndarray]:
     if not covered.all():
         raise ValueError(f"the {folds} folds under {folds_dir} leave {int((~covered).sum())} "
                          "training examples unscored")  # fmt: skip
-    return scores
+    return scores, costs
 
 
 def teacher_bank(

@@ -734,6 +734,12 @@ class TeacherConfig(StrictModel):
         check_task(self.task, self.data, self.model)
         if self.score_folds == 1:
             raise ValueError("score_folds must be 0 (off) or at least 2, got 1")
+        if self.score_folds and (self.init_from is not None or not self.train):
+            raise ValueError(
+                f"score_folds: {self.score_folds} needs teachers trained from scratch: with "
+                "init_from (or train: false) each fold's teacher would start from weights "
+                "that may have seen its held-out fold; set score_folds: 0"
+            )
         if self.fold is not None and not self.fold < max(self.score_folds, 2):
             raise ValueError(
                 f"fold must be below score_folds ({self.score_folds}), got {self.fold}"

@@ -209,3 +209,71 @@ def test_a_two_node_build_runs_actors_on_both_nodes_and_students_read_it(tmp_pat
     assert nodes == set(result["workers"])  # both worker nodes ran bank actors
     assert result["statuses"] == ["TERMINATED", "TERMINATED"]  # the students read the bank
     assert set(result["student_nodes"]) <= set(result["workers"])
+
+
+def test_banks_that_store_the_same_share_a_directory_and_others_do_not(tmp_path):
+    from search.spec import load_spec
+    from search.teacher import teacher_dir
+
+    def bank(*overrides):
+        return teacher_dir(load_spec(QUICKSTART, [f"storage={tmp_path}", *overrides]))
+
+    dense = bank()  # digits: 10 classes, dense by default
+    assert bank("teacher.bank.top_k=dense") == dense == bank("teacher.bank.top_k=64")
+    assert bank("teacher.bank.precision=int8") == dense  # no precision for dense outputs
+    assert bank("teacher.bank.workers=3", "teacher.bank.batch_size=7") == dense
+    assert bank("teacher.bank.top_k=4") != dense
+    assert bank("teacher.bank.top_k=4", "teacher.bank.precision=int8") != bank(
+        "teacher.bank.top_k=4"
+    )
+    assert bank("teacher.score_folds=3").parent == dense.parent != bank("teacher.seed=1").parent
+    assert bank(f"teacher.bank.root={tmp_path / 'banks'}").parent.parent == tmp_path / "banks"
+
+
+def test_a_student_top_k_above_what_the_bank_will_keep_is_refused_before_anything_starts(
+    tmp_path,
+):
+    def validate(*overrides):
+        return subprocess.run(
+            [sys.executable, "-m", "search", "validate", str(ROOT / "examples" / "text_lm.yaml"),
+             "--storage", str(tmp_path), *(x for o in overrides for x in ("--set", o))],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    # bytes: 256 tokens, dense by default: a top-k of at most 256 from the dense outputs
+    too_many = validate("student.distill.top_k=300")
+    assert too_many.returncode == 2, too_many.stderr
+    (line,) = too_many.stderr.strip().splitlines()
+    assert line == (
+        "error: student.distill.top_k / space.top_ks: 300 is more than the 256 classes or "
+        "tokens; use at most 256"
+    )
+    stored = validate("teacher.bank.top_k=16", "space.top_ks=[null,8,32]")
+    assert (
+        stored.returncode == 2
+        and "32 is more than the teacher bank keeps (teacher.bank" in stored.stderr
+    )
+    assert validate("teacher.bank.top_k=16", "space.top_ks=[null,8,16]").returncode == 0
+
+
+def test_a_failed_bank_build_is_one_line_with_the_whole_error_kept(tmp_path, monkeypatch):
+    import search.teacher as teacher
+    from search.spec import load_spec
+
+    spec = load_spec(QUICKSTART, [f"storage={tmp_path}"])
+    bank = teacher.teacher_dir(spec)
+    bank.mkdir(parents=True)
+    monkeypatch.setattr(teacher, "_run_ready", lambda run_dir: True)
+    monkeypatch.setattr(teacher, "_fold_ready", lambda fold_dir: True)
+
+    def fail(*args, **kwargs):
+        raise ValueError("teacher checkpoint 800, train rows 0-255: NaN\nsecond line")
+
+    monkeypatch.setattr(teacher, "build_bank", fail)
+    with pytest.raises(teacher.TeacherError) as info:
+        teacher._build(spec, bank, 0, tmp_path / "tune")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("building the teacher bank failed: ValueError: teacher checkpoint")
+    assert str(bank / "build-error.txt") in message
+    assert "second line" in (bank / "build-error.txt").read_text()

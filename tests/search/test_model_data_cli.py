@@ -206,7 +206,16 @@ def test_a_teacher_bank_larger_than_the_free_disk_is_refused_before_the_teacher(
     need, parts = bank_bytes(spec, info)
     # 1,000 windows x 63 next-byte positions x 256 logits x 4 bytes x 4 checkpoints (400 steps)
     assert need == 1000 * 63 * 256 * 4 * 4
-    assert parts == "1,000 examples x 63 positions x 256 logits x 4 bytes x 4 checkpoints"
+    assert parts == (
+        "1,000 examples x 63 positions x 256 tokens (dense float32: 64,512 bytes an example) "
+        "x 4 checkpoints"
+    )
+    top8 = load_spec(ROOT / "examples" / "text_lm.yaml", [
+        f"storage={tmp_path}", "data.max_examples=1000", "teacher.checkpoint_every=100",
+        "teacher.bank.top_k=8", "teacher.bank.precision=int8",
+    ])  # fmt: skip
+    # per token: 8 uint8 ids, 9 uint8 codes (the top 8 and the tail), a float16 scale
+    assert bank_bytes(top8, info)[0] == 1000 * 63 * (8 + 9 + 2) * 4
     check_bank_fits(spec, info, tmp_path / "no-bank-yet")  # 258 MB fit on this disk
     huge = load_spec(
         ROOT / "examples" / "text_lm.yaml",
@@ -218,6 +227,7 @@ def test_a_teacher_bank_larger_than_the_free_disk_is_refused_before_the_teacher(
     with pytest.raises(ValueError, match=r"^teacher: its bank would take .* TiB \(.*free under"):
         check_bank_fits(huge, huge_info, tmp_path / "no-bank-yet")
     (tmp_path / "built").mkdir()
+    (tmp_path / "built" / "manifest.json").write_text("{}")
     check_bank_fits(huge, huge_info, tmp_path / "built")  # an existing bank is reused
 
 

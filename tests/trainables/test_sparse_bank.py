@@ -315,3 +315,48 @@ def test_a_gpu_build_matches_the_cpu_build_and_students_distil_from_it_on_the_gp
         })  # fmt: skip
         *_, (record, _) = student_loop(student)
         assert np.isfinite(record["train_loss"]) and record["kd_loss"] > 0
+
+
+def test_gathering_reads_the_memory_map_without_copying_a_shard(tmp_path):
+    rng = np.random.default_rng(0)
+    logits = {s: rng.normal(size=(n, 2000)).astype(np.float32)
+              for s, n in zip(SPLITS, (2000, 10, 10), strict=True)}  # fmt: skip
+    write_bank(tmp_path / "b", logits, step=1, metrics={}, shard_mb=4.0)  # 4 train shards
+    train = open_bank(tmp_path / "b").outputs("train")
+    before = pa.total_allocated_bytes()
+    got = train.gather(np.array([5, 1999, 1000]))
+    views = [view["logits"] for _, view in train.blocks()]
+    assert len(views) == 4 and not any(v.flags.owndata or v.flags.writeable for v in views)
+    assert pa.total_allocated_bytes() - before < 1 << 20  # 16 MB of shards: not copied
+    np.testing.assert_array_equal(got["logits"], logits["train"][[5, 1999, 1000]])
+
+
+def test_cross_fitting_refuses_a_teacher_that_is_not_trained_from_scratch(tmp_path):
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"score_folds: 3 needs teachers trained from scratch"):
+        TeacherConfig(score_folds=3, init_from=str(weights))
+    with pytest.raises(ValueError, match=r"score_folds: 2 needs"):
+        TeacherConfig(score_folds=2, init_from=str(weights), train=False)
+    with pytest.raises(ValueError, match="score_folds must be 0 .* got 1"):
+        TeacherConfig(score_folds=1)
+
+
+def test_distill_top_k_above_the_classes_is_refused(banks):
+    with pytest.raises(ValueError, match=r"distill.top_k: 11 is more than the teacher's 10"):
+        _student_loss(banks["dense"], top_k=11)
+
+
+def test_a_teacher_with_nan_outputs_is_refused_naming_the_rows(tmp_path, teacher_run):
+    from trainables.distill import RunWriter, open_run
+
+    run = open_run(tmp_path / "run")
+    poisoned = {k: v.clone() for k, v in run.weights(run.step).items()}
+    name = next(k for k, v in poisoned.items() if v.dtype.is_floating_point)
+    poisoned[name].fill_(float("nan"))
+    with RunWriter(tmp_path / "bad") as writer:
+        writer.add_checkpoint(1, poisoned)
+        writer.commit(shape=list(run.shape), sizes=run.sizes, metrics=run.metrics)
+    with pytest.raises(ValueError, match=r"teacher checkpoint 1, train rows 0-\d+: .*NaN"):
+        build_bank(teacher_run, tmp_path / "bad", tmp_path / "bank", use_ray=False,
+                   progress=lambda line: None)  # fmt: skip

@@ -46,7 +46,6 @@ from trainables.distill._files import (
     checked,
     read_ipc,
     read_json,
-    sha256_file,
     write_atomic,
     write_json,
 )
@@ -99,9 +98,13 @@ class Layout:
         if self.top_k is None:
             if isinstance(logits, torch.Tensor):
                 logits = logits.float().cpu().numpy()
+            if not np.isfinite(logits).all():
+                raise ValueError("the teacher's outputs hold NaN or infinite values")
             return {"logits": np.ascontiguousarray(logits, dtype=np.float32).reshape(n, -1)}
         if isinstance(logits, torch.Tensor):
             ids, values = topk_of_logits(logits, self.top_k)
+            if not torch.isfinite(values[..., 0]).all():
+                raise ValueError("the teacher's outputs hold NaN or infinite values")
             encoded = pack_topk(
                 ids.cpu().numpy(), values.double().cpu().numpy(), self.vocab, self.precision
             )
@@ -192,8 +195,9 @@ def finished_shard(bank: Path, task: ShardTask, layout: Layout, run_id: str) -> 
             or path.stat().st_size != record.get("size")
         ):  # fmt: skip
             return None
-        return record if sha256_file(path) == record.get("sha256") else None
-    except (OSError, ValueError, AttributeError, TypeError):
+        checked(bank, task.file, {task.file: record}, bank)  # hashed once per process
+        return record
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):  # BankCorruptError too
         return None
 
 
@@ -214,7 +218,7 @@ def write_manifest(
     table = pa.table({k: np.asarray(v, dtype=np.float64) for k, v in (scores or {}).items()})
     files = {SCORES: write_atomic(bank / SCORES, table)}
     shards: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for record in sorted(records, key=lambda r: r["file"]):
+    for record in sorted(records, key=lambda r: (*_step_split(r["file"]), r["start"])):
         step_, split = _step_split(record["file"])
         shards.setdefault(str(step_), {}).setdefault(split, []).append(
             {"file": record["file"], "start": record["start"], "end": record["end"]}
@@ -239,7 +243,13 @@ class SplitOutputs:
 
     def __init__(self, bank: TeacherBank, shards: list[dict[str, Any]]) -> None:
         self.bank, self.layout = bank, bank.layout
-        self.shards = shards
+        self.shards = sorted(shards, key=lambda s: s["start"])
+        ends = [0] + [s["end"] for s in self.shards[:-1]]
+        if [s["start"] for s in self.shards] != ends:
+            where = self.bank.directory / MANIFEST
+            raise BankCorruptError(
+                where, "corrupt (its shards leave gaps or overlap)", where.parent
+            )
         self.starts = np.array([s["start"] for s in shards], dtype=np.int64)
         self.n = int(shards[-1]["end"]) if shards else 0
         self._views: dict[int, dict[str, np.ndarray]] = {}
@@ -259,8 +269,10 @@ class SplitOutputs:
             rows = shard["end"] - shard["start"]
             views = {}
             for name, (_, width) in self.layout.columns().items():
-                column = table.column(name).combine_chunks()
-                views[name] = column.values.to_numpy(zero_copy_only=False).reshape(rows, width)
+                column = table.column(name)  # one record batch: one chunk, no copy
+                column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+                flat = column.flatten().to_numpy(zero_copy_only=True)  # the memory map itself
+                views[name] = flat.reshape(rows, width)
             self._views[i] = views
         return self._views[i]
 

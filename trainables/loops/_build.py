@@ -231,6 +231,11 @@ def build_student(
             f"{expected}"
         )
     top_k = cfg.distill.top_k
+    if top_k is not None and top_k > teacher.num_classes:
+        raise ValueError(
+            f"distill.top_k: {top_k} is more than the teacher's {teacher.num_classes} classes "
+            f"or tokens; use at most {teacher.num_classes}"
+        )
     if top_k is not None and teacher.top_k is not None and top_k > teacher.top_k:
         raise ValueError(
             f"distill.top_k: {top_k} is more than the teacher bank keeps ({teacher.top_k}); "

@@ -119,7 +119,10 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
             write_fold(
                 cfg.output_dir, fold=cfg.fold, folds=cfg.score_folds, rows=held_out,
                 scores={name: stats[name] for name in FINAL_SCORES},
-                metrics={"val_accuracy": evaluate(model, splits["val"]).accuracy},
+                metrics={
+                    "val_accuracy": evaluate(model, splits["val"]).accuracy, "steps": steps,
+                    "wall_time_s": time.perf_counter() - started,
+                },
             )  # fmt: skip
         if writer is None:
             return
