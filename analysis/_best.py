@@ -120,7 +120,13 @@ def best_schedules(
     config = [c for c in df.columns if config_path(c) and c != by]
     varying = [c for c in config if _varies(trials, c)]
     summary = [c for c in _SUMMARY if c in df.columns and c != metric and df[c].notna().any()]
-    columns = ["sweep", "trial_id"] + ([by] if by else []) + [metric] + summary + varying
+    columns = (
+        ["sweep", "trial_id"]
+        + ([by] if by and by != "sweep" else [])
+        + [metric]
+        + summary
+        + varying
+    )
     return df[columns].reset_index(drop=True)
 
 

@@ -167,13 +167,15 @@ def plan_resume(spec: SweepSpec, study: optuna.Study, runs: int) -> ResumePlan:
     Study trials left ``RUNNING`` by a killed driver are settled: one whose result reached the
     trials table is told that result; any other is marked failed and its parameters enqueued
     again, so it runs once more (it never finished) and no trial number is reused. Trials the
-    experiment stopped (``STOPPED`` rows: time budget, Ctrl-C) count as not done.
+    experiment stopped (``STOPPED`` rows: time budget, Ctrl-C) count as not done, as do trials
+    that failed reading a damaged teacher bank (the run that rebuilds it runs them again:
+    their configuration is not at fault).
     """
     rows = trial_rows(spec.sweep_dir)
     searched = [row for row in rows if (row.get("config.arm") or "search") == "search"]
     _settle_interrupted(study, searched, spec.objective_metrics)
     # A trial the experiment stopped (time budget, Ctrl-C) did not end: it runs again.
-    ended = [row for row in rows if row["status"] != "STOPPED"]
+    ended = [row for row in rows if row["status"] != "STOPPED" and not bank_damaged(row)]
     arms = [row.get("config.arm") or "search" for row in ended]
     return ResumePlan(
         run=runs,
@@ -182,6 +184,11 @@ def plan_resume(spec: SweepSpec, study: optuna.Study, runs: int) -> ResumePlan:
         done_arms={a.removeprefix("baseline:") for a in arms if a.startswith("baseline:")},
         stopped=len(rows) - len(ended),
     )
+
+
+def bank_damaged(row: dict[str, Any]) -> bool:
+    """Whether a trial failed because the teacher bank it read was damaged."""
+    return row["status"] == "ERROR" and "BankCorruptError" in (row.get("error") or "")
 
 
 def _settle_interrupted(

@@ -281,11 +281,10 @@ def build_teacher(spec: SweepSpec, *, address: str | None = None, verbose: int =
             started = connect(address)
             try:
                 interrupts.phase = "teacher"
-                with interrupts.experiment():
-                    bank = ensure_teacher(
-                        spec, outputs=bank, verbose=verbose, table=False,
-                        tune_dir=bank.parent / "tune",
-                    )  # fmt: skip
+                bank = ensure_teacher(
+                    spec, outputs=bank, verbose=verbose, table=False,
+                    tune_dir=bank.parent / "tune", experiment=interrupts.experiment,
+                )  # fmt: skip
                 if interrupts.requested:
                     raise SweepInterrupted("teacher")
                 return bank
@@ -308,13 +307,14 @@ def _run(
     storage = study_storage(spec)  # a database that cannot be reached fails before the teacher
     study = open_study(spec, storage)
     interrupts.phase = "teacher"
-    with interrupts.experiment():
-        try:
-            teacher_bank = ensure_teacher(spec, outputs=teacher_bank, verbose=verbose)
-        except TeacherError:
-            if interrupts.requested:  # Tune stopped the teacher's trial
-                raise SweepInterrupted("teacher") from None
-            raise
+    try:  # Tune's experiment handles a Ctrl-C; elsewhere (the bank's build) it raises at once
+        teacher_bank = ensure_teacher(
+            spec, outputs=teacher_bank, verbose=verbose, experiment=interrupts.experiment
+        )
+    except TeacherError:
+        if interrupts.requested:  # Tune stopped the teacher's trial
+            raise SweepInterrupted("teacher") from None
+        raise
     if interrupts.requested:
         raise SweepInterrupted("teacher")
     interrupts.phase = "student"
@@ -334,12 +334,19 @@ def _run(
     if interrupts.requested:  # Tune stopped the running trials: recorded STOPPED
         raise SweepInterrupted("student")
     failed = sum(r.error is not None for r in results)
+    damaged = sum("BankCorruptError" in str(r.error) for r in results if r.error is not None)
     stopped = _stopped(spec, plan)
     finished = len(results) - failed - stopped
     print(
         f"students: {finished} finished, "
         + (f"{stopped} stopped before their end (run again to go on), " if stopped else "")
         + f"{failed} failed"
+        + (
+            f" ({damaged} on a damaged teacher bank: run the same command again to rebuild "
+            "it and run them again)"
+            if damaged
+            else ""
+        )
     )
     searched = [r for r in results if r.error is None and not is_baseline(r.config)]
     if spec.scheduler.population_based and searched:

@@ -13,6 +13,7 @@ sweep (or another sweep at the same time) with the same teacher reuses it::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ import re
 import secrets
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -124,6 +126,7 @@ def ensure_teacher(
     verbose: int = 0,
     table: bool = True,
     tune_dir: Path | None = None,
+    experiment: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> Path:
     """Make sure the sweep's teacher bank is complete at ``outputs`` (default
     :func:`teacher_dir`) and write the sweep's ``teacher`` table.
@@ -135,7 +138,9 @@ def ensure_teacher(
     and trained again. One driver builds at a time (a lock beside the bank, on the shared
     storage, that a dead driver does not hold): another sweep needing the same bank waits for
     it and reuses it. ``table``: write the sweep's ``teacher`` table; ``tune_dir``: where
-    Tune keeps the teacher's trials (default ``<sweep>/tune``).
+    Tune keeps the teacher's trials (default ``<sweep>/tune``); ``experiment``: the context
+    around the Tune experiment (the sweep's SIGINT handling: Ctrl-C outside it, e.g. while
+    the bank is built, raises ``KeyboardInterrupt`` at once).
     """
     bank = outputs or teacher_dir(spec)
     if bank_complete(bank):
@@ -146,7 +151,7 @@ def ensure_teacher(
             print(f"teacher: reusing {bank}, built meanwhile by another driver")
         else:
             try:
-                _build(spec, bank, verbose, tune_dir or spec.sweep_dir / "tune")
+                _build(spec, bank, verbose, tune_dir or spec.sweep_dir / "tune", experiment)
             finally:
                 lock.release()
     teacher = open_bank(bank)
@@ -201,7 +206,13 @@ def _wait_for_builder(bank: Path) -> SweepLock | None:
 _WAIT_S = 1.0
 
 
-def _build(spec: SweepSpec, bank: Path, verbose: int, tune_dir: Path) -> None:
+def _build(
+    spec: SweepSpec,
+    bank: Path,
+    verbose: int,
+    tune_dir: Path,
+    experiment: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> None:
     """Under the build lock: check what is there, train what is missing, build the bank."""
     if _repair(bank):
         print(f"teacher: reusing {bank}, built meanwhile by another driver")
@@ -212,7 +223,8 @@ def _build(spec: SweepSpec, bank: Path, verbose: int, tune_dir: Path) -> None:
     need_run = not _run_ready(run_dir)
     need_folds = [f for f in range(folds) if not _fold_ready(folds_dir / f"fold-{f}")]
     if need_run or need_folds:
-        _train(spec, cfg, need_run, need_folds, folds_dir, verbose, tune_dir)
+        with experiment():
+            _train(spec, cfg, need_run, need_folds, folds_dir, verbose, tune_dir)
     try:
         build_bank(cfg, run_dir, bank, folds_dir=folds_dir if folds else None, key=home.name)
     except (KeyboardInterrupt, OSError):  # Ctrl-C; a full or read-only disk: said elsewhere

@@ -236,7 +236,11 @@ def distillation_space(
     drawn: dict[str, Any] = {}
     fixed: dict[str, Any] = {}
     for parameter in PARAMETERS:
-        if not _used(parameter.path, {**fixed, **drawn}, base):
+        probe = {}  # a plain-values setting unset by default is used if a value would be
+        if parameter.draw == "values":
+            values = [v for v in bounds.choices(parameter) or [] if v is not None]
+            probe = {parameter.path: values[0]} if values else {}
+        if not _used(parameter.path, {**fixed, **drawn, **probe}, base):
             continue
         if parameter.draw in ("choice", "values"):
             choices = bounds.choices(parameter)

@@ -666,17 +666,28 @@ class BankConfig(StrictModel):
 
     top_k: int | Literal["dense"] | None = Field(default=None)
     precision: BankPrecision = "fp16"
-    shard_mb: float = Field(default=256.0, gt=0.0, le=65536.0)
+    shard_mb: float = Field(default=256.0, gt=0.0, le=65536.0, allow_inf_nan=False)
     workers: int | None = Field(default=None, ge=1, le=1024)
     batch_size: int = Field(default=256, ge=1, le=1_000_000)
     root: str | None = None
 
-    @field_validator("top_k")
+    @field_validator("top_k", mode="before")
     @classmethod
-    def _check_top_k(cls, top_k: int | str | None) -> int | str | None:
-        if isinstance(top_k, int) and not 1 <= top_k <= 65536:
-            raise ValueError(f"must be 'dense' or an integer in [1, 65536], got {top_k}")
+    def _check_top_k(cls, top_k: Any) -> int | str | None:
+        """One error naming what is allowed (not one per member of the union)."""
+        if top_k is None or top_k == "dense":
+            return top_k
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 65536:
+            raise ValueError(f"must be 'dense' or an integer in [1, 65536], got {top_k!r}")
         return top_k
+
+    @field_validator("root")
+    @classmethod
+    def _check_root(cls, root: str | None) -> str | None:
+        where = Path(root).expanduser() if root is not None else None
+        if where is not None and where.exists() and not where.is_dir():
+            raise ValueError(f"{root!r} is a file, not a directory")
+        return root
 
     def resolved_top_k(self, classes: int) -> int | None:
         """The k stored for ``classes`` classes or tokens; None for dense outputs."""

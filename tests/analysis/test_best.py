@@ -78,6 +78,9 @@ def test_best_per_group_and_minimising():
     }
     fastest = best_schedules(_trials(), metric="steps_to_target", mode="min", top=2)
     assert fastest["trial_id"].tolist() == ["b", "d"]
+    per_sweep = best_schedules(_trials(), by="sweep", top=1)  # the sweep column once
+    assert list(per_sweep.columns).count("sweep") == 1
+    format_table(per_sweep, "table")
 
 
 def test_unknown_column_lists_the_columns():

@@ -72,8 +72,9 @@ def _teacher_cli(storage, name, *overrides, **popen):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_killed_build_resumes_keeping_its_finished_shards(tmp_path):
-    """SIGKILL the driver (and its Ray) mid-build; the next run keeps every shard that was
-    finished, builds the rest, does not train again, and the bank equals a fresh build."""
+    """SIGKILL the driver (and its Ray) mid-build, then Ctrl-C the next one mid-build; the
+    run after keeps every shard that was finished, builds the rest, does not train again,
+    and the bank equals a fresh build."""
     many = ["--set", "teacher.checkpoint_every=10", "--set", "teacher.bank.shard_mb=0.002",
             "--set", "teacher.bank.workers=1"]  # fmt: skip
     proc = _teacher_cli(tmp_path, "first", *many, start_new_session=True)
@@ -93,6 +94,19 @@ def test_a_killed_build_resumes_keeping_its_finished_shards(tmp_path):
     assert not (bank / "manifest.json").exists()
     finished = {p.with_suffix(""): p.with_suffix("").stat() for p in seen}
     run_json = (bank.parent / "teacher" / "run.json").read_bytes()
+
+    # Ctrl-C mid-build stops it at once (not after the whole build), resumable
+    stopped = _teacher_cli(tmp_path, "stopped", *many)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and stopped.poll() is None:
+        if len(list(bank.glob("shards/*/*.arrow.json"))) >= len(seen) + 10:
+            break
+        time.sleep(0.02)
+    stopped.send_signal(signal.SIGINT)
+    out = stopped.communicate(timeout=120)[0]
+    assert stopped.returncode == 130, out[-3000:]
+    assert "interrupted; run the same command to resume (stopped in the teacher phase)" in out
+    assert not (bank / "manifest.json").exists()
 
     again = _teacher_cli(tmp_path, "second", *many)
     out = again.communicate(timeout=600)[0]
@@ -276,3 +290,57 @@ def test_a_failed_bank_build_is_one_line_with_the_whole_error_kept(tmp_path, mon
     assert message.startswith("building the teacher bank failed: ValueError: teacher checkpoint")
     assert str(bank / "build-error.txt") in message
     assert "second line" in (bank / "build-error.txt").read_text()
+
+
+def test_trials_that_failed_on_a_damaged_bank_run_again_when_the_sweep_resumes(
+    tmp_path, monkeypatch
+):
+    import optuna
+
+    import search._resume as resume
+    from search.spec import load_spec
+
+    spec = load_spec(QUICKSTART, [f"storage={tmp_path}", "num_samples=3"])
+    damaged = ("ray.exceptions.RayTaskError(BankCorruptError): teacher bank file "
+               "/s/shards/step-000000800/train-00000.arrow is corrupt (checksum mismatch)")  # fmt: skip
+    rows = [
+        {"status": "TERMINATED", "error": None, "config.arm": "search"},
+        {"status": "ERROR", "error": damaged, "config.arm": "search"},
+        {"status": "ERROR", "error": "FloatingPointError: training loss is nan", "config.arm": "search"},
+        {"status": "ERROR", "error": damaged, "config.arm": "baseline:labels_only"},
+    ]  # fmt: skip
+    monkeypatch.setattr(resume, "trial_rows", lambda sweep_dir: rows)
+    plan = resume.plan_resume(spec, optuna.create_study(), runs=1)
+    assert plan.done == 2  # the finished trial and the one that failed on its own
+    assert plan.remaining == 1  # the searched trial of the damaged bank runs again
+    assert "labels_only" not in plan.done_arms
+
+
+@pytest.mark.parametrize(
+    ("override", "problem"),
+    [
+        ("teacher.bank.top_k=abc", "teacher.bank.top_k: must be 'dense' or an integer in [1, 65536], got 'abc'"),
+        ("teacher.bank.top_k=true", "teacher.bank.top_k: must be 'dense' or an integer in [1, 65536], got True"),
+        ("teacher.bank.top_k=70000", "teacher.bank.top_k: must be 'dense' or an integer in [1, 65536], got 70000"),
+        ("teacher.bank.precision=int4", "teacher.bank.precision: Input should be 'fp16' or 'int8'"),
+        ("teacher.bank.shard_mb=nan", "teacher.bank.shard_mb: Input should be a finite number"),
+        ("teacher.bank.workers=0", "teacher.bank.workers: Input should be greater than or equal to 1"),
+        ("teacher.score_folds=1", "score_folds must be 0 (off) or at least 2, got 1"),
+        ("space.scores=[oof_loss]", "'oof_loss' is a cross-fitted score; set teacher.score_folds"),
+    ],
+)  # fmt: skip
+def test_bad_bank_settings_are_one_line_naming_the_field(tmp_path, override, problem):
+    from search.spec import SpecError, load_spec
+
+    with pytest.raises(SpecError) as info:
+        load_spec(QUICKSTART, [f"storage={tmp_path}", override])
+    assert len(info.value.problems) == 1 and problem in info.value.problems[0]
+    assert not (tmp_path / "_teachers").exists()
+
+
+def test_a_bank_root_that_is_a_file_is_refused(tmp_path):
+    from search.spec import SpecError, load_spec
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SpecError, match=r"teacher.bank.root: '.*afile' is a file, not a directory"):
+        load_spec(QUICKSTART, [f"storage={tmp_path}", f"teacher.bank.root={tmp_path / 'afile'}"])

@@ -77,3 +77,24 @@ VOCABULARY = [
 def test_every_kind_is_documented_in_the_readme(literal):
     missing = [kind for kind in kinds(literal) if f"`{kind}`" not in README]
     assert not missing, f"README does not document {missing}"
+
+
+def test_space_top_ks_is_searched_though_distill_top_k_is_unset_by_default():
+    import optuna
+
+    from spaces import preset
+    from spaces._distillation import suggestion
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = []
+    for _ in range(20):
+        trial = study.ask()
+        drawn.append(suggestion(trial, preset("quickstart", top_ks=[None, 8]), None).get(
+            "distill.top_k", "not drawn"))  # fmt: skip
+        study.tell(trial, 0.0)
+    assert set(drawn) == {None, 8}
+    labels_only = preset("quickstart", top_ks=[None, 8], alpha=(1.0, 1.0))
+    trial = study.ask()
+    assert "distill.top_k" not in suggestion(trial, labels_only, None)  # no teacher: unused
+    unset = suggestion(study.ask(), preset("quickstart"), None)
+    assert "distill.top_k" not in unset  # not searched: the student's own value stays
