@@ -272,6 +272,9 @@ def test_cross_fitted_scores_rank_flipped_labels_hard_where_the_full_teacher_mem
     assert oof >= 0.9
     assert 1 - full >= 3 * (1 - oof) and oof - full >= 0.03  # markedly worse
     assert bank.extra["score_folds"] == 3
+    costs = bank.extra["folds"]  # what cross-fitting cost: each fold's run
+    assert [c["fold"] for c in costs] == [0, 1, 2]
+    assert all(c["steps"] == 1000 and c["wall_time_s"] > 0 for c in costs)
     assert sorted(os.listdir(tmp_path / "bank" / "folds")) == ["fold-0", "fold-1", "fold-2"]
 
 

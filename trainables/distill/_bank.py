@@ -49,7 +49,13 @@ from trainables.distill._files import (
     write_atomic,
     write_json,
 )
-from trainables.distill._topk import encode_topk, id_dtype, pack_topk, topk_of_logits
+from trainables.distill._topk import (
+    decode_topk,
+    encode_topk,
+    id_dtype,
+    pack_topk,
+    topk_of_logits,
+)
 
 SPLITS = ("train", "val", "test")
 FORMAT = 4  # 4: sharded, top-k layouts, manifest.json
@@ -111,6 +117,18 @@ class Layout:
         else:
             encoded = encode_topk(np.asarray(logits, np.float32), self.top_k, self.precision)
         return {name: np.ascontiguousarray(encoded[name]).reshape(n, -1) for name in self.columns()}
+
+    def decode(self, columns: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """A top-k layout's stored columns of ``n`` examples (NumPy arrays or tensors, each
+        ``(n, width)``) -> ``ids (n, *positions, k)`` int64 and normalised ``log_p (n,
+        *positions, k+1)`` (:func:`decode_topk`; NumPy views of a shard are copied)."""
+        k, lead = self.top_k, (len(columns["ids"]), *self.shape[:-1])
+        return decode_topk(
+            columns["ids"].reshape(*lead, k),
+            values=columns["values"].reshape(*lead, k + 1) if "values" in columns else None,
+            codes=columns["codes"].reshape(*lead, k + 1) if "codes" in columns else None,
+            scale=columns["scale"].reshape(lead) if "scale" in columns else None,
+        )
 
     def table(self, columns: dict[str, np.ndarray]) -> pa.Table:
         out = {}
@@ -283,12 +301,12 @@ class SplitOutputs:
         columns = self.layout.columns()
         if out is None:
             out = {name: np.empty((len(rows), w), dtype) for name, (dtype, w) in columns.items()}
-        which = np.searchsorted(self.starts, rows, side="right") - 1
         if len(self.shards) == 1:
             view = self._view(0)
             for name in columns:
                 np.take(view[name], rows, axis=0, out=out[name])
             return out
+        which = np.searchsorted(self.starts, rows, side="right") - 1
         for i in np.unique(which):
             mask = which == i
             local = rows[mask] - self.starts[i]

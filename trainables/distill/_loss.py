@@ -153,6 +153,13 @@ def kd_token_parts(
         targets.reshape(-1).masked_fill(~counted.reshape(-1), 0),
         temperature=temperature, alpha=alpha, form=form,
     )  # fmt: skip
+    return per_sequence_means(per_token, counted)
+
+
+def per_sequence_means(per_token: KDLoss, counted: torch.Tensor) -> tuple[KDLoss, torch.Tensor]:
+    """Each part of flat per-token losses ``(batch * positions,)`` as its mean over each
+    sequence's ``counted`` tokens ``(batch, positions)`` (0 with none), and the counts; no host
+    sync."""
     weight = counted.float()  # float32 even under bf16 autocast: exact counts and means
     counts = weight.sum(dim=1)
     scale = 1.0 / counts.clamp(min=1.0)

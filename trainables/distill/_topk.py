@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainables.distill._loss import FLOAT64_BELOW, KDLoss, _check_form
+from trainables.distill._loss import FLOAT64_BELOW, KDLoss, _check_form, per_sequence_means
 
 __all__ = [
     "decode_topk",
@@ -275,11 +275,4 @@ def sparse_kd_token_parts(
         targets.reshape(-1).masked_fill(~counted.reshape(-1), 0),
         temperature=temperature, alpha=alpha, form=form,
     )  # fmt: skip
-    weight = counted.float()
-    counts = weight.sum(dim=1)
-    scale = 1.0 / counts.clamp(min=1.0)
-
-    def per_sequence(part: torch.Tensor) -> torch.Tensor:
-        return (part.reshape(counted.shape) * weight).sum(dim=1) * scale
-
-    return KDLoss(*(per_sequence(part) for part in per_token)), counts
+    return per_sequence_means(per_token, counted)

@@ -28,7 +28,6 @@ from trainables.distill import SplitOutputs, TeacherBank, open_bank, teacher_log
 from trainables.distill._checkpoints import CheckpointSchedule
 from trainables.distill._schedules import CTKDTemperature
 from trainables.distill._topk import (
-    decode_topk,
     sparse_teacher_log_probs,
     topk_of_logits,
     truncate_topk,
@@ -112,13 +111,7 @@ class TeacherTargets:
                 return None, teacher_log_probs(logits, temperature, self.form)
             ids, log_p = topk_of_logits(logits, self.top_k)
         else:
-            lead = (n, *shape[:-1])
-            ids, log_p = decode_topk(
-                cols["ids"].reshape(*lead, k),
-                values=cols["values"].reshape(*lead, k + 1) if "values" in cols else None,
-                codes=cols["codes"].reshape(*lead, k + 1) if "codes" in cols else None,
-                scale=cols["scale"].reshape(lead) if "scale" in cols else None,
-            )  # fmt: skip
+            ids, log_p = self.layout.decode(cols)
             if self.top_k is not None and self.top_k < k:
                 ids, log_p = truncate_topk(ids, log_p, self.top_k)
         return ids, sparse_teacher_log_probs(log_p, temperature, self.form)
@@ -321,13 +314,7 @@ def _val_summary(outputs: SplitOutputs, targets: np.ndarray) -> tuple[np.ndarray
             difficulty.append(confidence_difficulty(logits, y))
             argmax.append(logits.argmax(axis=-1))
             continue
-        lead = (n, *layout.shape[:-1])
-        ids, log_p = decode_topk(
-            cols["ids"].reshape(*lead, k),
-            values=cols["values"].reshape(*lead, k + 1) if "values" in cols else None,
-            codes=cols["codes"].reshape(*lead, k + 1) if "codes" in cols else None,
-            scale=cols["scale"].reshape(lead) if "scale" in cols else None,
-        )  # NumPy views of the shard: decode_topk copies them
+        ids, log_p = layout.decode(cols)  # copies the shard's NumPy views
         ids, log_p = ids.numpy(), log_p.numpy()
         p_y = (np.exp(log_p[..., :k]) * (ids == y[..., None])).sum(axis=-1)
         if p_y.ndim > 1:  # per token: the mean over the counted ones
