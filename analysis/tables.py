@@ -11,6 +11,10 @@ Layout of one sweep, ``<storage>/<sweep>/``::
     stages/   one row per curriculum stage of every trial      stage-<run>-<trial_id>.parquet
     teacher/  one row per teacher evaluation                   teacher.parquet
     optuna.journal                                             the Optuna study (STUDY_NAME)
+    manifest.json                                              the spec (SWEEP_MANIFEST)
+    confirm/  the confirmation runs (``python -m search confirm``): a sweep directory of its
+              own (trials/, curves/, stages/, with CONFIRM_RECORD), one trials row per
+              (configuration, fresh seed)
 
 ``<run>`` is a random token per driver run (:func:`new_token`), so two runs of a sweep (a
 resume) never write the same file. A storage root holding several sweeps is read as one
@@ -83,6 +87,13 @@ TABLES = (TRIALS, CURVES, STAGES, TEACHER)
 TEACHER_FILE = "teacher.parquet"  # the teacher table's one file
 STUDY_NAME = "students"  # the sweep's Optuna study (search writes it, analysis reads it)
 STUDY_JOURNAL = "optuna.journal"  # its default storage, in the sweep directory
+SWEEP_MANIFEST = "manifest.json"  # the sweep's spec (``spec``: metric, mode, objectives, ...)
+# Confirmation: the best searched configurations and every baseline re-run on fresh seeds, in
+# ``<sweep>/confirm/`` laid out as a sweep of its own; rows are labelled ``config.arm`` =
+# ``confirm:<trial_id>`` / ``confirm:baseline:<name>``, one row per (configuration, seed).
+CONFIRM = "confirm"
+CONFIRM_RECORD = "confirm.json"  # what was confirmed: selection metric/mode, trials, seeds
+CONFIRM_ARM = "confirm:"  # the prefix of a confirmation row's arm
 # The version of this contract a sweep was started under (in its manifest's fingerprint): 2
 # names Optuna parameters and config columns by dotted path, writes nulls for unused settings
 # and lists as Arrow lists. A sweep started under another version is not resumed.
@@ -535,6 +546,38 @@ def _retype(table: pa.Table, name: str, type_: pa.DataType, convert) -> pa.Table
 def load_trials(results: str | os.PathLike) -> pa.Table:
     """The ``trials`` table: one row per finished, failed or stopped trial."""
     return _load(results, TRIALS)
+
+
+def confirm_dirs(results: str | os.PathLike) -> list[Path]:
+    """The confirmation directories under ``results`` (a sweep's directory, or a storage
+    root of several sweeps) that hold a ``trials`` table."""
+    root = Path(results)
+    if not root.is_dir():
+        raise ResultsError(f"results: {str(root)!r} is not a directory")
+    found = [root / CONFIRM] if (root / CONFIRM).is_dir() else sorted(root.glob(f"*/{CONFIRM}"))
+    return [d for d in found if table_files(d, TRIALS)]
+
+
+def load_confirm(results: str | os.PathLike) -> pa.Table:
+    """The confirmation runs' ``trials`` rows (``<sweep>/confirm/trials``; of every sweep
+    under a storage root); :class:`ResultsError` when no sweep there was confirmed."""
+    dirs = confirm_dirs(results)
+    if not dirs:
+        raise ResultsError(
+            f"results: no confirmation runs under {str(results)!r}; run "
+            "`python -m search confirm SWEEP_DIR` first"
+        )
+    return _merge([_load(d, TRIALS) for d in dirs])
+
+
+def read_sweep_manifest(sweep_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """A sweep's ``manifest.json`` as a dict, or None when it has none or it is unreadable
+    (an analysis of bare tables still works, with the defaults of each query)."""
+    try:
+        data = json.loads((Path(sweep_dir) / SWEEP_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def load_curves(results: str | os.PathLike) -> pa.Table:
