@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analysis.tables import ResultsError, config_column, config_path
+from analysis.tables import ResultsError, config_column, config_path, table_objectives
 
 _SUMMARY = [
     "val_accuracy", "best_val_accuracy", "test_accuracy", "val_perplexity", "test_perplexity",
@@ -24,6 +24,23 @@ _SMALLER_IS_BETTER = ("loss", "perplexity", "steps", "wall_time", "samples_seen"
 def default_mode(metric: str) -> str:
     """``min`` for losses, perplexities, step counts and times; ``max`` otherwise."""
     return "min" if any(word in metric for word in _SMALLER_IS_BETTER) else "max"
+
+
+def direction(table: pa.Table | pd.DataFrame, column: str, mode: str | None = None) -> str:
+    """Which way ``column`` ranks: ``mode`` when given; else the direction the sweep searched
+    it (its ``mode``, or its objective's, from the manifest a loaded table carries: see
+    :func:`analysis.tables.table_objectives`); else :func:`default_mode` of its name."""
+    if mode is None:
+        modes = table_objectives(table)["modes"]
+        mode = modes.get(column.removeprefix("config.")) or default_mode(column)
+    if mode not in ("max", "min"):
+        raise ResultsError(f"mode must be 'max' or 'min', got {mode!r}")
+    return mode
+
+
+def searched_metric(table: pa.Table | pd.DataFrame, default: str = "val_accuracy") -> str:
+    """The metric the sweep searched on (its first objective), else ``default``."""
+    return table_objectives(table)["metric"] or default
 
 
 def resolve_column(columns: list[str], name: str) -> str:
@@ -46,7 +63,9 @@ def frame(table: pa.Table | pd.DataFrame) -> pd.DataFrame:
     df = table.drop_columns(nested).to_pandas()
     for name in nested:
         df[name] = pd.Series(table[name].to_pylist(), index=df.index, dtype=object)
-    return df[table.column_names]
+    df = df[table.column_names]
+    df.attrs["objectives"] = table_objectives(table)
+    return df
 
 
 def plain(cell: Any) -> Any:
@@ -92,7 +111,7 @@ def displayable(df: pd.DataFrame) -> pd.DataFrame:
 def best_schedules(
     trials: pa.Table | pd.DataFrame,
     *,
-    metric: str = "val_accuracy",
+    metric: str | None = None,
     mode: str | None = None,
     by: str | None = None,
     top: int = 5,
@@ -101,16 +120,16 @@ def best_schedules(
 
     Columns: ``sweep``, ``trial_id``, the group column, the summary metrics and every config
     column whose value differs between trials (the schedule), best first. List and struct
-    settings are Python lists and dicts; a setting the trial did not use is null. ``mode``
-    defaults to :func:`default_mode` of the metric (``min`` for ``val_loss``).
+    settings are Python lists and dicts; a setting the trial did not use is null.
+    ``metric`` defaults to the one the sweep searched on (``val_accuracy`` for a table
+    without its sweep's manifest), ``mode`` to the direction it was searched in, else
+    :func:`default_mode` of the metric (``min`` for ``val_loss``): see :func:`direction`.
     """
-    mode = mode or default_mode(metric)
-    if mode not in ("max", "min"):
-        raise ResultsError(f"mode must be 'max' or 'min', got {mode!r}")
     if top < 1:
         raise ResultsError(f"top must be >= 1, got {top}")
     df = frame(trials)
-    metric = resolve_column(list(df.columns), metric)
+    metric = resolve_column(list(df.columns), metric or searched_metric(df))
+    mode = direction(df, metric, mode)
     by = resolve_column(list(df.columns), by) if by else None
     df = df[(df["status"] == "TERMINATED") & df[metric].notna()]
     if df.empty:
@@ -122,7 +141,7 @@ def best_schedules(
     summary = [c for c in _SUMMARY if c in df.columns and c != metric and df[c].notna().any()]
     columns = (
         ["sweep", "trial_id"]
-        + ([by] if by and by != "sweep" else [])
+        + ([by] if by and by not in ("sweep", "trial_id") else [])
         + [metric]
         + summary
         + varying

@@ -23,9 +23,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
 
-from analysis._best import best_schedules, displayable, frame  # noqa: E402
-from analysis._compare import compare  # noqa: E402
+from analysis._best import (  # noqa: E402
+    best_schedules,
+    direction,
+    displayable,
+    frame,
+    searched_metric,
+)
+from analysis._compare import compare_results  # noqa: E402
 from analysis._curves import learning_curves, param_importance  # noqa: E402
 from analysis._pareto import pareto  # noqa: E402
 from analysis.tables import (  # noqa: E402
@@ -71,6 +78,7 @@ def fig_learning_curves(curves: pd.DataFrame, trials: pd.DataFrame) -> plt.Figur
 
 
 def fig_temperature_alpha(trials: pd.DataFrame, metric: str) -> plt.Figure:
+    """The searched metric against the temperature and alpha, one colour per curriculum."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
     kinds = _kind(trials)
     for ax, column, label in zip(
@@ -156,9 +164,11 @@ def fig_stages(curves: pd.DataFrame, trials: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def figures(results: str | os.PathLike, *, metric: str = "val_accuracy") -> dict[str, plt.Figure]:
-    """Every plot the report holds that the results support, by name."""
+def figures(results: str | os.PathLike, *, metric: str | None = None) -> dict[str, plt.Figure]:
+    """Every plot the report holds that the results support, by name; ``metric`` defaults to
+    the one the sweep searched on."""
     trials = frame(load_trials(results))
+    metric = metric or searched_metric(trials)
     curves = load_curves(results).to_pandas()
     out = {
         "learning_curves": fig_learning_curves(curves, trials),
@@ -171,7 +181,8 @@ def figures(results: str | os.PathLike, *, metric: str = "val_accuracy") -> dict
         raise
     except ResultsError:  # a results root of several sweeps has teachers
         pass
-    objectives = {metric: "max", "steps_to_target_capped": "min"}
+    other = "val_accuracy" if metric == "steps_to_target_capped" else "steps_to_target_capped"
+    objectives = {metric: direction(trials, metric), other: direction(trials, other)}
     if trials[list(objectives)].notna().all(axis=1).sum() >= 2:
         out["pareto"] = fig_pareto(trials, objectives)
     # Not for several sweeps, too few trials, or a space without shared parameters.
@@ -198,16 +209,27 @@ def render_report(
     """Write the report; return its path. ``baseline``: the arm the comparison is against
     (default ``baseline:oneshot`` if the sweep ran it)."""
     trials = load_trials(results)
-    sections = [f"<h2>Best schedules</h2>{_table(best_schedules(trials, top=10))}"]
+    metric = searched_metric(trials)
+    searched = trials.filter(pc.equal(trials["status"], "TERMINATED")).num_rows
+    sections = [
+        f"<h2>Best schedules</h2><p>By {html.escape(metric)} ({direction(trials, metric)}, "
+        f"validation split), of {searched} finished trials.</p>"
+        + _table(best_schedules(trials, top=10))
+    ]
     arm = config_column("arm")
     arms = set(trials[arm].to_pylist()) if arm in trials.column_names else set()
     baseline = baseline or ("baseline:oneshot" if "baseline:oneshot" in arms else None)
     if baseline:
-        table = compare(trials, baseline=baseline)
+        table = compare_results(results, baseline=baseline)
+        where = (
+            "confirmation runs on fresh seeds"
+            if table.attrs["source"] == "confirm"
+            else "the search's own trials: the best of many is optimistic on test; "
+            "<code>python -m search confirm</code> re-runs them on fresh seeds"
+        )
         sections.append(
-            f"<h2>Against {html.escape(baseline)}</h2><p>Each arm's best trial by validation "
-            "accuracy, reported on the test split; 95% bootstrap intervals over its seeds.</p>"
-            + _table(table)
+            f"<h2>Against {html.escape(baseline)} ({where})</h2>"
+            f"<p>{html.escape(table.attrs['summary'])}.</p>" + _table(table)
         )
     for name, fig in figures(results).items():
         data = base64.b64encode(png(fig)).decode()

@@ -13,11 +13,15 @@ import sys
 import pandas as pd
 
 from analysis._best import best_schedules, displayable, plain
-from analysis._compare import compare
+from analysis._compare import compare_results
 from analysis._pareto import pareto
 from analysis.tables import ResultsError, config_path, load_trials
 
 FORMATS = ["table", "csv", "json"]
+_MODE_HELP = (
+    "default: the direction the sweep searched it in, else min for losses, perplexities, "
+    "steps and times, max otherwise"
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -37,30 +41,39 @@ def build_parser() -> argparse.ArgumentParser:
     best.add_argument("results", help=where)
     best.add_argument("--top", type=int, default=5, help="rows (per group with --by); default 5")
     best.add_argument("--by", help="group by this column, e.g. curriculum.kind")
-    best.add_argument("--metric", default="val_accuracy", help="rank by this column")
     best.add_argument(
-        "--mode", choices=["max", "min"],
-        help="default: min for losses, perplexities, steps and times, else max",
-    )  # fmt: skip
+        "--metric", help="rank by this column; default the sweep's metric (else val_accuracy)"
+    )
+    best.add_argument("--mode", choices=["max", "min"], help=_MODE_HELP)
     best.add_argument("--format", choices=FORMATS, default="table")
 
     cmp = commands.add_parser("compare", help="arms against a baseline, with bootstrap CIs")
     cmp.add_argument("results", help=where)
-    cmp.add_argument("--baseline", default="baseline:oneshot", help="the baseline arm's value")
+    cmp.add_argument(
+        "--baseline", help="the baseline arm's value; default baseline:oneshot where it ran"
+    )
     cmp.add_argument("--by", default="arm", help="what an arm is (a column); default arm")
     cmp.add_argument("--metric", default="test_accuracy", help="reported metric")
-    cmp.add_argument("--mode", choices=["max", "min"], default="max")
+    cmp.add_argument("--mode", choices=["max", "min"], help=f"of --metric; {_MODE_HELP}")
     cmp.add_argument(
-        "--select", default="val_accuracy",
-        help="pick each arm's best trial by this column ('none': pool all its trials)",
+        "--select", default="searched",
+        help="pick each arm's best trial by this column; default the sweep's metric (else "
+        "val_accuracy); 'none': pool all its trials",
+    )  # fmt: skip
+    cmp.add_argument("--select-mode", choices=["max", "min"], help=f"of --select; {_MODE_HELP}")
+    cmp.add_argument(
+        "--rows", choices=["auto", "confirm", "search"], default="auto",
+        help="the confirmation runs' rows (python -m search confirm) or the search's; default "
+        "the confirmation's where there are some",
     )  # fmt: skip
     cmp.add_argument("--format", choices=FORMATS, default="table")
 
     front = commands.add_parser("pareto", help="print the trials no other trial dominates")
     front.add_argument("results", help=where)
     front.add_argument(
-        "--objective", action="append", required=True, metavar="METRIC:MODE",
-        help="e.g. val_accuracy:max (at least two)",
+        "--objective", action="append", required=True, metavar="METRIC[:MODE]",
+        help="e.g. val_accuracy:max (at least two); without :MODE, the direction the sweep "
+        "searched it in, else min for losses, steps and times, max otherwise",
     )  # fmt: skip
     front.add_argument("--format", choices=FORMATS, default="table")
 
@@ -85,12 +98,14 @@ def format_table(df: pd.DataFrame, fmt: str = "table") -> str:
         return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
-def _objectives(items: list[str]) -> dict[str, str]:
+def _objectives(items: list[str]) -> dict[str, str | None]:
     out = {}
     for item in items:
-        metric, _, mode = item.rpartition(":")
-        if not metric or mode not in ("max", "min"):
-            raise ResultsError(f"--objective {item!r}: expected METRIC:max or METRIC:min")
+        metric, colon, mode = item.rpartition(":")
+        if not colon:
+            metric, mode = item, None
+        if not metric or mode not in ("max", "min", None):
+            raise ResultsError(f"--objective {item!r}: expected METRIC, METRIC:max or METRIC:min")
         out[metric] = mode
     return out
 
@@ -104,15 +119,19 @@ def main(argv: list[str] | None = None) -> int:
             out = render_report(args.results, args.output, baseline=args.baseline)
             print(f"wrote {out}")
             return 0
+        if args.command == "compare":
+            select = None if args.select == "none" else args.select
+            df = compare_results(
+                args.results, baseline=args.baseline, rows=args.rows, by=args.by,
+                metric=args.metric, mode=args.mode, select=select, select_mode=args.select_mode,
+            )  # fmt: skip
+            if args.format == "table":
+                print(df.attrs["summary"])
+            print(format_table(df, args.format))
+            return 0
         trials = load_trials(args.results)
         if args.command == "pareto":
             df = pareto(trials, _objectives(args.objective))
-        elif args.command == "compare":
-            select = None if args.select == "none" else args.select
-            df = compare(
-                trials, baseline=args.baseline, by=args.by, metric=args.metric, mode=args.mode,
-                select=select,
-            )  # fmt: skip
         else:
             df = best_schedules(
                 trials, metric=args.metric, mode=args.mode, by=args.by, top=args.top

@@ -543,9 +543,69 @@ def _retype(table: pa.Table, name: str, type_: pa.DataType, convert) -> pa.Table
     return table.set_column(index, pa.field(name, type_), pa.array(values, type=type_))
 
 
+# Schema metadata key of a loaded trials table: the sweeps' objectives (see
+# :func:`sweep_objectives`), so a query of the table knows which way each was searched.
+OBJECTIVES_KEY = b"analysis.objectives"
+
+
+def sweep_objectives(results: str | os.PathLike) -> dict[str, Any]:
+    """What the sweeps under ``results`` searched for, from their manifests:
+    ``{"metric": <the first objective, or None>, "modes": {metric: "max" | "min"}}``.
+
+    Over several sweeps (a storage root), a metric they rank in different directions is left
+    out of ``modes``, and ``metric`` is None unless every sweep searched the same one. Sweeps
+    without a manifest add nothing (the queries then fall back to each metric's usual
+    direction)."""
+    root = Path(results)
+    if (root / SWEEP_MANIFEST).is_file():
+        dirs = [root]
+    else:
+        dirs = [found.parent for found in sorted(root.glob(f"*/{SWEEP_MANIFEST}"))]
+    firsts, modes, conflicting = set(), {}, set()
+    for directory in dirs:
+        spec = (read_sweep_manifest(directory) or {}).get("spec")
+        if not isinstance(spec, dict):
+            continue
+        pairs = [(o.get("metric"), o.get("mode")) for o in spec.get("objectives") or []]
+        pairs = pairs or [(spec.get("metric"), spec.get("mode"))]
+        pairs = [(m, d) for m, d in pairs if isinstance(m, str) and d in ("max", "min")]
+        if not pairs:
+            continue
+        firsts.add(pairs[0][0])
+        for metric, mode in pairs:
+            if modes.setdefault(metric, mode) != mode:
+                conflicting.add(metric)
+    for metric in conflicting:
+        del modes[metric]
+    metric = next(iter(firsts)) if len(firsts) == 1 else None
+    return {"metric": metric if metric in modes else None, "modes": modes}
+
+
+def with_objectives(table: pa.Table, objectives: dict[str, Any]) -> pa.Table:
+    """``table`` carrying ``objectives`` (:func:`sweep_objectives`) in its schema metadata."""
+    metadata = dict(table.schema.metadata or {})
+    metadata[OBJECTIVES_KEY] = json.dumps(objectives).encode()
+    return table.replace_schema_metadata(metadata)
+
+
+def table_objectives(table: Any) -> dict[str, Any]:
+    """The objectives a loaded trials table carries (a pyarrow Table's schema metadata, or a
+    DataFrame's ``attrs["objectives"]``); empty ones for a table built by hand."""
+    if isinstance(table, pa.Table):
+        raw = (table.schema.metadata or {}).get(OBJECTIVES_KEY)
+        found = json.loads(raw) if raw else None
+    else:
+        found = getattr(table, "attrs", {}).get("objectives")
+    if not isinstance(found, dict):
+        return {"metric": None, "modes": {}}
+    return {"metric": found.get("metric"), "modes": dict(found.get("modes") or {})}
+
+
 def load_trials(results: str | os.PathLike) -> pa.Table:
-    """The ``trials`` table: one row per finished, failed or stopped trial."""
-    return _load(results, TRIALS)
+    """The ``trials`` table: one row per finished, failed or stopped trial. It carries the
+    sweeps' objectives (:func:`table_objectives`), so the queries select each metric in the
+    direction the sweep searched it."""
+    return with_objectives(_load(results, TRIALS), sweep_objectives(results))
 
 
 def confirm_dirs(results: str | os.PathLike) -> list[Path]:
@@ -567,7 +627,8 @@ def load_confirm(results: str | os.PathLike) -> pa.Table:
             f"results: no confirmation runs under {str(results)!r}; run "
             "`python -m search confirm SWEEP_DIR` first"
         )
-    return _merge([_load(d, TRIALS) for d in dirs])
+    table = _merge([_load(d, TRIALS) for d in dirs])
+    return with_objectives(table, sweep_objectives(results))
 
 
 def read_sweep_manifest(sweep_dir: str | os.PathLike) -> dict[str, Any] | None:

@@ -7,7 +7,7 @@ the sink does when the sweep ends.
 - ``best_schedules_10k_trials_running_s``: the same while the sweep still runs (one file per
   trial, not yet compacted).
 - ``compare_10k_trials_s``: seconds for ``compare`` over the loaded trials (per-kind arms,
-  bootstrap CIs).
+  Welch tests, Holm).
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def test_each_arm_is_chosen_on_validation_and_reported_on_test():
     trials = _trials({"baseline:oneshot": [[0.9, 0.9]], "paced": [[0.80, 0.82], [0.95, 0.97]]})
     trials.loc[trials["trial_id"] == "paced-0", "val_accuracy"] = 0.99  # best on validation
     table = compare(trials, baseline="baseline:oneshot").set_index("arm")
-    assert table.loc["paced", "trial_id"] == "paced-0"  # not the one best on test
+    assert table.loc["paced", "selected_trial"] == "paced-0"  # not the one best on test
     assert table.loc["paced", "mean"] == pytest.approx(0.81)
     pooled = compare(trials, baseline="baseline:oneshot", select=None).set_index("arm")
     assert pooled.loc["paced", "n"] == 4

@@ -1,6 +1,7 @@
 """The HTML report from a real sweep; every plot checked as a picture."""
 
 import io
+import re
 import subprocess
 import sys
 
@@ -50,7 +51,12 @@ def test_report_cli_writes_one_self_contained_file(results, tmp_path):
     assert run.returncode == 0, run.stderr
     page = out.read_text()
     assert page.count('src="data:image/png;base64,') == len(EXPECTED)
-    assert "<h2>Against baseline:oneshot</h2>" in page and "http" not in page.split("<h2>")[0]
+    assert "<h2>Against baseline:oneshot (the search's own trials" in page
+    assert "http" not in page.split("<h2>")[0]
+    # what was selected on which split, and out of how many configurations
+    assert "best configuration on val_accuracy (max, validation split)" in page
+    assert "reported on test_accuracy (max, test split)" in page
+    assert re.search(r"By val_accuracy \(max, validation split\), of \d+ finished trials", page)
 
 
 @pytest.mark.ray
