@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   create .venv, install, run examples/quickstart.yaml on embedded local Ray
+#   make demo   create .venv, install, run examples/quickstart.yaml on embedded local Ray and
+#               confirm its best schedule on fresh seeds
 #   make test   create .venv, install, run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -26,9 +27,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The sweep, then its best searched schedule and the baselines again on 3 fresh seeds,
+# reported on the test split with intervals and verdicts.
 demo: venv
 	rm -rf results/quickstart
 	$(PY) -m search run examples/quickstart.yaml --storage results
+	$(PY) -m search confirm results/quickstart --top 1 --seeds 3
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -16,6 +16,7 @@ from analysis._compare import (
     compare,
     compare_results,
     holm,
+    label_confirmed,
     mean_ci,
     welch,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "default_mode",
     "direction",
     "holm",
+    "label_confirmed",
     "learning_curves",
     "load_confirm",
     "load_curves",

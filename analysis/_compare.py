@@ -349,25 +349,33 @@ def _baseline(baseline: str | None, arms: list[str], confirmed: bool) -> str:
 
 
 def _describe_confirmed(out: pd.DataFrame, results, trials: pa.Table) -> pd.DataFrame:
-    """Confirmation rows' ``configs`` / ``selected_by``: how many searched configurations the
-    confirmed ones were chosen from, on which metric; and the summary sentence."""
+    """:func:`label_confirmed` with the selection read from the sweep's trials table."""
     df = frame(trials)
     arm = df.get(config_column("arm"), pd.Series("search", index=df.index)).fillna("search")
     searched = df[(arm == "search") & (df["status"] == "TERMINATED")]
     metric = searched_metric(df)
     mode = direction(df, metric) if metric in df.columns else default_mode(metric)
-    tried = len(searched)
+    return label_confirmed(out, tried=len(searched), metric=metric, mode=mode)
+
+
+def label_confirmed(out: pd.DataFrame, *, tried: int, metric: str, mode: str) -> pd.DataFrame:
+    """A :func:`compare` table of confirmation rows (``arm`` = ``confirm:...``, pooled),
+    labelled with how its configurations were chosen: ``configs`` (the ``tried`` searched
+    configurations a confirmed one was selected from; 1 for a baseline), ``selected_by``
+    (``top N of K on <metric> (<mode>, validation)``) and the summary sentence."""
+    out = out.copy()
     confirmed = out["arm"].str.removeprefix(CONFIRM_ARM)
-    top = int((~confirmed.str.startswith("baseline:")).sum())
     is_search = ~confirmed.str.startswith("baseline:")
+    top = int(is_search.sum())
     out["configs"] = np.where(is_search, tried, 1)
     out["selected_by"] = np.where(
         is_search, f"top {top} of {tried} on {metric} ({mode}, validation)", "baseline"
     )
     seeds = int(out["n"].max()) if len(out) else 0
+    rest = out.attrs.get("summary", "").split("; ", 1)[-1]
     out.attrs["summary"] = (
         f"confirmation runs: the top {top} of {tried} searched configurations, selected on "
         f"{metric} ({mode}, {split_of(metric)} split), and the baselines, re-run on fresh seeds "
-        f"(up to {seeds} each); " + out.attrs["summary"].split("; ", 1)[1]
+        f"(up to {seeds} each); {rest}"
     )
     return out

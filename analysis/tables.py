@@ -485,10 +485,28 @@ def table_files(results: str | os.PathLike, table: str) -> list[Path]:
     root = Path(results)
     if not root.is_dir():
         raise ResultsError(f"results: {str(root)!r} is not a directory")
-    files = sorted(root.glob(f"{table}/*.parquet")) or sorted(root.glob(f"*/{table}/*.parquet"))
+    if is_sweep_dir(root):  # never its confirm/ directory's tables
+        files = sorted(root.glob(f"{table}/*.parquet"))
+    else:
+        files = sorted(root.glob(f"*/{table}/*.parquet"))
     files = [f for f in files if not is_hidden(f.name)]
     compacted = {(f.parent, run_token(f)) for f in files if is_compact(f)}
     return [f for f in files if is_compact(f) or (f.parent, run_token(f)) not in compacted]
+
+
+def is_sweep_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is one sweep's directory (it holds the sweep's manifest or one of its
+    tables), as opposed to a storage root of several sweeps."""
+    root = Path(path)
+    if (root / SWEEP_MANIFEST).is_file():
+        return True
+    # without a manifest (tables copied on their own): a table directory holding table files
+    # (a storage root's sweep that happens to be named like a table holds directories)
+    return any(
+        next((root / t).glob("*.parquet"), None) or next((root / t).glob(f"{WAL_PREFIX}*"), None)
+        for t in TABLES
+        if (root / t).is_dir()
+    )
 
 
 def _load(results: str | os.PathLike, table: str, files: list[Path] | None = None) -> pa.Table:
@@ -614,8 +632,8 @@ def confirm_dirs(results: str | os.PathLike) -> list[Path]:
     root = Path(results)
     if not root.is_dir():
         raise ResultsError(f"results: {str(root)!r} is not a directory")
-    found = [root / CONFIRM] if (root / CONFIRM).is_dir() else sorted(root.glob(f"*/{CONFIRM}"))
-    return [d for d in found if table_files(d, TRIALS)]
+    found = [root / CONFIRM] if is_sweep_dir(root) else sorted(root.glob(f"*/{CONFIRM}"))
+    return [d for d in found if d.is_dir() and table_files(d, TRIALS)]
 
 
 def load_confirm(results: str | os.PathLike) -> pa.Table:
@@ -645,7 +663,7 @@ def load_curves(results: str | os.PathLike) -> pa.Table:
     """The ``curves`` table: one row per report of every trial, including rows still only in
     a write-ahead log (a running or killed sweep)."""
     root = Path(results)
-    dirs: Iterable[Path] = [root / CURVES, *root.glob(f"*/{CURVES}")]
+    dirs: Iterable[Path] = [root / CURVES] if is_sweep_dir(root) else root.glob(f"*/{CURVES}")
     pending = [row for d in dirs for row in read_wal(d)]
     files = table_files(results, CURVES)
     if not files and pending:

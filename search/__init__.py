@@ -2,7 +2,7 @@
 
 from search.spec import SpecError, SweepSpec, load_spec, validate_spec
 
-__all__ = ["SpecError", "SweepSpec", "load_spec", "run_sweep", "validate_spec"]
+__all__ = ["SpecError", "SweepSpec", "confirm_sweep", "load_spec", "run_sweep", "validate_spec"]
 
 
 def __getattr__(name: str):
@@ -10,4 +10,8 @@ def __getattr__(name: str):
         from search.sweep import run_sweep
 
         return run_sweep
+    if name == "confirm_sweep":
+        from search.confirm import confirm_sweep
+
+        return confirm_sweep
     raise AttributeError(f"module 'search' has no attribute {name!r}")

@@ -1,8 +1,14 @@
-"""``python -m search validate|run|submit|teacher SPEC [--set a.b=value ...]``.
+"""``python -m search validate|run|submit|teacher SPEC [--set a.b=value ...]`` and
+``python -m search confirm SWEEP_DIR [--top N] [--seeds S]``.
+
+``confirm`` re-runs a finished sweep's ``--top`` best searched configurations (selected on
+validation) and its baseline arms on ``--seeds`` fresh seeds, into ``<sweep>/confirm/``, and
+prints their comparison on the test split (intervals, Holm-corrected verdicts): the winner's
+score without the selection's luck (see :mod:`search.confirm`).
 
 Exit codes: 0 success, 2 bad input (one line per problem, nothing started), 1 a sweep that
 started but failed (a teacher that failed, a full or read-only disk), 130 interrupted (Ctrl-C:
-the same command resumes the sweep).
+the same command resumes the sweep, or the confirmation).
 """
 
 from __future__ import annotations
@@ -54,6 +60,23 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument(
                 "--top", type=int, default=5, help="best schedules to print; default 5"
             )
+    confirm = commands.add_parser(
+        "confirm",
+        help="re-run a sweep's best configurations and its baselines on fresh seeds and "
+        "compare them on the test split (run it again to resume or extend it)",
+    )
+    confirm.add_argument("sweep", help="the sweep's directory, <storage>/<name>")
+    confirm.add_argument(
+        "--top", type=int, default=3,
+        help="searched configurations to confirm, best on validation first; default 3",
+    )  # fmt: skip
+    confirm.add_argument(
+        "--seeds", type=int, default=5, help="fresh seeds per configuration (2 or more); default 5"
+    )
+    confirm.add_argument(
+        "--address", help="Ray cluster address; default: RAY_ADDRESS, else embedded local Ray"
+    )
+    confirm.add_argument("--verbose", action="store_true", help="also show Tune's progress tables")
     return parser
 
 
@@ -76,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "confirm":
+        return _confirm(args)
     try:
         spec = _spec(args)
         if args.command not in ("run", "teacher"):  # those check it themselves, first thing
@@ -173,4 +198,44 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
         return 1
     print(f"\nbest schedules by {spec.metric} ({sweep_dir}):")
     print(format_table(best))
+    return 0
+
+
+def _confirm(args: argparse.Namespace) -> int:
+    from analysis import CorruptResultsError, ResultsError
+    from analysis.cli import format_table
+    from search.confirm import (
+        SweepInterrupted,
+        SweepLockLost,
+        SweepStorageError,
+        comparison,
+        confirm_sweep,
+    )
+    from search.errors import SweepInputError
+    from search.teacher import TeacherError
+
+    try:
+        confirm_sweep(
+            args.sweep, top=args.top, seeds=args.seeds, address=args.address,
+            verbose=1 if args.verbose else 0,
+        )  # fmt: skip
+    except (SweepInputError, CorruptResultsError) as exc:
+        _problems(exc)
+        return 2
+    except (TeacherError, SweepStorageError, SweepLockLost) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except SweepInterrupted as exc:
+        print(exc, file=sys.stderr)
+        return INTERRUPTED
+    try:
+        header, table = comparison(args.sweep)
+    except CorruptResultsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ResultsError as exc:  # e.g. every run of the baseline failed
+        print(f"error: no comparison: {exc}", file=sys.stderr)
+        return 1
+    print(f"\n{header}")
+    print(format_table(table))
     return 0

@@ -275,3 +275,23 @@ def test_rows_confirm_without_confirmation_is_one_line_exit_2(tmp_path):
     )  # fmt: skip
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and "python -m search confirm" in run.stderr
+
+
+def test_a_sweep_directory_never_reads_its_confirmation_tables(tmp_path):
+    """Confirmation rows (parquet or still in a write-ahead log) stay out of the sweep's own
+    trials and curves, whichever files the sweep itself has yet."""
+    from analysis import load_curves
+    from analysis.tables import CURVES, WriteAheadLog
+
+    sweep = _write_sweep(tmp_path, _STEPS)
+    _write_rows(sweep / CONFIRM / TRIALS, [{"trial_id": "c0", "config.arm": "confirm:x"}], "s")
+    (sweep / CONFIRM / CURVES).mkdir(parents=True)
+    (sweep / CURVES).mkdir()
+    wal = WriteAheadLog(sweep / CONFIRM / CURVES, "abcd")
+    wal.append({"sweep": "s", "trial_id": "c0", "step": 1, "val_accuracy": 0.5})
+    ours = WriteAheadLog(sweep / CURVES, "ef01")
+    ours.append({"sweep": "s", "trial_id": "two_shot", "step": 1, "val_accuracy": 0.7})
+    assert load_curves(sweep)["trial_id"].to_pylist() == ["two_shot"]
+    assert "c0" not in load_trials(sweep)["trial_id"].to_pylist()
+    assert load_curves(tmp_path)["trial_id"].to_pylist() == ["two_shot"]  # a storage root
+    assert load_trials(sweep / CONFIRM)["trial_id"].to_pylist() == ["c0"]
