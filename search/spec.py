@@ -10,6 +10,7 @@ bombs, deep nesting) and the fields the sweep sets in each trial are refused
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -589,6 +590,9 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
         if field is None:
             return []
         model = field.annotation
+        optional = [a for a in typing.get_args(model) if a is not type(None)]
+        if len(optional) == 1 and type(None) in typing.get_args(model):  # X | None: X's keys
+            model = optional[0]
     fields = getattr(model, "model_fields", None)
     return sorted(fields) if fields else []
 

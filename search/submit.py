@@ -40,6 +40,8 @@ def check_paths(spec: SweepSpec) -> None:
         "teacher.model.path": (spec.teacher.model.path, "that every node of the cluster can read"),
         "student.model.path": (spec.student.model.path, "that every node of the cluster can read"),
     }
+    for split, file in (spec.data.paths.model_dump() if spec.data.paths else {}).items():
+        paths[f"data.paths.{split}"] = (file, "that every node of the cluster can read")
     problems = [
         f"{field}: {value!r} is relative; a submitted sweep needs an absolute path {which}"
         for field, (value, which) in paths.items()

@@ -15,6 +15,7 @@ import ray
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
+from analysis.tables import TEACHER, TEACHER_FILE
 from search._capacity import check_capacity
 from search._inputs import InputError, check_bank_fits, check_inputs
 from search._lock import SweepLock, SweepLockLost
@@ -48,6 +49,8 @@ from search.sink import ParquetSink, recover_curves
 from search.spec import SweepSpec, redact
 from search.teacher import TeacherError, ensure_teacher, teacher_dir
 from trainables.config import StudentConfig
+from trainables.distill import open_bank
+from trainables.loops import missing_transition
 from trainables.student import (
     distributed_student,
     train_student,
@@ -317,6 +320,7 @@ def _run(
         raise
     if interrupts.requested:
         raise SweepInterrupted("teacher")
+    _check_transition(spec, teacher_bank)  # before any student trial starts
     interrupts.phase = "student"
     recovered = recover_curves(spec.sweep_dir)  # rows a killed run logged but never wrote
     if recovered:
@@ -356,6 +360,23 @@ def _run(
         print(f"students: PBT's best schedule -> {out}")
     manifest.end()
     return spec.sweep_dir
+
+
+def _check_transition(spec: SweepSpec, bank: Path) -> None:
+    """:class:`SweepInputError` (one line) when the student or the space can run ``two_shot``
+    from checkpoint ``transition`` and the teacher has no phase transition: every such trial
+    would fail (:func:`trainables.loops.missing_transition`), so none starts."""
+    schedule = spec.student.teacher_schedule
+    kinds = {schedule.kind, *spec.space.teacher_schedules}
+    if schedule.checkpoint != "transition" or "two_shot" not in kinds:
+        return
+    table = spec.sweep_dir / TEACHER / TEACHER_FILE
+    problem = missing_transition(
+        open_bank(bank), where=f"the teacher table {table}",
+        field="student.teacher_schedule.checkpoint",
+    )  # fmt: skip
+    if problem is not None:
+        raise SweepInputError(problem)
 
 
 def _check_writable(spec: SweepSpec) -> None:

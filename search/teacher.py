@@ -78,11 +78,15 @@ def teacher_key(spec: SweepSpec) -> str:
     teacher = spec.teacher.model_dump(exclude={"bank", "score_folds"})
     parts = {
         "format": RUN_FORMAT,  # the teacher's run, not the bank: a new bank format keeps it
-        "data": spec.data.model_dump(),
+        # data.paths and data.split_column came later: left out while unset, so a bank
+        # built before keeps its key
+        "data": spec.data.model_dump(
+            exclude={n for n in ("paths", "split_column") if getattr(spec.data, n) is None}
+        ),
         "task": spec.task.model_dump(),
         "teacher": teacher,
     }
-    if spec.data.path:  # the files' contents, streamed (a token file may be large)
+    if spec.data.path or spec.data.paths:  # the files' contents, streamed (may be large)
         digest = hashlib.sha256()
         for path in data_files(spec.data):
             digest.update(f"{path.name}:{path.stat().st_size}:".encode())
@@ -159,13 +163,19 @@ def ensure_teacher(
         table_dir = spec.sweep_dir / TEACHER
         table_dir.mkdir(parents=True, exist_ok=True)
         write_parquet_atomic(teacher_table(spec.name, teacher), table_dir / TEACHER_FILE)
-    transition = teacher.transition
-    where = (
-        f"; phase transition {transition['start']}-{transition['end']}, checkpoint "
-        f"{transition['checkpoint']}"
-        if transition
-        else ""
-    )
+    transition, rise = teacher.transition, teacher.metrics.get("transition_rise")
+    if transition:
+        where = (
+            f"; phase transition {transition['start']}-{transition['end']}, checkpoint "
+            f"{transition['checkpoint']}"
+        )
+    elif rise is not None:  # a flat teacher: two_shot from 'transition' is refused
+        where = (
+            f"; no phase transition (steepest rise {rise:.3f}, "
+            f"{teacher.metrics['transition_required_rise']:.3f} required)"
+        )
+    else:
+        where = ""
     folds = teacher.extra.get("score_folds") or 0
     fold_s = sum(f.get("wall_time_s", 0.0) for f in teacher.extra.get("folds") or [])
     print(
@@ -327,7 +337,9 @@ def _train(
 
 
 def teacher_table(sweep: str, teacher: TeacherBank) -> pa.Table:
-    """One row per teacher evaluation, marking kept checkpoints and the phase transition."""
+    """One row per teacher evaluation, marking kept checkpoints and the phase transition
+    (none marked, ``in_transition`` and ``is_transition_checkpoint`` false on every row,
+    when the teacher has none: its accuracy never rose by ``teacher.transition_min_rise``)."""
     transition = teacher.transition or {}
     rows = []
     for record in teacher.history:

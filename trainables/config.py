@@ -86,6 +86,20 @@ class StrictModel(BaseModel):
         return set()
 
 
+_DATA_SUFFIXES = {"file": (".npz", ".parquet"), "tokens": (".npy", ".parquet")}  # per kind
+
+
+class DataPaths(StrictModel):
+    """``data.paths``: one file per split (kinds ``file`` and ``tokens``), each by the rules of
+    ``data.path``; ``holdout`` (optional): rows reserved for training-time decisions, added to
+    the training split after its own rows (:attr:`trainables.data.Splits.holdout`)."""
+
+    train: str
+    val: str
+    test: str
+    holdout: str | None = None
+
+
 class DataConfig(StrictModel):
     """Where the examples come from and how they are split.
 
@@ -115,9 +129,32 @@ class DataConfig(StrictModel):
     - ``module``: a user factory ``"package.module:function"`` called with ``kwargs``, returning
       a map-style ``torch.utils.data.Dataset`` whose items are ``(x, label)`` pairs (``classify``)
       or 1-D token tensors (language-model tasks). It is imported where the trial runs.
+
+    Splits: by default a seeded permutation of the rows cut by ``val_fraction`` and
+    ``test_fraction`` (``split_seed``). Kinds ``file`` and ``tokens`` take the user's split
+    instead, so a clean test set stays exactly the test set:
+
+    - ``split_column``: a string column of the Parquet ``path`` naming each row's split,
+      ``train``, ``val``, ``test`` or ``holdout`` (any other value is an error); rows keep
+      their file order within a split.
+    - ``paths: {train: ..., val: ..., test: ..., holdout: ...}`` (holdout optional): one file
+      per split instead of ``path``, all of one format; the files must agree (feature columns
+      and their kinds, or ``x``'s example shape; ``.npy`` token files the same length), and
+      the classes or vocabulary are those of all the files together.
+
+    Each of train, val and test needs a row. ``holdout`` rows (optional) join the training
+    split after its own rows and are marked there (:attr:`trainables.data.Splits.holdout`),
+    for training-time decisions that must not use validation data. With a user split
+    ``val_fraction`` and ``test_fraction`` are unused (setting either to other than its
+    default is refused, not ignored) and ``split_seed`` does not move a row.
     """
 
     kind: DataKind = "digits"
+    paths: DataPaths | None = Field(
+        default=None,
+        description="kind=file or tokens: one file per split (train, val, test; optional "
+        "holdout), instead of path",
+    )
     path: str | None = Field(
         default=None,
         validate_default=True,
@@ -127,6 +164,11 @@ class DataConfig(StrictModel):
     label_column: str = "label"
     difficulty_column: str | None = Field(
         default=None, description="a column of per-example difficulty (score: column)"
+    )
+    split_column: str | None = Field(
+        default=None,
+        description="kind=file or tokens, a .parquet path: a string column naming each row's "
+        "split (train, val, test or holdout)",
     )
     tokens_column: str = "tokens"
     shape: list[int] | None = Field(default=None, min_length=1, max_length=4)
@@ -158,15 +200,50 @@ class DataConfig(StrictModel):
             raise ValueError(f"every dimension must be >= 1, got {shape}")
         return shape
 
+    @field_validator("paths")
+    @classmethod
+    def _check_paths(cls, paths: DataPaths | None, info: ValidationInfo) -> DataPaths | None:
+        """Each split's file: it exists, with a suffix of ``kind``, the same for every split."""
+        kind = info.data.get("kind")
+        if paths is None:
+            return paths
+        if kind not in _DATA_SUFFIXES:
+            raise ValueError(f"only allowed when kind is 'file' or 'tokens' (kind is {kind!r})")
+        allowed = _DATA_SUFFIXES[kind]
+        given = [(n, getattr(paths, n)) for n in type(paths).model_fields]
+        given = [(split, path) for split, path in given if path is not None]
+        for split, path in given:
+            if Path(path).suffix not in allowed:
+                raise ValueError(
+                    f"{split}: {path!r} must end in {' or '.join(allowed)} for kind {kind!r}"
+                )
+        for split, path in given:
+            if Path(path).suffix != Path(paths.train).suffix:
+                raise ValueError(
+                    f"{split}: {path!r} is {Path(path).suffix} but train {paths.train!r} is "
+                    f"{Path(paths.train).suffix}; every split's file must have the same format"
+                )
+            if not Path(path).is_file():
+                raise ValueError(f"{split}: file {path!r} does not exist or is not a file")
+        return paths
+
     @field_validator("path")
     @classmethod
     def _check_path(cls, path: str | None, info: ValidationInfo) -> str | None:
         kind = info.data.get("kind")
-        suffixes = {"file": (".npz", ".parquet"), "tokens": (".npy", ".parquet")}
+        suffixes = _DATA_SUFFIXES
         if kind not in ("file", "tokens", "text"):
             if path is not None:
                 raise ValueError(
                     f"only allowed when kind is 'file', 'tokens' or 'text' (kind is {kind!r})"
+                )
+            return path
+        if kind in suffixes and info.data.get("paths", False) is not None:
+            # data.paths given (or refused: that error is reported already)
+            if path is not None and "paths" in info.data:
+                raise ValueError(
+                    "not allowed together with data.paths: give one file (path) or one file "
+                    "per split (paths)"
                 )
             return path
         if not path:
@@ -196,7 +273,47 @@ class DataConfig(StrictModel):
             and self.pad_id >= self.vocab_size
         ):
             raise ValueError(f"pad_id: {self.pad_id} must be < vocab_size {self.vocab_size}")
+        self._check_user_split()
         return self
+
+    def _check_user_split(self) -> None:
+        """``split_column`` where it can be read; no fraction set beside a user's split."""
+        column = self.split_column
+        if column is not None:
+            if self.kind not in _DATA_SUFFIXES:
+                raise ValueError(
+                    f"split_column: only allowed when kind is 'file' or 'tokens' (kind is "
+                    f"{self.kind!r})"
+                )
+            if self.paths is not None:
+                raise ValueError(
+                    f"split_column: {column!r} is not allowed together with data.paths, whose "
+                    "files are the splits; use one or the other"
+                )
+            if Path(self.path or "").suffix != ".parquet":
+                raise ValueError(
+                    f"split_column: {column!r} needs a .parquet data.path; {self.path!r} has no "
+                    "columns: use data.paths (one file per split) or a Parquet file"
+                )
+            taken = {"label_column": self.label_column, "difficulty_column":
+                     self.difficulty_column} if self.kind == "file" else {
+                     "tokens_column": self.tokens_column}  # fmt: skip
+            for name, value in taken.items():
+                if value == column:
+                    raise ValueError(
+                        f"split_column: {column!r} is data.{name}; name a separate string "
+                        "column of split names (train, val, test, holdout)"
+                    )
+        given = "data.split_column" if column is not None else "data.paths"
+        if column is None and self.paths is None:
+            return
+        for name in ("val_fraction", "test_fraction"):
+            value, default = getattr(self, name), type(self).model_fields[name].default
+            if value != default:
+                raise ValueError(
+                    f"{name}: {value} is not used when {given} gives the splits; remove it "
+                    f"(or leave it at its default {default})"
+                )
 
     @property
     def is_tokens(self) -> bool | None:
@@ -208,10 +325,10 @@ class DataConfig(StrictModel):
         uses = {
             "digits": {"val_fraction", "test_fraction", "standardize", "shape"},
             "file": {"path", "label_column", "difficulty_column", "val_fraction", "test_fraction",
-                     "standardize", "shape"},
+                     "standardize", "shape", "paths", "split_column"},
             "sparse_parity": {"n_bits", "k", "train_size", "holdout_size", "label_noise"},
             "tokens": {"path", "tokens_column", "vocab_size", "pad_id", "max_examples",
-                       "val_fraction", "test_fraction"},
+                       "val_fraction", "test_fraction", "paths", "split_column"},
             "text": {"path", "seq_len", "whole_lines", "max_examples", "val_fraction",
                      "test_fraction"},
             "pcfg": {"vocab_size", "seq_len", "train_size", "holdout_size", "pcfg_levels",
@@ -219,6 +336,8 @@ class DataConfig(StrictModel):
             "module": {"factory", "kwargs", "vocab_size", "pad_id", "val_fraction",
                        "test_fraction", "standardize", "shape"},
         }[self.kind]  # fmt: skip
+        if self.paths is not None or self.split_column is not None:  # the user's split
+            uses = uses - {"val_fraction", "test_fraction"}
         return every - uses
 
 
@@ -582,8 +701,16 @@ CURRICULUM_USES: dict[str, tuple[str, ...]] = {
     "self_paced": ("self_paced", "pacing"),
     "focal": ("focal_gamma",),
     "importance": ("pool_factor", "importance_smoothing"),
-    "rho": ("pool_factor", "rho_holdout_steps"),
-    "staged": ("order", "score", "stages", "progression", "gate_threshold", "gate_patience"),
+    "rho": ("pool_factor", "rho_holdout_steps", "rho_holdout_fraction"),
+    "staged": (
+        "order",
+        "score",
+        "stages",
+        "progression",
+        "gate_threshold",
+        "gate_patience",
+        "gate_holdout_fraction",
+    ),
 }
 assert set(CURRICULUM_USES) == set(kinds(CurriculumKind)), "every curriculum kind says its uses"
 
@@ -604,11 +731,23 @@ class CurriculumConfig(StrictModel):
     - ``importance``: loss-proportional sampling from a ``pool_factor`` x larger candidate pool,
       importance-weighted (Katharopoulos & Fleuret 2018).
     - ``rho``: RHO-LOSS (Mindermann et al. 2022): the batch of highest student loss minus
-      irreducible loss (a model fit for ``rho_holdout_steps`` on the validation split) out of a
-      ``pool_factor`` x larger candidate pool.
+      irreducible loss out of a ``pool_factor`` x larger candidate pool. The irreducible loss
+      comes from a model fit for ``rho_holdout_steps`` on a holdout carved from the training
+      split (``rho_holdout_fraction`` of it, or the data's own ``holdout`` rows), which the
+      student never trains on; the validation split stays for selection.
     - ``staged``: multi-stage distillation over ``stages``, advancing by ``progression``:
-      ``fixed`` lengths, ``threshold`` (the stage's validation accuracy reaches
-      ``gate_threshold``) or ``plateau`` (no improvement for ``gate_patience`` evaluations).
+      ``fixed`` lengths, ``threshold`` (the stage's accuracy reaches ``gate_threshold``) or
+      ``plateau`` (no improvement for ``gate_patience`` evaluations). A gate measures the
+      stage's accuracy on a holdout carved from the training split (``gate_holdout_fraction``
+      of it, at most 10,000 rows, or the data's own ``holdout`` rows) which the student never
+      trains on, not on the validation split.
+
+    Validation is for selection only: both holdouts come from the training split. They are
+    drawn by a permutation seeded with the trial's ``seed`` (not ``data.split_seed``), so a
+    resumed or PBT-copied run rebuilds the same pool, and the seeds of ``repeats`` hold out
+    different rows. The default 0.1 keeps 90% of the rows for training while leaving the
+    holdout enough rows: an accuracy on n rows has a standard error of at most 0.5/sqrt(n),
+    0.016 on 1,000. At most half the split may be held out.
 
     ``score`` (``confidence``, ``margin``, ``loss``, ``entropy``, ``el2n``, ``forgetting``, or
     ``column``: the data's own difficulty column) orders examples for ``paced`` and ``staged``
@@ -626,12 +765,14 @@ class CurriculumConfig(StrictModel):
     pool_factor: int = Field(default=4, ge=1, le=64)
     importance_smoothing: float = Field(default=0.1, ge=0.0)
     rho_holdout_steps: int = Field(default=300, ge=1)
+    rho_holdout_fraction: float = Field(default=0.1, gt=0.0, le=0.5)
     prune_fraction: float = Field(default=0.0, ge=0.0, le=0.9)
     prune_by: PruneBy = "score"
     stages: list[StageConfig] = Field(default_factory=_default_stages, min_length=1, max_length=16)
     progression: Progression = "fixed"
     gate_threshold: float = Field(default=0.9, gt=0.0, le=1.0)
     gate_patience: int = Field(default=3, ge=1)
+    gate_holdout_fraction: float = Field(default=0.1, gt=0.0, le=0.5)
 
     def unused(self) -> set[str]:
         uses = set(CURRICULUM_USES[self.kind])
@@ -639,7 +780,7 @@ class CurriculumConfig(StrictModel):
             uses.discard("pacing")
         if self.kind == "staged":
             uses -= {"threshold": {"gate_patience"}, "plateau": {"gate_threshold"}}.get(
-                self.progression, {"gate_threshold", "gate_patience"}
+                self.progression, {"gate_threshold", "gate_patience", "gate_holdout_fraction"}
             )
         if self.order == "random":  # a seeded permutation: no score orders it
             uses.discard("score")
@@ -707,9 +848,8 @@ class TeacherConfig(StrictModel):
     log-spaced steps, and always the final step; the teacher is evaluated at each of them too.
     ``init_from`` loads a state_dict (of the same model) first; ``train: false`` only banks it.
     ``device``: ``auto`` is the GPU Ray gave the trial, if any, else the CPU.
-    ``transition_window`` is the number of evaluation intervals the phase-transition detector
-    looks across. At every evaluation the teacher also records its training-set predictions,
-    from which the trajectory scores are computed: forgetting events over all evaluations and
+    At every evaluation the teacher also records its training-set predictions, from which the
+    trajectory scores are computed: forgetting events over all evaluations and
     EL2N averaged over the evaluations in the first ``el2n_fraction`` of the run.
     ``bank`` says how the bank of its outputs is stored and built (:class:`BankConfig`).
     ``score_folds: K`` (K >= 2) also trains K teachers, each on K-1 folds of the training
@@ -718,6 +858,22 @@ class TeacherConfig(StrictModel):
     ``output_dir`` is where the trainable writes the teacher's run (weights at every kept
     checkpoint, history, scores) atomically: it appears only once complete; for a fold run
     (``fold``: the held-out fold, set by the sweep), the fold's scores.
+
+    Phase transition (Panigrahi et al. 2024; what ``two_shot`` from checkpoint ``transition``
+    distils from): the window of ``transition_window`` evaluation intervals where the
+    teacher's accuracy rises most, measured on training rows, never on the validation split
+    (which is for selection only). With ``transition_holdout_fraction`` (drawn with ``seed``)
+    or the data's own ``holdout`` rows, on those rows, which the teacher then never trains
+    on; by default (0, no such rows) on its whole training split, which keeps every row for
+    the teacher and all its difficulty scores in-sample. Training accuracy shows the
+    transition wherever the teacher cannot memorise its data before it generalises (plentiful
+    data, as in the paper's sparse parity and PCFG); a holdout is for the other case. The
+    window counts as a transition only if its rise reaches ``transition_min_rise`` and three
+    standard errors of the difference of its two accuracies on the rows measured (binomial;
+    three, not two, because the steepest of many windows is taken). The default 0.05 lies
+    well above the noise of one evaluation (0.02-0.03 on a few hundred examples) and well
+    below a real transition (tens of points: 0.61 -> 0.997 in a sparse-parity pilot), so a
+    flat teacher has none and ``two_shot`` from ``transition`` refuses it.
     """
 
     data: DataConfig = Field(default_factory=DataConfig)
@@ -731,6 +887,8 @@ class TeacherConfig(StrictModel):
     checkpoint_every: int | None = Field(default=None, ge=1)
     log_checkpoints: int = Field(default=0, ge=0, le=200)
     transition_window: int = Field(default=3, ge=1)
+    transition_min_rise: float = Field(default=0.05, ge=0.0, lt=1.0)
+    transition_holdout_fraction: float = Field(default=0.0, ge=0.0, le=0.5)
     init_from: str | None = None
     train: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -768,7 +926,9 @@ class StudentConfig(StrictModel):
     ``teacher_bank`` is a directory written by the teacher trainable. ``target_accuracy``
     defines ``steps_to_target``: the first evaluated step whose validation accuracy reaches it
     (``steps_to_target_capped`` is the same, or ``steps + eval_every`` when never reached, a
-    number a searcher can minimise). ``stop_at_target`` ends the run there.
+    number a searcher can minimise). ``stop_at_target`` ends the run there: the one
+    training-time use of the validation split, early stopping on the selection metric itself
+    (``steps_to_target`` is fixed by then; see :mod:`trainables.loops` for the audit).
 
     ``repeats``: the configuration runs with seeds ``seed, seed + 1, ...`` in lockstep and every
     record reports their mean (what a searcher should see); the last record also lists each

@@ -161,3 +161,70 @@ def test_submit_waits_for_a_starting_job_agent_and_names_a_refusal_in_one_line(
         "address: the Ray Jobs server at 'http://head:8265' refused the job: "
         "Request failed with status code 401: Authentication required"
     )
+
+
+def test_two_shot_from_a_flat_teachers_transition_exits_2_before_any_student(tmp_path):
+    """A teacher that cannot learn (SGD at lr 1e-9) has no phase transition: the sweep
+    refuses two_shot from checkpoint 'transition' in one line naming the teacher table, after
+    the teacher phase and before any student trial."""
+    import pyarrow.parquet as pq
+
+    spec = tmp_path / "flat.yaml"
+    spec.write_text(
+        f"name: flat\nstorage: {tmp_path / 'out'}\nnum_samples: 1\n"
+        "teacher:\n  model: {hidden: [8]}\n"
+        "  optim: {kind: sgd, lr: 1.0e-9, batch_size: 32, steps: 20}\n  eval_every: 5\n"
+        "student:\n  model: {hidden: [8]}\n  optim: {steps: 20}\n  eval_every: 10\n"
+        "  teacher_schedule: {kind: two_shot, checkpoint: transition}\n"
+        "resources: {cpus_per_trial: 1}\n"
+    )
+    result = _cli("run", str(spec), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    sweep = tmp_path / "out" / "flat"
+    table = sweep / "teacher" / "teacher.parquet"
+    assert line.startswith(
+        "error: student.teacher_schedule.checkpoint: 'transition' with two_shot needs the "
+        f"teacher's phase transition, but the teacher table {table} shows none: its steepest "
+        "rise in accuracy over 3 evaluations is "
+    )
+    assert "required (teacher.transition_min_rise 0.05)" in line
+    assert line.endswith("or lower teacher.transition_min_rise")
+    marks = pq.read_table(table).to_pydict()  # the teacher table marks no transition
+    assert marks["step"] == [5, 10, 15, 20]
+    assert not any(marks["in_transition"]) and not any(marks["is_transition_checkpoint"])
+    assert "no phase transition" in result.stdout
+    assert not (sweep / "tune" / "students").exists() and not (sweep / "trials").exists()
+
+
+def test_a_space_that_can_draw_two_shot_is_checked_against_the_teacher_too(tmp_path):
+    import numpy as np
+
+    from search.errors import SweepInputError
+    from search.spec import load_spec
+    from search.sweep import _check_transition
+    from trainables.distill import write_bank
+
+    logits = {split: np.zeros((4, 10), np.float32) for split in ("train", "val", "test")}
+    metrics = {"transition_rise": 0.004, "transition_required_rise": 0.05}
+    bank = write_bank(tmp_path / "bank", {5: logits, 10: logits}, metrics=metrics)
+    base = [f"storage={tmp_path}"]
+    searched = load_spec(QUICKSTART, [*base, "space.teacher_schedules=[final, two_shot]"])
+    with pytest.raises(SweepInputError) as refused:
+        _check_transition(searched, bank)
+    assert str(refused.value).startswith("student.teacher_schedule.checkpoint: 'transition'")
+    assert (
+        "steepest rise in accuracy over teacher.transition_window evaluations is 0.004, below "
+        "the 0.050 required; set student.teacher_schedule.checkpoint to one of the kept steps "
+        "(5, 10)"
+    ) in str(refused.value)
+    for fine in (
+        [
+            *base,
+            "space.teacher_schedules=[final, two_shot]",
+            "student.teacher_schedule.checkpoint=5",
+        ],
+        [*base, "space.teacher_schedules=[final, lockstep]"],
+    ):
+        _check_transition(load_spec(QUICKSTART, fine), bank)  # no error

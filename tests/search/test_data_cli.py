@@ -192,3 +192,33 @@ def test_run_on_a_bad_file_exits_2_with_one_line_before_anything_starts(tmp_path
         "finite"
     ]
     assert not (tmp_path / "out").exists()  # no sweep, no teacher directory
+
+
+def test_validate_checks_a_user_split_column(tmp_path):
+    """A split column without ``test`` rows: exit 2, one line naming ``data.split_column``;
+    the same file with them: exit 0."""
+    x = np.random.default_rng(0).normal(size=(40, 2))
+    labels = np.arange(40) % 2
+
+    def validate(split: list[str]) -> subprocess.CompletedProcess:
+        table = {"a": x[:, 0], "b": x[:, 1], "label": labels, "split": split}
+        pq.write_table(pa.table(table), tmp_path / "d.parquet")
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(
+            "name: mine\nstorage: out\ndata: {kind: file, path: d.parquet, split_column: split}\n"
+        )
+        return subprocess.run(
+            [sys.executable, "-m", "search", "validate", str(spec)],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    bad = validate(["train"] * 30 + ["val"] * 10)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.splitlines() == [
+        "error: data.split_column: column 'split' of 'd.parquet' has no 'test' rows (values "
+        "found: train 30, val 10); every one of train, val and test needs at least one row"
+    ]
+    good = validate(["train"] * 24 + ["val"] * 6 + ["test"] * 6 + ["holdout"] * 4)
+    assert good.returncode == 0, good.stderr
+    assert "is a valid sweep spec" in good.stdout
+    assert not (tmp_path / "out").exists()

@@ -53,13 +53,15 @@ def curriculum_uses(row: dict) -> set[str]:
     elif kind == "importance":
         used |= {"pool_factor", "importance_smoothing"}
     elif kind == "rho":
-        used |= {"pool_factor", "rho_holdout_steps"}
+        used |= {"pool_factor", "rho_holdout_steps", "rho_holdout_fraction"}
     elif kind == "staged":
         progression = row["config.curriculum.progression"]
         used |= {"stages", "progression"}
         used |= {"threshold": {"gate_threshold"}, "plateau": {"gate_patience"}}.get(
             progression, set()
         )
+        if progression != "fixed":  # a gate: measured on training rows held out for it
+            used.add("gate_holdout_fraction")
     # the score orders the data (unless the order is random) and picks what pruning drops
     if orders and row["config.curriculum.order"] != "random":
         used.add("score")

@@ -8,10 +8,11 @@ dataset of either).
 
 from trainables.data._base import DataError, DataInfo, Splits
 from trainables.data._pcfg import Grammar, pcfg_grammar, pcfg_sample
-from trainables.data._rows import DatasetRows, IndexRows, RowStore
+from trainables.data._rows import ConcatRows, DatasetRows, IndexRows, RowStore
 from trainables.data._splits import check_data, data_files, load_splits, sparse_parity
 
 __all__ = [
+    "ConcatRows",
     "DataError",
     "DataInfo",
     "DatasetRows",

@@ -31,7 +31,10 @@ class Splits:
     as int64, shape ``(n, L)``) when ``tokens``. ``y_*``: int64 class labels ``(n,)``, or None
     for token data (the targets are the tokens). ``num_classes``: the classes, or the
     vocabulary ``V`` for token data (real ids ``0..V-1``; ``pad_id`` marks padding, None when
-    the data has none).
+    the data has none). ``holdout``: int64 positions *within the training split* of the rows
+    the user reserved for training-time decisions (``data.split_column`` value ``holdout``,
+    or ``data.paths.holdout``; they come after the training rows), None when the user
+    reserved none.
     """
 
     x_train: Any
@@ -48,6 +51,7 @@ class Splits:
     tokens: bool = False
     vocab_size: int | None = None
     pad_id: int | None = None
+    holdout: np.ndarray | None = None
 
     @property
     def example_shape(self) -> tuple[int, ...]:
@@ -68,7 +72,8 @@ class DataInfo:
     """What the driver learns from checking the data (nothing big is kept): the example shape
     (for tokens ``(L,)``, the padded length), whether examples are token sequences, the
     classes (or ``V``), the vocabulary and padding id of token data, the examples in all
-    (train + validation + test), and notes on what the loader leaves out."""
+    (train + validation + test, holdout rows included), notes on what the loader leaves
+    out, and the rows the user reserved as holdout (None: none; see :attr:`Splits.holdout`)."""
 
     example_shape: tuple[int, ...]
     tokens: bool
@@ -77,6 +82,7 @@ class DataInfo:
     pad_id: int | None
     rows: int
     notes: tuple[str, ...] = ()  # what the loader leaves out, for the driver to print
+    holdout: int | None = None
 
 
 def split_sizes(rows: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
@@ -134,11 +140,18 @@ def split_features(
     test_fraction: float,
     seed: int,
     standardize: bool,
+    given: Any = None,
 ) -> Splits:
-    """Split features ``x`` (``(n, d)``) and labels ``y`` (``(n,)``); standardise each feature
-    with the training split's mean and standard deviation only; reshape each example to
-    ``shape`` (``prod(shape) == d``)."""
-    train, val, test = seeded_split(len(y), val_fraction, test_fraction, seed)
+    """Split features ``x`` (``(n, d)``) and labels ``y`` (``(n,)``) by the seeded split, or
+    by ``given`` (a :class:`~trainables.data._given.UserSplit`) when the user gave one;
+    standardise each feature with the training split's mean and standard deviation only
+    (holdout rows included: they are training rows); reshape each example to ``shape``
+    (``prod(shape) == d``)."""
+    if given is None:
+        train, val, test = seeded_split(len(y), val_fraction, test_fraction, seed)
+        holdout = None
+    else:
+        train, val, test, holdout = given.train, given.val, given.test, given.holdout
     if standardize:
         mean = x[train].mean(axis=0)
         std = x[train].std(axis=0)
@@ -156,6 +169,7 @@ def split_features(
         difficulty_train=None if difficulty is None else difficulty[train],
         difficulty_val=None if difficulty is None else difficulty[val],
         difficulty_test=None if difficulty is None else difficulty[test],
+        holdout=holdout,
     )
 
 

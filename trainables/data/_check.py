@@ -26,6 +26,16 @@ What a data file must look like:
   of the train, validation and test splits at least one row. (Whether the training split
   holds every class is not checked: that depends on the seeded split.)
 
+Splits the user gives (:mod:`trainables.data._given`):
+
+- ``data.split_column`` (Parquet): a string column, not a feature, naming each row's split
+  (``train``, ``val``, ``test`` or ``holdout``); each of train, val and test needs a row.
+- ``data.paths``: one file per split, each by the rules above but for the row count (each
+  needs a row; all together ``MIN_ROWS``) and the classes, which are those of all the files
+  together (a test file may lack a class). The files must agree: the same format, the same
+  feature columns (or array ``x`` example shape) and the same kind of values (bool, integer
+  or float) in each.
+
 The check keeps nothing: its memory is one batch of rows (for Parquet, one row group) and a
 ``MAX_CLASSES`` table of the labels seen, whatever the file's size or its labels' values.
 """
@@ -44,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from trainables.data._base import MIN_ROWS, DataError, DataInfo, example_shape, split_sizes
+from trainables.data._given import SplitColumn, UserSplit, codes_of_files, empty_file, paths_of
 
 __all__ = ["MIN_ROWS", "DataError", "FileData", "file_info", "read_file", "split_sizes"]
 
@@ -58,56 +69,157 @@ _REMAP = "remap labels to 0..C-1, e.g. with np.unique(y, return_inverse=True)"
 @dataclass(frozen=True)
 class FileData:
     """What :func:`read_file` returns: features (float32, ``(n, d)``), labels (int64,
-    ``(n,)``), difficulty (float64 ``(n,)`` or None), the number of classes, and each
-    example's own shape (``.npz``: ``x.shape[1:]``; Parquet: ``(d,)``)."""
+    ``(n,)``), difficulty (float64 ``(n,)`` or None), the number of classes, each
+    example's own shape (``.npz``: ``x.shape[1:]``; Parquet: ``(d,)``), and the split the
+    user gave (``data.split_column`` or ``data.paths``; None: the loader's seeded split).
+    With ``data.paths`` the rows are the files' rows one after another."""
 
     x: np.ndarray
     y: np.ndarray
     difficulty: np.ndarray | None
     num_classes: int
     example_shape: tuple[int, ...]
+    split: UserSplit | None = None
 
 
 def file_info(data: Any) -> DataInfo:
     """Check a ``file`` dataset (a :class:`~trainables.config.DataConfig`) in one streaming
     pass that keeps nothing; raise :class:`DataError` naming the first problem."""
-    tally = _pass(Path(data.path), data.label_column, data.difficulty_column, keep=False)
-    num_classes = tally.num_classes()
-    split_sizes(tally.rows, data.val_fraction, data.test_fraction)
+    checked = _check(data, keep=False)
     return DataInfo(
-        example_shape=example_shape(data.shape, tally.example_shape),
+        example_shape=example_shape(data.shape, checked.example_shape),
         tokens=False,
-        num_classes=num_classes,
+        num_classes=checked.num_classes,
         vocab_size=None,
         pad_id=None,
-        rows=tally.rows,
+        rows=checked.rows,
+        holdout=checked.holdout,
     )
 
 
-def read_file(path: str | Path, label_column: str, difficulty_column: str | None) -> FileData:
-    """Load a data file, checking it on the way (the rules of :func:`file_info`)."""
-    tally = _pass(Path(path), label_column, difficulty_column, keep=True)
+def read_file(data: Any) -> FileData:
+    """Load the file(s) of a ``file`` dataset, checking them on the way (the rules of
+    :func:`file_info`)."""
+    checked = _check(data, keep=True)
+    tallies = checked.tallies
     return FileData(
-        num_classes=tally.num_classes(),
-        x=np.concatenate(tally.x),
-        y=np.concatenate(tally.y),
-        difficulty=np.concatenate(tally.difficulty) if tally.difficulty else None,
-        example_shape=tally.example_shape,
+        num_classes=checked.num_classes,
+        x=np.concatenate([x for t in tallies for x in t.x]),
+        y=np.concatenate([y for t in tallies for y in t.y]),
+        difficulty=(
+            np.concatenate([d for t in tallies for d in t.difficulty])
+            if data.difficulty_column is not None
+            else None
+        ),
+        example_shape=tallies[0].example_shape,
+        split=checked.split,
     )
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """The checked pass(es) over a dataset's file(s)."""
+
+    tallies: list[_Tally]
+    num_classes: int
+    rows: int
+    example_shape: tuple[int, ...]
+    split: UserSplit | None  # the user's split (with ``keep``)
+    holdout: int | None  # rows the user reserved as holdout
+
+
+def _check(data: Any, *, keep: bool) -> _Checked:
+    """One pass over ``data.path`` (split by fractions or by ``data.split_column``), or over
+    each file of ``data.paths``."""
+    if data.paths is not None:
+        return _check_paths(data, keep=keep)
+    tally = _pass(
+        Path(data.path), data.label_column, data.difficulty_column, keep=keep,
+        split_column=data.split_column,
+    )  # fmt: skip
+    num_classes = tally.num_classes()
+    if tally.splits is None:
+        split_sizes(tally.rows, data.val_fraction, data.test_fraction)
+        return _Checked([tally], num_classes, tally.rows, tally.example_shape, None, None)
+    codes = tally.splits.finish()
+    split = UserSplit.from_codes(codes) if codes is not None else None
+    holdout = tally.splits.holdout
+    return _Checked([tally], num_classes, tally.rows, tally.example_shape, split, holdout)
+
+
+def _check_paths(data: Any, *, keep: bool) -> _Checked:
+    """Each file of ``data.paths`` by the rules of one file, then together: they agree with
+    the training file, hold ``MIN_ROWS`` rows in all, and their labels are the classes
+    ``0..C-1``, each present in some file."""
+    tallies: list[_Tally] = []
+    for name, file in paths_of(data.paths):
+        field = f"data.paths.{name}"
+        tally = _pass(Path(file), data.label_column, data.difficulty_column, keep=keep, field=field)
+        if tally.rows == 0:
+            raise empty_file(field, tally.file)
+        if tallies:
+            _agree(tallies[0], tally)
+        tallies.append(tally)
+    rows = sum(t.rows for t in tallies)
+    present = np.logical_or.reduce([t.present for t in tallies])
+    npz = Path(data.paths.train).suffix == ".npz"
+    label_subject = (
+        "data.paths: array 'y' of the files"
+        if npz
+        else f"data.label_column: column {data.label_column!r} of the data.paths files"
+    )
+    num_classes = _classes(
+        present, rows, f"data.paths: the files hold {rows} rows in all", label_subject
+    )
+    sizes = [(t.field.removeprefix("data.paths."), t.rows) for t in tallies]
+    split = UserSplit.from_codes(codes_of_files(sizes)) if keep else None
+    holdout = dict(sizes).get("holdout")
+    return _Checked(tallies, num_classes, rows, tallies[0].example_shape, split, holdout)
+
+
+def _agree(train: _Tally, other: _Tally) -> None:
+    """Refuse a file of ``data.paths`` whose features differ from the training file's."""
+    there = f"{train.field} {train.file}"
+    if list(other.layout) != list(train.layout):
+        raise DataError(
+            f"{other.field}: {other.file} has feature columns {', '.join(other.layout)} but "
+            f"{there} has {', '.join(train.layout)}; every split's file needs the same "
+            "feature columns"
+        )
+    for name, (family, shape) in other.layout.items():
+        want_family, want_shape = train.layout[name]
+        what = f"array {name!r}" if other.npz else f"feature column {name!r}"
+        if shape != want_shape:
+            raise DataError(
+                f"{other.field}: {other.file} {what} holds {shape} but {want_shape} in "
+                f"{there}; every split's file needs the same example shape"
+            )
+        if family != want_family:
+            raise DataError(
+                f"{other.field}: {other.file} {what} holds {family} values but {want_family} "
+                f"values in {there}; every split's file needs the same kind of values"
+            )
 
 
 # --- the pass: the rules, applied batch by batch ------------------------------------------
 
 
 class _Tally:
-    """Rows and labels seen so far, and (with ``keep``) the checked batches themselves."""
+    """Rows and labels seen so far, and (with ``keep``) the checked batches themselves;
+    ``field`` names the file in messages (``data.path``, or ``data.paths.<split>``)."""
 
-    def __init__(self, file: str, label_subject: str, keep: bool) -> None:
+    def __init__(self, file: str, label_subject: str, keep: bool, field: str, npz: bool) -> None:
         self.file = file
         self.label_subject = label_subject
         self.keep = keep
+        self.field = field
+        self.npz = npz
         self.rows = 0
         self.example_shape: tuple[int, ...] = ()
+        # feature column (or array 'x') -> (kind of values, values per row): what the files
+        # of data.paths must agree on
+        self.layout: dict[str, tuple[str, str]] = {}
+        self.splits: SplitColumn | None = None  # data.split_column's values
         self.present = np.zeros(MAX_CLASSES, dtype=bool)
         self.x: list[np.ndarray] = []
         self.y: list[np.ndarray] = []
@@ -172,38 +284,57 @@ class _Tally:
 
     def num_classes(self) -> int:
         """The checks only the whole file can answer: row count, classes."""
-        if self.rows < MIN_ROWS:
-            raise DataError(
-                f"data.path: {self.file} has {self.rows} rows; need at least {MIN_ROWS}"
-            )
-        seen = np.flatnonzero(self.present)
-        num_classes = int(seen[-1]) + 1
-        if len(seen) == 1:
-            raise DataError(
-                f"{self.label_subject}: every label is {seen[0]} (one class); need at least 2"
-            )
-        if len(seen) < num_classes:
-            missing = np.setdiff1d(np.arange(num_classes), seen)
-            shown = ", ".join(str(v) for v in missing[:5])
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            found = ", ".join(str(v) for v in seen[:5]) + (", ..." if len(seen) > 5 else "")
-            raise DataError(
-                f"{self.label_subject}: labels must be the class indices 0..C-1, each present; "
-                f"found {len(seen)} distinct labels ({found}), missing {shown}{more}: {_REMAP}"
-            )
-        return num_classes
+        return _classes(
+            self.present, self.rows, f"{self.field}: {self.file} has {self.rows} rows",
+            self.label_subject,
+        )  # fmt: skip
 
 
-def _pass(path: Path, label_column: str, difficulty_column: str | None, *, keep: bool) -> _Tally:
+def _classes(present: np.ndarray, rows: int, too_few: str, label_subject: str) -> int:
+    """The classes of labels ``present`` (a table of the labels seen) in ``rows`` rows:
+    ``MIN_ROWS`` rows (``too_few``: the start of the message otherwise), labels ``0..C-1``
+    each present, ``C >= 2``."""
+    if rows < MIN_ROWS:
+        raise DataError(f"{too_few}; need at least {MIN_ROWS}")
+    seen = np.flatnonzero(present)
+    num_classes = int(seen[-1]) + 1
+    if len(seen) == 1:
+        raise DataError(f"{label_subject}: every label is {seen[0]} (one class); need at least 2")
+    if len(seen) < num_classes:
+        missing = np.setdiff1d(np.arange(num_classes), seen)
+        shown = ", ".join(str(v) for v in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        found = ", ".join(str(v) for v in seen[:5]) + (", ..." if len(seen) > 5 else "")
+        raise DataError(
+            f"{label_subject}: labels must be the class indices 0..C-1, each present; "
+            f"found {len(seen)} distinct labels ({found}), missing {shown}{more}: {_REMAP}"
+        )
+    return num_classes
+
+
+def _pass(
+    path: Path,
+    label_column: str,
+    difficulty_column: str | None,
+    *,
+    keep: bool,
+    field: str = "data.path",
+    split_column: str | None = None,
+) -> _Tally:
+    """One file's pass; ``field`` names it in messages; ``split_column`` (Parquet only: the
+    configuration refuses it elsewhere) is read into :attr:`_Tally.splits`."""
     file = repr(str(path))
     if path.suffix == ".npz":
-        tally = _Tally(file, f"data.path: {file} array 'y'", keep)
+        tally = _Tally(file, f"{field}: {file} array 'y'", keep, field, npz=True)
         _npz_pass(path, file, difficulty_column, tally)
     elif path.suffix == ".parquet":
-        tally = _Tally(file, f"data.label_column: column {label_column!r} of {file}", keep)
+        label_subject = f"data.label_column: column {label_column!r} of {file}"
+        tally = _Tally(file, label_subject, keep, field, npz=False)
+        if split_column is not None:
+            tally.splits = SplitColumn(split_column, file, keep=keep)
         _parquet_pass(path, file, label_column, difficulty_column, tally)
     else:
-        raise DataError(f"data.path: {file} must end in .npz or .parquet")
+        raise DataError(f"{field}: {file} must end in .npz or .parquet")
     return tally
 
 
@@ -214,6 +345,12 @@ def _reason(exc: BaseException) -> str:
 
 def _kind(dtype: np.dtype) -> str:
     return "object" if dtype.hasobject else dtype.kind
+
+
+def _family(dtype: np.dtype) -> str:
+    """A feature's kind of values, which the files of ``data.paths`` must share (an int8
+    and an int64 column agree; an int and a float column do not)."""
+    return {"b": "bool", "i": "integer", "u": "integer", "f": "float"}.get(dtype.kind, "other")
 
 
 # --- .npz ---------------------------------------------------------------------------------
@@ -237,10 +374,13 @@ def _npz_pass(path: Path, file: str, difficulty_column: str | None, tally: _Tall
                 for name in archive.namelist()
                 if name.endswith(".npy")
             }
-            _npz_schema(file, arrays, difficulty_column)
+            _npz_schema(file, arrays, difficulty_column, tally.field)
             tally.example_shape = arrays["x"].shape[1:] or (1,)
+            tally.layout = {
+                "x": (_family(arrays["x"].dtype), f"examples of shape {tally.example_shape}")
+            }
             difficulty = arrays.get(difficulty_column) if difficulty_column else None
-            x_subject = f"data.path: {file} array 'x'"
+            x_subject = f"{tally.field}: {file} array 'x'"
             d_subject = f"data.difficulty_column: array {difficulty_column!r} of {file}"
             x_array, rows = arrays["x"], arrays["x"].shape[0]
             no_difficulty = itertools.repeat((0, None), -(-rows // _batch_rows(x_array)))
@@ -264,7 +404,9 @@ def _npz_pass(path: Path, file: str, difficulty_column: str | None, tally: _Tall
     except DataError:
         raise
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
-        raise DataError(f"data.path: {file} is not a readable .npz file ({_reason(exc)})") from None
+        raise DataError(
+            f"{tally.field}: {file} is not a readable .npz file ({_reason(exc)})"
+        ) from None
 
 
 def _npy_header(archive: zipfile.ZipFile, member: str) -> _Npy:
@@ -279,13 +421,15 @@ def _npy_header(archive: zipfile.ZipFile, member: str) -> _Npy:
     return _Npy(member, tuple(shape), np.dtype(dtype), bool(fortran_order))
 
 
-def _npz_schema(file: str, arrays: dict[str, _Npy], difficulty_column: str | None) -> None:
+def _npz_schema(
+    file: str, arrays: dict[str, _Npy], difficulty_column: str | None, field: str
+) -> None:
     """The rules a .npz's headers answer: names, dtypes, shapes, lengths."""
     listed = ", ".join(arrays) or "none"
     for name in ("x", "y"):
         if name not in arrays:
             raise DataError(
-                f"data.path: {file} needs arrays 'x' and 'y'; array {name!r} is missing "
+                f"{field}: {file} needs arrays 'x' and 'y'; array {name!r} is missing "
                 f"(arrays: {listed})"
             )
     if difficulty_column is not None:
@@ -299,13 +443,13 @@ def _npz_schema(file: str, arrays: dict[str, _Npy], difficulty_column: str | Non
                 f"data.difficulty_column: {difficulty_column!r} is not an array of {file} "
                 f"(arrays: {listed})"
             )
-    checks = [("x", _NUMERIC, "numeric (int, uint, float or bool)", "data.path")]
-    checks.append(("y", _INTEGER, "integer class indices 0..C-1", "data.path"))
+    checks = [("x", _NUMERIC, "numeric (int, uint, float or bool)", field)]
+    checks.append(("y", _INTEGER, "integer class indices 0..C-1", field))
     if difficulty_column is not None:
         checks.append((difficulty_column, _NUMERIC, "numeric", "data.difficulty_column"))
-    for name, kinds, allowed, field in checks:
+    for name, kinds, allowed, named in checks:
         array = arrays[name]
-        subject = f"{field}: {file} array {name!r}"
+        subject = f"{named}: {file} array {name!r}"
         if array.dtype.hasobject:
             raise DataError(
                 f"{subject} holds Python objects (dtype object), which need pickle (not "
@@ -318,14 +462,14 @@ def _npz_schema(file: str, arrays: dict[str, _Npy], difficulty_column: str | Non
             raise DataError(f"{subject} must have one entry per row, got a 0-d array")
     x, y = arrays["x"], arrays["y"]
     if len(y.shape) != 1:
-        raise DataError(f"data.path: {file} array 'y' must be 1-D, got shape {y.shape}")
+        raise DataError(f"{field}: {file} array 'y' must be 1-D, got shape {y.shape}")
     if x.shape[0] != y.shape[0]:
         raise DataError(
-            f"data.path: {file} array 'x' has {x.shape[0]} rows but array 'y' has "
+            f"{field}: {file} array 'x' has {x.shape[0]} rows but array 'y' has "
             f"{y.shape[0]} labels; need one label per row"
         )
     if len(x.shape) > 1 and int(np.prod(x.shape[1:])) == 0:
-        raise DataError(f"data.path: {file} array 'x' has no features (shape {x.shape})")
+        raise DataError(f"{field}: {file} array 'x' has no features (shape {x.shape})")
     if difficulty_column is not None:
         d = arrays[difficulty_column]
         if d.shape[0] != x.shape[0] or int(np.prod(d.shape[1:])) != 1:
@@ -388,10 +532,16 @@ def _parquet_pass(
         schema = reader.schema_arrow
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(
-            f"data.path: {file} is not a readable Parquet file ({_reason(exc)})"
+            f"{tally.field}: {file} is not a readable Parquet file ({_reason(exc)})"
         ) from None
-    features = _parquet_schema(file, schema, label_column, difficulty_column)
-    subjects = {name: f"data.path: {file} feature column {name!r}" for name in features} | {
+    splits = tally.splits
+    features = _parquet_schema(
+        file, schema, label_column, difficulty_column, tally.field,
+        splits.name if splits else None,
+    )  # fmt: skip
+    if splits is not None:
+        splits.check_type(schema.field(splits.name).type)
+    subjects = {name: f"{tally.field}: {file} feature column {name!r}" for name in features} | {
         label_column: tally.label_subject
     }
     if difficulty_column is not None:
@@ -405,6 +555,9 @@ def _parquet_pass(
             columns = {}
             for name in schema.names:
                 column = batch.column(name)
+                if splits is not None and name == splits.name:
+                    splits.add(column)
+                    continue
                 if column.null_count:
                     row = int(np.argmax(column.is_null().to_numpy(zero_copy_only=False)))
                     raise DataError(
@@ -425,9 +578,14 @@ def _parquet_pass(
             tally.add(x, y, d)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(
-            f"data.path: {file} is not a readable Parquet file ({_reason(exc)})"
+            f"{tally.field}: {file} is not a readable Parquet file ({_reason(exc)})"
         ) from None
     tally.example_shape = (sum(widths.get(name, 1) for name in features),)
+    for name in features:
+        kind = schema.field(name).type
+        element = _family(np.dtype((kind.value_type if _is_list(kind) else kind).to_pandas_dtype()))
+        per_row = f"lists of {widths[name]} values" if name in widths else "one value a row"
+        tally.layout[name] = (element, per_row)
 
 
 def _parquet_batch_rows(reader: Any) -> int:
@@ -484,11 +642,20 @@ def _list_values(
 
 
 def _parquet_schema(
-    file: str, schema: Any, label_column: str, difficulty_column: str | None
+    file: str,
+    schema: Any,
+    label_column: str,
+    difficulty_column: str | None,
+    field: str,
+    split_column: str | None,
 ) -> list[str]:
     """The rules a Parquet schema answers; return the feature columns' names."""
     names = list(schema.names)
     listed = ", ".join(names)
+    if split_column is not None and split_column not in names:
+        raise DataError(
+            f"data.split_column: {split_column!r} is not a column of {file} (columns: {listed})"
+        )
     if label_column not in names:
         raise DataError(
             f"data.label_column: {label_column!r} is not a column of {file} (columns: {listed})"
@@ -517,20 +684,25 @@ def _parquet_schema(
                 f"data.difficulty_column: column {difficulty_column!r} of {file} must be "
                 f"numeric (int, uint, float or bool), got {difficulty_type}"
             )
-    features = [n for n in names if n not in (label_column, difficulty_column)]
+    features = [n for n in names if n not in (label_column, difficulty_column, split_column)]
+    others = (
+        "data.label_column and data.difficulty_column"
+        if split_column is None
+        else "data.label_column, data.difficulty_column and data.split_column"
+    )
     if not features:
         raise DataError(
-            f"data.path: {file} has no feature columns (columns: {listed}); every column "
-            "but data.label_column and data.difficulty_column is a feature"
+            f"{field}: {file} has no feature columns (columns: {listed}); every column "
+            f"but {others} is a feature"
         )
     for name in features:
         kind = schema.field(name).type
         element = kind.value_type if _is_list(kind) else kind
         if _arrow_kind(element) not in _NUMERIC:
             raise DataError(
-                f"data.path: {file} feature column {name!r} must be numeric (int, uint, "
+                f"{field}: {file} feature column {name!r} must be numeric (int, uint, "
                 f"float or bool) or a list of numbers, got {kind}; every column but "
-                "data.label_column and data.difficulty_column is a feature"
+                f"{others} is a feature"
             )
     return features
 

@@ -1,5 +1,6 @@
 """Row stores that gather on demand: an index view over an array or memory map
-(:class:`IndexRows`), and one over a user's map-style dataset (:class:`DatasetRows`).
+(:class:`IndexRows`), one over a user's map-style dataset (:class:`DatasetRows`), and the
+rows of several stores one after another (:class:`ConcatRows`).
 
 A split of a large token file is ``IndexRows(memmap, rows)``: nothing is copied until the
 engine asks for a batch, ``store[indices]``, which reads only those rows.
@@ -87,6 +88,44 @@ class IndexRows:
 
     def __repr__(self) -> str:
         return f"IndexRows({len(self)} of {type(self.base).__name__} {self.base.shape})"
+
+
+class ConcatRows:
+    """The rows of several stores one after another (e.g. a training split's rows from the
+    file of ``data.paths.train`` followed by its holdout rows from ``data.paths.holdout``),
+    gathered on demand from each; every part has the same example shape and ``dtype``.
+    Pickles as its parts (an :class:`IndexRows` over a memory map, by file name)."""
+
+    def __init__(self, parts: list[Any]) -> None:
+        assert parts and len({p.shape[1:] for p in parts}) == 1, "parts must share a shape"
+        self.parts = list(parts)
+        self.starts = np.cumsum([0] + [len(p) for p in self.parts])
+        self.dtype = np.dtype(self.parts[0].dtype)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (int(self.starts[-1]), *self.parts[0].shape[1:])
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        indices = _indices(key, len(self))
+        flat = indices.reshape(-1)
+        out = np.empty((len(flat), *self.shape[1:]), dtype=self.dtype)
+        part_of = np.searchsorted(self.starts, flat, side="right") - 1
+        for i, part in enumerate(self.parts):
+            mine = np.flatnonzero(part_of == i)
+            if len(mine):
+                out[mine] = part[flat[mine] - self.starts[i]]
+        return out.reshape(*indices.shape, *self.shape[1:])
+
+    def __repr__(self) -> str:
+        return f"ConcatRows({len(self)} rows of {len(self.parts)} stores)"
 
 
 class DatasetRows:

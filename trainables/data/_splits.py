@@ -14,6 +14,7 @@ import numpy as np
 from trainables.data._base import DataError, DataInfo, Splits, example_shape, split_features
 from trainables.data._check import file_info, read_file
 from trainables.data._dataset import dataset_info, load_dataset
+from trainables.data._given import paths_of
 from trainables.data._pcfg import load_pcfg, pcfg_info
 from trainables.data._text import load_text, text_files, text_info
 from trainables.data._tokens import load_tokens, tokens_info
@@ -27,9 +28,11 @@ def load_splits(cfg: Any) -> Splits:
     train / validation / test, deterministically.
 
     The split of a table (``digits``, ``file``, ``tokens``, ``text``, ``module``) is a seeded
-    permutation (same ``split_seed`` -> same split on every node); generated kinds draw each
-    split from ``split_seed``. Standardisation uses the training split's mean and standard
-    deviation only. Files are checked on the way, by the rules of :func:`check_data`.
+    permutation (same ``split_seed`` -> same split on every node), unless the user gives the
+    split (``file`` and ``tokens``: ``data.split_column`` or ``data.paths``; see
+    :mod:`trainables.data._given`); generated kinds draw each split from ``split_seed``.
+    Standardisation uses the training split's mean and standard deviation only. Files are
+    checked on the way, by the rules of :func:`check_data`.
     """
     kind = cfg.kind
     if kind == "sparse_parity":
@@ -43,16 +46,17 @@ def load_splits(cfg: Any) -> Splits:
     if kind == "digits":
         _no_difficulty(cfg)
         x, y = _load_digits()
-        difficulty, natural = None, DIGITS.example_shape
+        difficulty, natural, given = None, DIGITS.example_shape, None
     elif kind == "file":
-        table = read_file(cfg.path, cfg.label_column, cfg.difficulty_column)  # checks it
+        table = read_file(cfg)  # checks it
         x, y, difficulty, natural = table.x, table.y, table.difficulty, table.example_shape
+        given = table.split
     else:
         raise ValueError(f"data.kind: {kind!r} is not a data kind")
     return split_features(
         x, y, difficulty, shape=example_shape(cfg.shape, natural),
         val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.split_seed,
-        standardize=cfg.standardize,
+        standardize=cfg.standardize, given=given,
     )  # fmt: skip
 
 
@@ -125,7 +129,10 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
 
 def data_files(data: Any) -> list[Path]:
     """The files ``data`` (a :class:`~trainables.config.DataConfig`) reads, in order: what a
-    content hash of the data covers (generated data and ``module`` datasets read none)."""
+    content hash of the data covers (generated data and ``module`` datasets read none). With
+    ``data.paths``, every split's file (train, val, test, then holdout)."""
+    if data.kind in ("file", "tokens") and data.paths is not None:
+        return [Path(file) for _, file in paths_of(data.paths)]
     if data.kind in ("file", "tokens"):
         return [Path(data.path)]
     if data.kind == "text":

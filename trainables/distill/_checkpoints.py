@@ -18,28 +18,78 @@ from trainables.config import TeacherScheduleKind, kinds
 CHECKPOINT_SCHEDULES = kinds(TeacherScheduleKind)
 
 
-def detect_transition(
+TRANSITION_Z = 3.0  # standard errors a rise must reach (the steepest of many windows is taken)
+
+
+def steepest_rise(
     steps: list[int], accuracies: list[float], *, window: int = 3
 ) -> dict[str, Any] | None:
     """The window of ``window`` consecutive evaluation intervals with the steepest rise in
-    accuracy: ``{"start", "end", "rise", "step"}``, ``step`` being the first evaluation in the
-    window at or above the midpoint of the window's accuracies. None with fewer than two
-    evaluations."""
+    accuracy, whatever its size: ``{"start", "end", "rise", "step"}``, ``step`` being the
+    first evaluation in the window at or above the midpoint of the window's accuracies. None
+    with fewer than two evaluations."""
+    found = _steepest(steps, accuracies, window)
+    if found is None:
+        return None
+    i, w = found
+    middle = (accuracies[i] + accuracies[i + w]) / 2
+    crossing = next(steps[j] for j in range(i, i + w + 1) if accuracies[j] >= middle)
+    return {
+        "start": steps[i], "end": steps[i + w], "rise": accuracies[i + w] - accuracies[i],
+        "step": crossing,
+    }  # fmt: skip
+
+
+def _steepest(steps: list[int], accuracies: list[float], window: int) -> tuple[int, int] | None:
+    """``(i, w)``: the steepest window runs from evaluation ``i`` to ``i + w``."""
     if len(steps) != len(accuracies):
         raise ValueError("steps and accuracies must have the same length")
     if len(steps) < 2:
         return None
     w = max(1, min(window, len(steps) - 1))
     rises = [accuracies[i + w] - accuracies[i] for i in range(len(steps) - w)]
-    i = max(range(len(rises)), key=lambda j: (rises[j], -j))
-    middle = (accuracies[i] + accuracies[i + w]) / 2
-    crossing = next(steps[j] for j in range(i, i + w + 1) if accuracies[j] >= middle)
-    return {"start": steps[i], "end": steps[i + w], "rise": rises[i], "step": crossing}
+    return max(range(len(rises)), key=lambda j: (rises[j], -j)), w
+
+
+def required_rise(low: float, high: float, *, min_rise: float, rows: int | None = None) -> float:
+    """The rise from accuracy ``low`` to ``high`` that counts as a phase transition: at least
+    ``min_rise``, and with ``rows`` (the examples each accuracy is measured on) at least
+    :data:`TRANSITION_Z` standard errors of the difference of two independent binomial
+    accuracies, ``sqrt((low (1 - low) + high (1 - high)) / rows)``. Three rather than two:
+    the steepest of many windows is taken, and a flat curve's steepest noise is about two."""
+    if rows is None or rows < 1:
+        return min_rise
+    variance = (low * (1 - low) + high * (1 - high)) / rows
+    return max(min_rise, TRANSITION_Z * math.sqrt(max(variance, 0.0)))
+
+
+def detect_transition(
+    steps: list[int],
+    accuracies: list[float],
+    *,
+    window: int = 3,
+    min_rise: float = 0.05,
+    rows: int | None = None,
+) -> dict[str, Any] | None:
+    """The teacher's phase transition (Panigrahi et al. 2024): the :func:`steepest_rise`
+    window when its rise reaches :func:`required_rise` (``min_rise``, and the binomial noise
+    of ``rows`` examples); None when there is none: a flat curve (a rise of 0.004 is noise,
+    not a transition), or fewer than two evaluations."""
+    found = _steepest(steps, accuracies, window)
+    if found is None:
+        return None
+    i, w = found
+    need = required_rise(accuracies[i], accuracies[i + w], min_rise=min_rise, rows=rows)
+    if accuracies[i + w] - accuracies[i] < need:
+        return None
+    return steepest_rise(steps, accuracies, window=window)
 
 
 def transition_checkpoint(transition: dict[str, Any] | None, checkpoints: list[int]) -> int:
     """The kept checkpoint nearest the transition's midpoint crossing, preferring ones inside
-    the transition window; the final checkpoint when there is no transition."""
+    the transition window; the final checkpoint when there is no transition (a student's
+    ``two_shot`` from checkpoint ``transition`` refuses that case instead, see
+    :func:`trainables.loops.missing_transition`)."""
     if not transition:
         return checkpoints[-1]
     inside = [

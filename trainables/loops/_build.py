@@ -40,6 +40,7 @@ from trainables.loops._batches import (
 from trainables.loops._common import load_data, make_optimizer
 from trainables.loops._setup import (
     Weighting,
+    band_ranks,
     batch_sampler,
     fit_irreducible_loss,
     make_checkpoint_schedule,
@@ -47,6 +48,8 @@ from trainables.loops._setup import (
     make_value_schedule,
     make_weighting,
     resolve_device,
+    student_holdout,
+    train_difficulty,
 )
 from trainables.models import build_model
 from trainables.tasks import IGNORE, Task, make_task
@@ -163,6 +166,9 @@ class StudentRun:
     steps_to_target: int | None = None
     sums: torch.Tensor | None = None  # (total, ce, kd) loss sums since the last evaluation
     count: int = 0  # steps in ``sums``
+    holdout: np.ndarray | None = None  # training rows held out, never trained on (rho, gate)
+    gate: SplitData | None = None  # a gated staged curriculum's holdout rows, evaluated
+    gate_rank: torch.Tensor | None = None  # (n_gate,) their rank in the curriculum's order
 
     def state_dict(self) -> dict[str, Any]:
         """A copy of everything needed to continue after ``step`` exactly as if never stopped:
@@ -209,8 +215,11 @@ def build_student(
     wrap_model: Callable[[nn.Module], nn.Module] | None = None,
 ) -> StudentRun:
     """Load the data and the teacher bank and build the run's engine objects (seeded by
-    ``cfg.seed``; RHO fits its irreducible-loss model here). ``rank`` / ``world_size`` shard
-    the sampler's global batches; ``wrap_model`` (e.g. DDP) wraps the training forward."""
+    ``cfg.seed``; RHO fits its irreducible-loss model here, on the training rows held out by
+    :func:`~trainables.loops._setup.student_holdout`, which also hold a gated staged
+    curriculum's gate rows). ``rank`` / ``world_size`` shard the sampler's global batches
+    (every rank holds out the same rows); ``wrap_model`` (e.g. DDP) wraps the training
+    forward."""
     if cfg.teacher_bank is None:
         raise ValueError("teacher_bank is required: a directory written by the teacher")
     data, teacher = load_data(cfg.data), open_bank(cfg.teacher_bank)
@@ -251,15 +260,22 @@ def build_student(
     forward = wrap_model(model) if wrap_model else model
     targets = TeacherTargets(teacher, cfg.distill.loss, device=device, top_k=top_k)
     targets.use(teacher.step)
-    irreducible = None
+    holdout = student_holdout(
+        cur, len(splits["train"]), seed=cfg.seed, given=getattr(data, "holdout", None)
+    )
+    irreducible = gate = gate_rank = None
     if cur.kind == "rho":
         irreducible = fit_irreducible_loss(
-            lambda: make_model(cfg, data, task), splits, steps=cur.rho_holdout_steps,
-            seed=cfg.seed, batch_size=cfg.optim.batch_size,
+            lambda: make_model(cfg, data, task), splits["train"], holdout,
+            steps=cur.rho_holdout_steps, seed=cfg.seed, batch_size=cfg.optim.batch_size,
         )  # fmt: skip
+    elif holdout is not None:  # a staged curriculum's gate
+        gate = splits["train"].subset(holdout)
+        ranks = band_ranks(cur, train_difficulty(cur, teacher), holdout, seed=cfg.seed)
+        gate_rank = torch.from_numpy(ranks).to(device)
     sampler = batch_sampler(
         cur, teacher, batch_size=cfg.optim.batch_size, total_steps=steps, seed=cfg.seed,
-        irreducible_loss=irreducible, rank=rank, world_size=world_size,
+        irreducible_loss=irreducible, holdout=holdout, rank=rank, world_size=world_size,
     )  # fmt: skip
     stages = cur.stages if staged else cur.stages[:1]
     controller = StageController(
@@ -288,7 +304,7 @@ def build_student(
         checkpoint_at=make_checkpoint_schedule(cfg.teacher_schedule, teacher, steps),
         noise=torch.Generator(device=device).manual_seed(cfg.seed + 1), autocast=autocast,
         alpha=cfg.distill.alpha, temperature=cfg.distill.temperature,
-        sums=torch.zeros(3, device=device),
+        sums=torch.zeros(3, device=device), holdout=holdout, gate=gate, gate_rank=gate_rank,
     )  # fmt: skip
 
 

@@ -29,6 +29,7 @@ from trainables.curriculum import (
     focal_weights,
     make_pacing,
     prune,
+    to_ranks,
 )
 from trainables.distill import TeacherBank
 from trainables.distill._checkpoints import CheckpointSchedule, transition_checkpoint
@@ -51,14 +52,131 @@ def resolve_device(name: str) -> torch.device:
 def make_checkpoint_schedule(
     cfg: TeacherScheduleConfig, teacher: TeacherBank, total_steps: int
 ) -> CheckpointSchedule:
-    """The teacher-checkpoint schedule, with ``transition`` resolved to the detected checkpoint."""
+    """The teacher-checkpoint schedule, with ``transition`` resolved to the detected checkpoint.
+    ``two_shot`` from checkpoint ``transition`` of a teacher without a phase transition is a
+    ``ValueError`` (:func:`missing_transition`): an arbitrary checkpoint is not the paper's
+    two-shot distillation (Panigrahi et al. 2024: only a checkpoint inside the transition
+    helps), and silently using the final one would make it one-shot."""
     first = cfg.checkpoint
+    if first == "transition" and cfg.kind == "two_shot":
+        problem = missing_transition(teacher, where=f"the teacher bank {teacher.directory}")
+        if problem is not None:
+            raise ValueError(problem)
     if first == "transition":
         first = transition_checkpoint(teacher.transition, teacher.checkpoints)
     return CheckpointSchedule(
         cfg.kind, tuple(teacher.checkpoints), total_steps, ratio=cfg.ratio, first=first,
         switch_at=cfg.switch_at, k=cfg.k, steps=tuple(cfg.steps), switches=tuple(cfg.switches),
     )  # fmt: skip
+
+
+def missing_transition(
+    teacher: TeacherBank, *, where: str, field: str = "teacher_schedule.checkpoint"
+) -> str | None:
+    """None if the teacher has a phase transition; else the one-line refusal of a ``two_shot``
+    schedule from checkpoint ``transition``, naming ``where`` the teacher's marks are (the
+    sweep's ``teacher`` table, or the bank), the measured rise, the rise required and what to
+    do instead (``field``: the checkpoint setting's name as the user writes it)."""
+    if teacher.transition is not None:
+        return None
+    metrics, settings = teacher.metrics, teacher.extra.get("teacher") or {}
+    rise, need = metrics.get("transition_rise"), metrics.get("transition_required_rise")
+    min_rise = settings.get("transition_min_rise")
+    if rise is None or need is None:
+        measured = "it records no rise (fewer than two evaluations)"
+    else:
+        window = settings.get("transition_window", "teacher.transition_window")
+        measured = (
+            f"its steepest rise in accuracy over {window} evaluations is {rise:.3f}, below the "
+            f"{need:.3f} required"
+        )
+        if min_rise is not None:
+            measured += f" (teacher.transition_min_rise {min_rise:g}"
+            measured += " or the noise of the rows measured)" if need > min_rise else ")"
+    kept = teacher.checkpoints
+    shown = ", ".join(map(str, kept if len(kept) <= 12 else [*kept[:6], "...", *kept[-5:]]))
+    return (
+        f"{field}: 'transition' with two_shot needs the teacher's phase transition, but "
+        f"{where} shows none: {measured}; set {field} to one of the kept steps "
+        f"({shown}) or lower teacher.transition_min_rise"
+    )
+
+
+def carve_holdout(
+    n_train: int,
+    fraction: float,
+    *,
+    seed: int,
+    given: np.ndarray | None = None,
+    field: str = "holdout fraction",
+    most: int | None = None,
+) -> np.ndarray:
+    """Rows of the training split held out for a training-time decision (validation is for
+    selection only), in increasing order: the data's own ``holdout`` rows (``given``, indices
+    into the training split) when it has them, else ``fraction`` of the split (at least one
+    row, at most ``most``, never all) drawn by a permutation seeded with ``seed``."""
+    if given is not None:
+        rows = np.unique(np.asarray(given, dtype=np.int64))
+        if len(rows) and (rows[0] < 0 or rows[-1] >= n_train):
+            raise ValueError(
+                f"the data's holdout rows must be indices into its {n_train} training rows, "
+                f"got {rows[0]}..{rows[-1]}"
+            )
+        if len(rows) == 0 or len(rows) >= n_train:
+            raise ValueError(
+                f"data.split_column / data.paths.holdout: {len(rows)} of the {n_train} "
+                "training rows are holdout rows; a run that holds rows out needs at least one "
+                "holdout row and one row to train on"
+            )
+        return rows
+    if n_train < 2:
+        raise ValueError(
+            f"{field}: {fraction} of {n_train} training row(s) leaves none to train on; "
+            "the training split needs at least 2 rows"
+        )
+    size = min(max(1, round(fraction * n_train)), n_train - 1, most or n_train)
+    order = np.random.default_rng([seed, _HOLDOUT_SALT]).permutation(n_train)
+    return np.sort(order[:size])
+
+
+_HOLDOUT_SALT = 0x401D  # the holdout's stream, apart from the samplers' (same seed)
+GATE_HOLDOUT_MAX = 10_000  # rows the stage gate evaluates at most (standard error <= 0.005)
+
+
+def student_holdout(
+    cfg: CurriculumConfig, n_train: int, *, seed: int, given: np.ndarray | None = None
+) -> np.ndarray | None:
+    """The training rows a student run holds out, never to train on: RHO's irreducible-loss
+    model is fit on them (``rho_holdout_fraction``) and a staged curriculum's gate measures
+    the stage's accuracy on them (``gate_holdout_fraction``, at most
+    :data:`GATE_HOLDOUT_MAX` rows); the data's own ``holdout`` rows when it has them. None
+    for a run that makes no training-time decision (it trains on every row)."""
+    if cfg.kind == "rho":
+        return carve_holdout(
+            n_train, cfg.rho_holdout_fraction, seed=seed, given=given,
+            field="curriculum.rho_holdout_fraction",
+        )  # fmt: skip
+    if cfg.kind == "staged" and cfg.progression != "fixed":
+        return carve_holdout(
+            n_train, cfg.gate_holdout_fraction, seed=seed, given=given,
+            field="curriculum.gate_holdout_fraction", most=GATE_HOLDOUT_MAX,
+        )  # fmt: skip
+    return None
+
+
+def band_ranks(
+    cfg: CurriculumConfig, difficulty: np.ndarray, rows: np.ndarray, *, seed: int
+) -> np.ndarray:
+    """Each of ``rows``' rank in ``[0, 1]`` in the curriculum's order among ``rows`` (easiest
+    first, hardest first, or a seeded random order), so that a stage's ``band`` picks the
+    same part of them as it picks of the training pool (:class:`BandSampler`)."""
+    if cfg.order == "random":
+        order = np.random.default_rng([seed, 0x0DE5, 1]).permutation(len(rows))
+        ranks = np.empty(len(rows))
+        ranks[order] = np.arange(len(rows)) / max(len(rows) - 1, 1)
+        return ranks
+    ranks = to_ranks(difficulty[rows])
+    return 1.0 - ranks if cfg.order == "hard_first" else ranks
 
 
 def train_difficulty(cfg: CurriculumConfig, teacher: TeacherBank) -> np.ndarray:
@@ -98,13 +216,21 @@ def batch_sampler(
     total_steps: int,
     seed: int,
     irreducible_loss: np.ndarray | None = None,
+    holdout: np.ndarray | None = None,
     rank: int = 0,
     world_size: int = 1,
 ) -> Sampler:
-    """The batch sampler for ``cfg.kind`` over the (pruned) training pool."""
+    """The batch sampler for ``cfg.kind`` over the training pool: every training row but the
+    ``holdout`` (:func:`student_holdout`), less what ``prune_fraction`` drops of them. The
+    pool is a function of the config, the bank and the seed alone, so a resumed sampler
+    (``load_state_dict``) continues over the same rows."""
     difficulty = train_difficulty(cfg, teacher)
     prune_scores = teacher.scores["forgetting"] if cfg.prune_by == "forgetting" else difficulty
-    pool = prune(prune_scores, cfg.prune_fraction)
+    if holdout is None:  # every row (no copies of a large split's scores)
+        pool = prune(prune_scores, cfg.prune_fraction)
+    else:
+        rows = np.setdiff1d(np.arange(len(difficulty)), holdout, assume_unique=True)
+        pool = rows[prune(prune_scores[rows], cfg.prune_fraction)]
     common = {"seed": seed, "rank": rank, "world_size": world_size}
     if cfg.kind in ("none", "self_paced", "focal"):
         return ShuffleSampler(pool, batch_size, **common)
@@ -186,18 +312,22 @@ def make_temperature(cfg: DistillConfig) -> CTKDTemperature | None:
 
 def fit_irreducible_loss(
     make_model: Callable[[], nn.Module],
-    splits: dict[str, SplitData],
+    train: SplitData,
+    holdout: np.ndarray,
     *,
     steps: int,
     seed: int,
     batch_size: int = 32,
 ) -> np.ndarray:
-    """RHO-LOSS's irreducible loss: per-training-example cross-entropy (per sequence: the mean
-    over its counted tokens) of a model of the student's shape fit with labels on the held-out
-    validation split (Mindermann et al. 2022)."""
+    """RHO-LOSS's irreducible loss (Mindermann et al. 2022): per-training-example
+    cross-entropy (per sequence: the mean over its counted tokens) of a model of the
+    student's shape fit with labels on the training split's ``holdout`` rows alone, a
+    holdout the student never trains on (:func:`student_holdout`). Never the validation
+    split: that is for selection, and a model fit on it would leak it into every batch the
+    student picks. Returns one value per training row (the holdout's own are never read)."""
     torch.manual_seed(seed)
-    hold, train = splits["val"], splits["train"]
-    model = make_model().to(hold.device)
+    hold = train.subset(holdout)
+    model = make_model().to(train.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
     sampler = ShuffleSampler(np.arange(len(hold)), min(batch_size, len(hold)), seed=seed)
     for _ in range(steps):

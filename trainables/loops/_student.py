@@ -106,12 +106,19 @@ def student_losses(run: StudentRun, indices: np.ndarray) -> np.ndarray:
 
 def evaluate_run(run: StudentRun, step: int, started: float) -> dict[str, Any]:
     """Evaluate on the validation split and summarise since the previous record (one host
-    sync); feeds the stage gate and resets the running loss sums."""
+    sync); resets the running loss sums. The validation results are reported, never acted
+    on: a gated staged curriculum's gate reads the stage's accuracy on its holdout rows of
+    the training split (``run.gate``, one more evaluation), and ``steps_to_target`` only
+    records when the validation accuracy first reached the target."""
     cfg, model = run.cfg, run.model
     val = evaluate(model, run.val)
-    low, high = run.stages[run.stage].band if run.staged else (0.0, 1.0)
-    in_band = (run.val_rank >= low) & (run.val_rank <= high)
-    run.controller.update(step / cfg.optim.steps, val.correct[in_band].nanmean().item())
+    if run.gate is not None:
+        low, high = run.stages[run.stage].band
+        in_band = (run.gate_rank >= low) & (run.gate_rank <= high)
+        gate = evaluate(model, run.gate)
+        run.controller.update(step / cfg.optim.steps, gate.correct[in_band].nanmean().item())
+    else:
+        run.controller.update(step / cfg.optim.steps)
     if run.count == 0:  # resumed after the last step: nothing trained since
         train_loss, ce, kd = math.nan, math.nan, math.nan
     else:

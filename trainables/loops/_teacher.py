@@ -21,12 +21,17 @@ from trainables.curriculum import (
     margin_difficulty,
     rarity_difficulty,
 )
-from trainables.distill._checkpoints import detect_transition, transition_checkpoint
+from trainables.distill._checkpoints import (
+    detect_transition,
+    required_rise,
+    steepest_rise,
+    transition_checkpoint,
+)
 from trainables.distill._run import RunWriter, fold_of, write_fold
 from trainables.loops._batches import SplitData, evaluate, output_shape, split_data
 from trainables.loops._build import make_model
 from trainables.loops._common import load_data, make_optimizer, should_evaluate
-from trainables.loops._setup import resolve_device
+from trainables.loops._setup import carve_holdout, resolve_device
 from trainables.tasks import IGNORE, make_task
 
 
@@ -53,6 +58,14 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
     its trajectory of evaluations (EL2N, forgetting events) and, for token data, from the data
     (length, rarity).
 
+    The phase transition (:func:`find_transition`) is detected on the teacher's mean
+    per-example accuracy over training rows at each evaluation, recorded as
+    ``holdout_accuracy`` (the rows of :func:`teacher_holdout`, which it never trains on) or
+    else ``train_accuracy`` (its training split); never on the validation split, which is
+    for selection only (its ``val_accuracy`` is reported, nothing reads it). The steepest
+    rise measured and the rise it needed are in the run's metrics (``transition_rise``,
+    ``transition_required_rise``), found or not.
+
     With ``cfg.fold`` set (a cross-fitting run), the teacher trains on the training examples
     outside fold ``fold`` of ``score_folds`` (:func:`fold_of`) and writes its final scores of
     the held-out ones (:func:`write_fold`) instead.
@@ -72,9 +85,13 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
     writer = RunWriter(cfg.output_dir) if cfg.output_dir is not None and not cross_fit else None
     train_targets = splits["train"].targets()
     pool = np.arange(len(splits["train"]))
+    holdout = None if cross_fit else teacher_holdout(cfg, data)
     if cross_fit:
         held_out = fold_of(len(pool), cfg.score_folds, cfg.seed) == cfg.fold
         pool, held_out = pool[~held_out], pool[held_out]
+    elif holdout is not None:  # rows for the transition's curve: never trained on
+        pool = np.setdiff1d(pool, holdout)
+    curve = "train_accuracy" if holdout is None else "holdout_accuracy"
 
     optimizer = make_optimizer(model.parameters(), cfg.optim)
     sampler = ShuffleSampler(pool, cfg.optim.batch_size, seed=cfg.seed)
@@ -94,11 +111,15 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
             evaluating = should_evaluate(step, cfg.eval_every, steps)
             if not (evaluating or step in kept):
                 continue
+            measured = {}
             if writer is not None:
                 if step in kept:
                     writer.add_checkpoint(step, model.state_dict())
-                trajectory.record(step, per_example(model, splits["train"], train_targets))
-            val = evaluate(model, splits["val"])
+                stats = per_example(model, splits["train"], train_targets)
+                trajectory.record(step, stats)
+                accuracy = stats["accuracy"] if holdout is None else stats["accuracy"][holdout]
+                measured[curve] = float(np.nanmean(accuracy))
+            val = evaluate(model, splits["val"])  # reported only: no decision reads it
             record = {
                 "step": step,
                 "samples_seen": samples,
@@ -107,6 +128,7 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
                 "val_accuracy": val.accuracy,
                 "val_loss": val.loss,
                 **({"val_perplexity": val.perplexity} if task.per_token else {}),
+                **measured,
                 "is_kept": step in kept,
             }
             history.append(record)
@@ -132,11 +154,8 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
             writer.add_checkpoint(0, model.state_dict())
             trajectory.record(0, final)
         val, test = evaluate(model, splits["val"]), evaluate(model, splits["test"])
-        transition = detect_transition(
-            [r["step"] for r in history],
-            [r["val_accuracy"] for r in history],
-            window=cfg.transition_window,
-        )
+        rows = len(splits["train"]) if holdout is None else len(holdout)
+        transition, measured = find_transition(cfg, history, curve, rows)
         if transition is not None:
             transition["checkpoint"] = transition_checkpoint(transition, writer.checkpoints)
         scores = trajectory.scores(final, data.difficulty_train)
@@ -150,6 +169,7 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
                 "train_accuracy": train.accuracy,
                 "val_accuracy": val.accuracy,
                 "test_accuracy": test.accuracy,
+                **measured,
             },
             history=history,
             scores=scores,
@@ -163,12 +183,53 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
 FINAL_SCORES = ("confidence", "margin", "loss", "entropy")
 
 
+def teacher_holdout(cfg: TeacherConfig, data) -> np.ndarray | None:
+    """The training rows the teacher's phase-transition curve is measured on and the teacher
+    never trains on: the data's own ``holdout`` rows, else ``transition_holdout_fraction`` of
+    the training split drawn with the teacher's ``seed``; None (the curve is the teacher's
+    training accuracy) when neither is set."""
+    given = getattr(data, "holdout", None)
+    if given is None and cfg.transition_holdout_fraction == 0:
+        return None
+    return carve_holdout(
+        len(data.x_train), cfg.transition_holdout_fraction, seed=cfg.seed, given=given,
+        field="teacher.transition_holdout_fraction",
+    )  # fmt: skip
+
+
+def find_transition(
+    cfg: TeacherConfig, history: list[dict[str, Any]], curve: str, rows: int
+) -> tuple[dict[str, Any] | None, dict[str, float]]:
+    """The phase transition on the ``curve`` accuracy of ``history`` (measured on ``rows``
+    examples), or None, and what was measured: ``transition_rise`` (the steepest rise over
+    ``transition_window`` evaluations, found or not) and ``transition_required_rise`` (the
+    rise it needed, :func:`required_rise`); empty with fewer than two evaluations."""
+    steps = [r["step"] for r in history]
+    accuracies = [r[curve] for r in history]
+    window = cfg.transition_window
+    steepest = steepest_rise(steps, accuracies, window=window)
+    if steepest is None:
+        return None, {}
+    low, high = accuracies[steps.index(steepest["start"])], accuracies[steps.index(steepest["end"])]
+    measured = {
+        "transition_rise": steepest["rise"],
+        "transition_required_rise": required_rise(
+            low, high, min_rise=cfg.transition_min_rise, rows=rows
+        ),
+    }
+    transition = detect_transition(
+        steps, accuracies, window=window, min_rise=cfg.transition_min_rise, rows=rows
+    )
+    return transition, measured
+
+
 @torch.no_grad()
 def per_example(
     model: torch.nn.Module, split: SplitData, targets: np.ndarray, *, final: bool = False
 ) -> dict[str, np.ndarray]:
-    """The teacher's per-example statistics on ``split`` (targets ``targets``): ``correct``
-    (most counted tokens right, for forgetting events) and ``el2n``; with ``final`` the final
+    """The teacher's per-example statistics on ``split`` (targets ``targets``): ``accuracy``
+    (per sequence, the fraction of counted tokens right), ``correct`` (most counted tokens
+    right, for forgetting events) and ``el2n``; with ``final`` the final
     teacher's difficulty scores too (confidence, margin, loss, entropy; higher = harder). The
     outputs are reduced a chunk at a time, so memory stays bounded whatever the vocabulary."""
     was_training = model.training
@@ -177,8 +238,10 @@ def per_example(
     for rows in split.chunks():
         inputs, _ = split.gather(rows)
         logits, y = model(inputs).float().cpu().numpy(), targets[rows]
+        accuracy = accuracy_per_example(logits, y)
         stats = {
-            "correct": accuracy_per_example(logits, y) > 0.5,
+            "accuracy": accuracy,
+            "correct": accuracy > 0.5,
             "el2n": el2n_difficulty(logits[None], y),
         }
         if final:
