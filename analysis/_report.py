@@ -103,7 +103,13 @@ def fig_temperature_alpha(trials: pd.DataFrame, metric: str) -> plt.Figure:
 def fig_teacher(teacher: pd.DataFrame, curves: pd.DataFrame) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(7, 3.8))
     teacher = teacher.drop_duplicates("step").sort_values("step")
-    ax.plot(teacher["step"], teacher["val_accuracy"], color=COLORS[0], label="teacher")
+    ax.plot(teacher["step"], teacher["val_accuracy"], color=COLORS[0], label="teacher (validation)")
+    for curve in ("holdout_accuracy", "train_accuracy"):  # what the transition is detected on
+        if curve in teacher and teacher[curve].notna().any():
+            split = curve.removesuffix("_accuracy")
+            ax.plot(teacher["step"], teacher[curve], "--", color=COLORS[1],
+                    label=f"teacher ({split}: the transition's curve)")  # fmt: skip
+            break
     span = teacher[teacher["in_transition"]]
     if len(span):
         ax.axvspan(span["step"].min(), span["step"].max(), color="orange", alpha=0.2,

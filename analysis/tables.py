@@ -329,6 +329,10 @@ _TEACHER_RECORD = [
     ("val_accuracy", pa.float64()),
     ("val_loss", pa.float64()),
     ("val_perplexity", pa.float64()),  # the language-model tasks only
+    # the curve the phase transition is detected on (never validation): the teacher's
+    # accuracy on its training split, or on a holdout of it that it never trains on
+    ("train_accuracy", pa.float64()),
+    ("holdout_accuracy", pa.float64()),
 ]
 _TEACHER_MARKS = [
     ("is_kept", pa.bool_()),

@@ -92,3 +92,13 @@ def test_every_trial_has_tensorboard_events(results):
     for event_file in events:  # hyperparameters named by config path, not Tune's a/b
         logged = event_file.read_bytes()
         assert b"distill.alpha" in logged and b"distill/alpha" not in logged
+
+
+@pytest.mark.ray
+def test_teacher_table_holds_the_curve_its_transition_is_detected_on(results):
+    from analysis import load_teacher
+
+    teacher = load_teacher(results).to_pandas()
+    assert teacher["train_accuracy"].notna().all()  # no holdout: its training accuracy
+    assert teacher["holdout_accuracy"].isna().all()
+    assert teacher["train_accuracy"].iloc[-1] > teacher["train_accuracy"].iloc[0]
