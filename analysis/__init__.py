@@ -16,8 +16,8 @@ from analysis._compare import (
     compare,
     compare_results,
     holm,
-    label_confirmed,
     mean_ci,
+    split_of,
     welch,
 )
 from analysis._curves import learning_curves, load_study, param_importance, steps_to_target
@@ -43,7 +43,6 @@ __all__ = [
     "default_mode",
     "direction",
     "holm",
-    "label_confirmed",
     "learning_curves",
     "load_confirm",
     "load_curves",
@@ -56,6 +55,7 @@ __all__ = [
     "pareto",
     "resolve_column",
     "steps_to_target",
+    "split_of",
     "tables",
     "welch",
 ]

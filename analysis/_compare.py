@@ -4,14 +4,15 @@ and what was selected on which split."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from scipy import stats
 
 from analysis._best import (
-    default_mode,
     direction,
     frame,
     group_key,
@@ -26,6 +27,7 @@ from analysis.tables import (
     confirm_dirs,
     load_confirm,
     load_trials,
+    read_confirm_record,
 )
 
 VERDICTS = ("better", "worse", "not distinguishable")
@@ -284,11 +286,13 @@ def compare(
         if select
         else "every configuration of each arm, pooled"
     )
-    out.attrs["summary"] = (
-        f"{chosen}, reported on {metric} ({mode}, {split_of(metric)} split) over its seeds; "
+    reported = f"reported on {metric} ({mode}, {split_of(metric)} split) over its seeds"
+    tests = (
         f"{len(others)} arms against {baseline}: Welch t-tests, verdicts Holm-corrected over "
         f"{m} at {level:.0%}, effect intervals simultaneous (Bonferroni)"
     )
+    out.attrs["summary"] = f"{chosen}, {reported}; {tests}"
+    out.attrs["parts"] = {"reported": reported, "tests": tests}
     return out
 
 
@@ -298,41 +302,67 @@ def compare_results(
     baseline: str | None = None,
     rows: str = "auto",
     by: str = "arm",
-    metric: str = "test_accuracy",
+    metric: str | None = None,
     mode: str | None = None,
     select: str | None = "searched",
     select_mode: str | None = None,
     level: float = 0.95,
 ) -> pd.DataFrame:
-    """:func:`compare` of the sweep(s) under ``results``, on the confirmation rows when there
-    are some (``rows="auto"``; ``"confirm"`` requires them, ``"search"`` ignores them).
+    """:func:`compare` of the sweep under ``results``, on its confirmation rows when it has
+    some (``rows="auto"``; ``"confirm"`` requires them, ``"search"`` ignores them).
 
     Confirmation rows (``python -m search confirm``) are each selected configuration and each
     baseline re-run on fresh seeds, so their comparison carries no selection bias: the arms
-    are ``confirm:<trial_id>`` and ``confirm:baseline:<name>``, every row's seed pooled (no
-    selection among them). ``baseline`` defaults to ``baseline:oneshot`` where it was run, else
-    the first baseline arm. ``attrs["summary"]`` says which rows were used and how the arms
-    were selected; ``attrs["source"]`` is ``confirm`` or ``search``.
+    are ``confirm:<trial_id>`` and ``confirm:baseline:<name>``, each pooling its seeds, on the
+    arms and seeds the confirmation's record lists (:data:`~analysis.tables.CONFIRM_RECORD`).
+    ``metric`` defaults to the record's (``test_accuracy``, or ``test_perplexity`` for a
+    language model), else ``test_accuracy``. ``auto`` uses the search's rows instead when the
+    question is about them (``by`` other than ``arm``, a ``select`` other than the default) or
+    when the confirmation has no finished run of the baseline yet (it says so).
+
+    ``baseline`` defaults to ``baseline:oneshot`` where it was run, else the first baseline arm.
+    ``attrs["summary"]`` says which rows were used and how the arms were selected;
+    ``attrs["source"]`` is ``confirm`` or ``search``. One sweep's confirmation at a time: a
+    storage root with several confirmed sweeps is refused (their arms would pool).
     """
     if rows not in ("auto", "confirm", "search"):
         raise ResultsError(f"rows must be 'auto', 'confirm' or 'search', got {rows!r}")
     trials = load_trials(results)
-    confirmed = rows != "search" and bool(confirm_dirs(results))
-    if rows == "confirm" and not confirmed:
+    dirs = confirm_dirs(results) if rows != "search" else []
+    asked_search = by != "arm" or select != "searched" or select_mode is not None
+    if rows == "confirm" and not dirs:
         load_confirm(results)  # raises: no confirmation runs, with what to do
-    table = load_confirm(results) if confirmed else trials
-    arm = config_column("arm")
-    names = sorted({a for a in table[arm].to_pylist() if a}) if arm in table.column_names else []
-    baseline = _baseline(baseline, names, confirmed)
-    if confirmed:
-        out = compare(table, baseline=baseline, by="arm", metric=metric, mode=mode, select=None,
-                      level=level)  # fmt: skip
-        out = _describe_confirmed(out, results, trials)
-    else:
-        out = compare(trials, baseline=baseline, by=by, metric=metric, mode=mode, select=select,
-                      select_mode=select_mode, level=level)  # fmt: skip
-    out.attrs["source"] = "confirm" if confirmed else "search"
+    note = ""
+    if dirs and not (rows == "auto" and asked_search):
+        if len(dirs) > 1:
+            raise ResultsError(
+                f"results: {len(dirs)} sweeps under {str(results)!r} were confirmed; compare one "
+                f"sweep's directory at a time (e.g. {str(dirs[0].parent)!r})"
+            )
+        confirmed = _confirmed(dirs[0], trials, baseline, metric, mode, level)
+        if confirmed is not None or rows == "confirm":
+            if confirmed is None:
+                raise ResultsError(
+                    f"results: the confirmation in {str(dirs[0])!r} has no finished run of its "
+                    "baseline yet; run `python -m search confirm` again to finish it"
+                )
+            confirmed.attrs["source"] = "confirm"
+            return confirmed
+        note = "confirmation incomplete (no finished baseline run yet), so the search's rows: "
+    names = _arms(trials)
+    out = compare(
+        trials, baseline=_baseline(baseline, names, False), by=by,
+        metric=metric or "test_accuracy", mode=mode, select=select, select_mode=select_mode,
+        level=level,
+    )  # fmt: skip
+    out.attrs["summary"] = note + out.attrs["summary"]
+    out.attrs["source"] = "search"
     return out
+
+
+def _arms(table: pa.Table) -> list[str]:
+    arm = config_column("arm")
+    return sorted({a for a in table[arm].to_pylist() if a}) if arm in table.column_names else []
 
 
 def _baseline(baseline: str | None, arms: list[str], confirmed: bool) -> str:
@@ -348,34 +378,90 @@ def _baseline(baseline: str | None, arms: list[str], confirmed: bool) -> str:
     return baseline
 
 
-def _describe_confirmed(out: pd.DataFrame, results, trials: pa.Table) -> pd.DataFrame:
-    """:func:`label_confirmed` with the selection read from the sweep's trials table."""
+def _confirmed(
+    confirm_dir: Path,
+    trials: pa.Table,
+    baseline: str | None,
+    metric: str | None,
+    mode: str | None,
+    level: float,
+) -> pd.DataFrame | None:
+    """The comparison of one sweep's confirmation rows, labelled from its record (or, rows
+    copied without it, from the sweep's ``trials``); None when its baseline has no finished
+    run yet."""
+    table = load_trials(confirm_dir)
+    record = read_confirm_record(confirm_dir) or {}
+    arm = config_column("arm")
+    if record:  # the arms and seeds the record lists (a run killed mid-write may add others)
+        arms = [s.get("arm") for s in record["selected"]] + list(record.get("baselines") or [])
+        keep = pc.and_(
+            pc.is_in(table[arm], pa.array(arms, pa.string())),
+            pc.is_in(table["seed"], pa.array(record.get("seeds") or [], pa.int64())),
+        )
+        table = table.filter(keep)
+    baseline = _baseline(baseline, _arms(table), True)
+    finished = pc.and_(pc.equal(table[arm], baseline), pc.equal(table["status"], "TERMINATED"))
+    if not pc.any(finished).as_py():
+        return None
+    metric = metric or record.get("report_metric") or "test_accuracy"
+    mode = mode or (record.get("report_mode") if metric == record.get("report_metric") else None)
+    out = compare(table, baseline=baseline, by="arm", metric=metric, mode=mode, select=None,
+                  level=level)  # fmt: skip
+    return _label_confirmed(out, record or _record_from(table, trials), confirm_dir)
+
+
+def _record_from(rows: pa.Table, trials: pa.Table) -> dict:
+    """What a confirmation's record would say, from its rows and the sweep's trials: each
+    confirmed trial's rank among the finished searched ones by the sweep's metric."""
     df = frame(trials)
-    arm = df.get(config_column("arm"), pd.Series("search", index=df.index)).fillna("search")
-    searched = df[(arm == "search") & (df["status"] == "TERMINATED")]
     metric = searched_metric(df)
-    mode = direction(df, metric) if metric in df.columns else default_mode(metric)
-    return label_confirmed(out, tried=len(searched), metric=metric, mode=mode)
+    if metric not in df.columns:
+        return {}
+    mode = direction(df, metric)
+    arm = df.get(config_column("arm"), pd.Series("search", index=df.index)).fillna("search")
+    searched = df[(arm == "search") & (df["status"] == "TERMINATED") & df[metric].notna()]
+    ranked = searched.sort_values([metric, "trial_id"], ascending=[mode == "min", True])
+    rank = {t: i for i, t in enumerate(ranked["trial_id"], 1)}
+    arms = {a for a in rows[config_column("arm")].to_pylist() if a}
+    return {
+        "metric": metric, "mode": mode, "searched": len(searched),
+        "selected": [
+            {"arm": a, "rank": rank[a.removeprefix(CONFIRM_ARM)], "of": len(searched)}
+            for a in sorted(arms) if a.removeprefix(CONFIRM_ARM) in rank
+        ],
+        "seeds": sorted({s for s in rows["seed"].to_pylist() if s is not None}),
+    }  # fmt: skip
 
 
-def label_confirmed(out: pd.DataFrame, *, tried: int, metric: str, mode: str) -> pd.DataFrame:
-    """A :func:`compare` table of confirmation rows (``arm`` = ``confirm:...``, pooled),
-    labelled with how its configurations were chosen: ``configs`` (the ``tried`` searched
-    configurations a confirmed one was selected from; 1 for a baseline), ``selected_by``
-    (``top N of K on <metric> (<mode>, validation)``) and the summary sentence."""
+def _label_confirmed(out: pd.DataFrame, record: dict, confirm_dir: Path) -> pd.DataFrame:
+    """Confirmation rows labelled with how each configuration was chosen: ``configs`` (the
+    searched configurations it was selected from; 1 for a baseline), ``selected_by`` (``#r of
+    K on <metric> (<mode>, <split>)``), and the summary sentence."""
     out = out.copy()
-    confirmed = out["arm"].str.removeprefix(CONFIRM_ARM)
-    is_search = ~confirmed.str.startswith("baseline:")
-    top = int(is_search.sum())
-    out["configs"] = np.where(is_search, tried, 1)
-    out["selected_by"] = np.where(
-        is_search, f"top {top} of {tried} on {metric} ({mode}, validation)", "baseline"
-    )
-    seeds = int(out["n"].max()) if len(out) else 0
-    rest = out.attrs.get("summary", "").split("; ", 1)[-1]
+    if not record:  # neither a record nor the sweep's metric: say only what is known
+        record = {"metric": "?", "mode": "?", "selected": [], "seeds": []}
+    metric, mode = record.get("metric", "?"), record.get("mode", "?")
+    split = split_of(metric) if metric != "?" else "?"
+    ranks = {s.get("arm"): s for s in record["selected"]}
+    labels, configs = [], []
+    for arm in out["arm"]:
+        chosen = ranks.get(arm)
+        if chosen is None:
+            labels.append("baseline" if arm.startswith(f"{CONFIRM_ARM}baseline:") else "?")
+            configs.append(1)
+        else:
+            of = chosen.get("of", record.get("searched"))
+            labels.append(f"#{chosen.get('rank', '?')} of {of} on {metric} ({mode}, {split})")
+            configs.append(of)
+    out["configs"], out["selected_by"] = configs, labels
+    seeds = record.get("seeds") or []
+    top = max((s.get("rank") or 0 for s in record["selected"]), default=0)
+    tried = record.get("searched", "?")
+    searched = sum(label != "baseline" for label in labels)
     out.attrs["summary"] = (
-        f"confirmation runs: the top {top} of {tried} searched configurations, selected on "
-        f"{metric} ({mode}, {split_of(metric)} split), and the baselines, re-run on fresh seeds "
-        f"(up to {seeds} each); {rest}"
+        f"confirmation runs in {confirm_dir} on {len(seeds)} fresh seeds: {searched} searched "
+        f"configurations (among the top {top} of {tried} on {metric}, {mode}, {split} split) "
+        f"and the baselines, re-run, {out.attrs['parts']['reported']}; "
+        f"{out.attrs['parts']['tests']}"
     )
     return out

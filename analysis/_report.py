@@ -32,7 +32,7 @@ from analysis._best import (  # noqa: E402
     frame,
     searched_metric,
 )
-from analysis._compare import compare_results  # noqa: E402
+from analysis._compare import compare_results, split_of  # noqa: E402
 from analysis._curves import learning_curves, param_importance  # noqa: E402
 from analysis._pareto import pareto  # noqa: E402
 from analysis.tables import (  # noqa: E402
@@ -219,7 +219,7 @@ def render_report(
     searched = trials.filter(pc.equal(trials["status"], "TERMINATED")).num_rows
     sections = [
         f"<h2>Best schedules</h2><p>By {html.escape(metric)} ({direction(trials, metric)}, "
-        f"validation split), of {searched} finished trials.</p>"
+        f"{split_of(metric)} split), of {searched} finished trials.</p>"
         + _table(best_schedules(trials, top=10))
     ]
     arm = config_column("arm")

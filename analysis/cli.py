@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     best.add_argument("--mode", choices=["max", "min"], help=_MODE_HELP)
     best.add_argument("--format", choices=FORMATS, default="table")
 
-    cmp = commands.add_parser("compare", help="arms against a baseline, with bootstrap CIs")
+    cmp = commands.add_parser(
+        "compare", help="arms against a baseline: intervals, Welch tests, Holm-corrected verdicts"
+    )
     cmp.add_argument("results", help=where)
     cmp.add_argument(
         "--baseline", help="the baseline arm's value; default baseline:oneshot where it ran"

@@ -92,7 +92,13 @@ SWEEP_MANIFEST = "manifest.json"  # the sweep's spec (``spec``: metric, mode, ob
 # ``<sweep>/confirm/`` laid out as a sweep of its own; rows are labelled ``config.arm`` =
 # ``confirm:<trial_id>`` / ``confirm:baseline:<name>``, one row per (configuration, seed).
 CONFIRM = "confirm"
-CONFIRM_RECORD = "confirm.json"  # what was confirmed: selection metric/mode, trials, seeds
+# What was confirmed, ``<sweep>/confirm/confirm.json`` (:func:`read_confirm_record`): ``sweep``;
+# the selection ``metric``, ``mode`` and ``split``; ``report_metric`` / ``report_mode`` (the
+# test-split metric compared); ``searched`` (finished searched configurations when last run);
+# ``selected``: one ``{trial_id, arm, value, rank, of}`` per confirmed configuration (its
+# rank by the metric among the ``of`` searched when it was selected); ``baselines`` (arms);
+# ``seeds``; ``created``, ``updated``, ``runs``.
+CONFIRM_RECORD = "confirm.json"
 CONFIRM_ARM = "confirm:"  # the prefix of a confirmation row's arm
 # The version of this contract a sweep was started under (in its manifest's fingerprint): 2
 # names Optuna parameters and config columns by dotted path, writes nulls for unused settings
@@ -330,7 +336,8 @@ _TEACHER_RECORD = [
     ("val_loss", pa.float64()),
     ("val_perplexity", pa.float64()),  # the language-model tasks only
     # the curve the phase transition is detected on (never validation): the teacher's
-    # accuracy on its training split, or on a holdout of it that it never trains on
+    # accuracy on its training split, or on a holdout of it that it never trains on (for the
+    # language-model tasks, the mean over sequences of each one's token accuracy)
     ("train_accuracy", pa.float64()),
     ("holdout_accuracy", pa.float64()),
 ]
@@ -651,6 +658,16 @@ def load_confirm(results: str | os.PathLike) -> pa.Table:
         )
     table = _merge([_load(d, TRIALS) for d in dirs])
     return with_objectives(table, sweep_objectives(results))
+
+
+def read_confirm_record(confirm_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """A confirmation's record (:data:`CONFIRM_RECORD` in ``confirm_dir``) as a dict, or None
+    when it has none or it is unreadable."""
+    try:
+        data = json.loads((Path(confirm_dir) / CONFIRM_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("selected"), list) else None
 
 
 def read_sweep_manifest(sweep_dir: str | os.PathLike) -> dict[str, Any] | None:

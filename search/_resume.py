@@ -19,7 +19,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from analysis import CorruptResultsError, ResultsError, load_curves, load_trials
-from analysis.tables import RESULTS_FORMAT, config_column
+from analysis.tables import RESULTS_FORMAT, SWEEP_MANIFEST, config_column
 from search.errors import StorageError, SweepExistsError
 from search.spec import SweepSpec
 
@@ -78,7 +78,7 @@ class Manifest:
         (:meth:`SweepSpec.public_json`): the file is world-readable, a hash of a password can be
         brute-forced, and a rotated password does not make the sweep another spec. A manifest
         written before redaction is accepted and rewritten without its password."""
-        path = spec.sweep_dir / "manifest.json"
+        path = spec.sweep_dir / SWEEP_MANIFEST
         spec_json = spec.public_json()
         fingerprint = _fingerprint(spec_json)
         if path.is_file():

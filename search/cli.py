@@ -164,7 +164,7 @@ def _submit(spec: SweepSpec, address: str) -> int:
 
 
 def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
-    from analysis import CorruptResultsError, ResultsError, best_schedules, load_trials
+    from analysis import CorruptResultsError, ResultsError, best_schedules, load_trials, split_of
     from analysis.cli import format_table
     from search.sweep import (
         SweepInputError,
@@ -188,7 +188,8 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
         return INTERRUPTED
     try:
         trials = load_trials(sweep_dir)
-        best = best_schedules(trials, metric=spec.metric, mode=spec.mode, top=args.top)
+        metric, mode = spec.selection
+        best = best_schedules(trials, metric=metric, mode=mode, top=args.top)
     except CorruptResultsError as exc:  # damaged after the run wrote it
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -196,7 +197,7 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
         print(f"error: no best schedules: {exc}; stopped trials run again if you run the "
               "same command again", file=sys.stderr)  # fmt: skip
         return 1
-    print(f"\nbest schedules by {spec.metric} ({sweep_dir}):")
+    print(f"\nbest schedules by {metric} ({mode}, {split_of(metric)} split) ({sweep_dir}):")
     print(format_table(best))
     return 0
 

@@ -4,16 +4,17 @@ Choosing the best of K searched configurations on validation and reporting that 
 score overstates it (the winner's curse: the selection favours lucky seeds). A confirmation
 re-runs the ``top`` configurations the sweep's metric selects on validation, and every baseline
 arm, on ``seeds`` fresh seeds no trial of the sweep used, and reports them on the test split
-with bootstrap intervals and Holm-corrected verdicts (:func:`comparison`).
+with t intervals and Holm-corrected verdicts (:func:`comparison`).
 
 The runs go to ``<sweep>/confirm/`` (:data:`analysis.tables.CONFIRM`), a sweep directory of
 its own (``trials/``, ``curves/``, ``stages/``, Tune's ``tune/``) beside the record
 ``confirm.json``; the sweep's own tables and its Optuna study are never written. Each run is a
 trials row with ``config.arm`` ``confirm:<trial_id>`` or ``confirm:baseline:<name>``,
 ``config.repeats`` 1 and ``seed`` the fresh seed. The seeds are the integers after the
-largest seed any trial of the sweep used, so running the command again resumes: a (arm, seed)
-that has a row is not run again, and a larger ``--top`` or ``--seeds`` extends the
-confirmation (every confirmed arm runs on every recorded seed) instead of replacing it.
+largest seed any trial of the sweep used, so running the command again resumes: a (arm,
+seed) that has a finished row is not run again (a failed or stopped one is), and a larger
+``--top`` or ``--seeds`` extends the confirmation (every confirmed arm runs on every recorded
+seed) instead of replacing it.
 
 A sweep without baseline arms (``baselines: []``) is refused: the verdicts say whether a
 searched schedule beats a reference, and the reference must be run on the same fresh seeds.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import secrets
 import types
@@ -35,14 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 from pydantic import BaseModel, ValidationError
 from ray import tune
 from ray.tune.search import Searcher
 
-from analysis import CorruptResultsError, ResultsError, compare, label_confirmed, load_trials
+from analysis import CorruptResultsError, ResultsError, compare_results, load_trials, split_of
 from analysis.tables import (
     CONFIRM,
     CONFIRM_ARM,
@@ -51,14 +51,13 @@ from analysis.tables import (
     config_column,
     config_path,
     config_row,
-    load_confirm,
     read_sweep_manifest,
     trials_schema,
 )
 from search._capacity import check_capacity
 from search._inputs import InputError, check_bank_fits, check_inputs
 from search._lock import SweepLock, SweepLockLost
-from search._resume import bank_damaged, probe_storage, trial_rows
+from search._resume import probe_storage, trial_rows
 from search._signals import SweepInterrupted, interruptible
 from search._study import baseline_configs
 from search.errors import SweepInputError, SweepStorageError, storage_problem
@@ -68,6 +67,7 @@ from search.spec import SET_BY_THE_SWEEP, SearchSpec, SpecError, SweepSpec, vali
 from search.sweep import _concurrency, _reuse_processes, _trainable, connect
 from search.teacher import TeacherError, ensure_teacher, teacher_dir
 from trainables.config import StudentConfig, flatten, nest, settings
+from trainables.distill import bank_complete
 
 __all__ = [
     "MAX_SEEDS",
@@ -85,7 +85,6 @@ __all__ = [
 
 MAX_TOP = 64  # configurations confirmed at most
 MAX_SEEDS = 64  # fresh seeds at most (StudentConfig.repeats' own limit)
-SPLIT = "val"  # the split the sweep selects on (its metric); confirmations report on test
 _SET_HERE = ("seed", "repeats", "arm", "teacher_bank")  # config paths confirm sets itself
 _LM_TASKS = ("masked_lm", "causal_lm")
 
@@ -136,11 +135,6 @@ def sweep_spec(sweep_dir: str | os.PathLike) -> SweepSpec:
         ) from None
 
 
-def _selection(spec: SweepSpec) -> tuple[str, str]:
-    """The metric and mode a sweep selects on: its metric, or its first objective's."""
-    return spec.objective_metrics[0], spec.objective_modes[0]
-
-
 def _reported(spec: SweepSpec) -> tuple[str, str]:
     """The test-split metric and mode a confirmation reports."""
     return ("test_perplexity", "min") if spec.task.kind in _LM_TASKS else ("test_accuracy", "max")
@@ -151,8 +145,13 @@ def _searched(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
     return [
         row for row in rows
         if (row.get("config.arm") or "search") == "search"
-        and row["status"] == "TERMINATED" and row.get(metric) is not None
+        and row["status"] == "TERMINATED" and _finite(row.get(metric))
     ]  # fmt: skip
+
+
+def _finite(value: Any) -> bool:
+    """A metric a trial reached: not null, not NaN (a diverged trial) nor infinite."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def select_trials(
@@ -368,8 +367,8 @@ def _number(value: Any) -> str:
 
 
 def _done(confirm_dir: Path) -> set[tuple[str, int]]:
-    """The (arm, seed) pairs with a row that ended (not stopped, nor failed on a damaged
-    teacher bank: those run again)."""
+    """The (arm, seed) pairs with a finished row (stopped and failed runs run again: a
+    confirmation's arms are compared on the same seeds)."""
     try:
         rows = load_trials(confirm_dir).to_pylist()
     except CorruptResultsError:  # never taken for "nothing run yet": named, exit 2
@@ -377,16 +376,14 @@ def _done(confirm_dir: Path) -> set[tuple[str, int]]:
     except ResultsError:  # nothing has run yet
         return set()
     return {
-        (row.get("config.arm"), row.get("seed"))
-        for row in rows
-        if row["status"] != "STOPPED" and not bank_damaged(row)
+        (row.get("config.arm"), row.get("seed")) for row in rows if row["status"] == "TERMINATED"
     }
 
 
 def _run_configs(
     spec: SweepSpec, configs: list[dict[str, Any]], confirm_dir: Path, run: int, verbose: int
 ) -> tune.ResultGrid:
-    select, report = _selection(spec)[0], _reported(spec)[0]
+    select, report = spec.selection[0], _reported(spec)[0]
     sink = ParquetSink(confirm_dir, spec.name, StudentConfig)  # no on_written: no study told
     tuner = tune.Tuner(
         _trainable(spec),
@@ -456,90 +453,31 @@ def confirm_sweep(
             "settings as they run; confirm its exported schedule instead (run it as a sweep's "
             "student config)"
         )
-    baselines = {
-        f"{CONFIRM_ARM}{config['arm']}": config for config in baseline_configs(spec).values()
-    }
-    if not baselines:
-        raise SweepInputError(
-            f"baselines: sweep {spec.name!r} has no baseline arm and confirm compares the "
-            "searched configurations against one on the same fresh seeds; run the sweep with "
-            "baselines (e.g. baselines: [oneshot]; the default lists all three)"
-        )
-    metric, mode = _selection(spec)
-    rows = trial_rows(sweep_dir)  # a damaged file: CorruptResultsError, naming it
-    searched = _searched(rows, metric)
-    if not searched:
-        raise SweepInputError(
-            f"sweep: {spec.name!r} has no finished searched trial with {metric!r} to confirm; "
-            "run (or resume) the sweep first"
-        )
-    confirm_dir = sweep_dir / CONFIRM
-    record = _Record.read(confirm_dir / CONFIRM_RECORD)
-    earlier = record.data if record is not None else {}
-    chosen = [
-        {"trial_id": r["trial_id"], "arm": f"{CONFIRM_ARM}{r['trial_id']}", "value": r[metric]}
-        for r in select_trials(rows, metric=metric, mode=mode, top=top)
-    ]
-    selected = _union(earlier.get("selected", []), chosen, key=lambda s: s["trial_id"])
-    selected.sort(key=lambda s: (-s["value"] if mode == "max" else s["value"], s["trial_id"]))
-    new_seeds = fresh_seeds(rows, seeds)
-    all_seeds = sorted(_union(earlier.get("seeds", []), new_seeds))
-    if all_seeds[0] < new_seeds[0]:
-        raise SweepInputError(
-            f"sweep: {spec.name!r}'s trials used seed {all_seeds[0]} since it was confirmed; "
-            f"move {str(confirm_dir)!r} aside to confirm it anew"
-        )
-    try:
-        info = check_inputs(spec)
-        bank = teacher_dir(spec, info.num_classes if info else None)
-        check_bank_fits(spec, info, bank)
-    except InputError as exc:
-        raise SweepInputError(str(exc)) from None
-    base = spec.student_config(str(bank)).model_dump()
-    by_id = {row["trial_id"]: row for row in rows}
-    arms: dict[str, dict[str, Any]] = {}
-    for item in selected:
-        row = by_id.get(item["trial_id"])
-        if row is None:
-            raise SweepInputError(
-                f"sweep: trial {item['trial_id']}, confirmed earlier, is no longer in "
-                f"{spec.name!r}'s trials table; move {str(confirm_dir)!r} aside to confirm anew"
-            )
-        arms[item["arm"]] = rebuild_config(row, base).model_dump()
-    for arm, partial in baselines.items():
-        arms[arm] = StudentConfig.model_validate(nest(flatten(partial), into=base)).model_dump()
-    report_metric, report_mode = _reported(spec)
-    data = {
-        "sweep": spec.name, "metric": metric, "mode": mode, "split": SPLIT,
-        "report_metric": report_metric, "report_mode": report_mode,
-        "searched": len(searched), "selected": selected,
-        "baselines": _union(earlier.get("baselines", []), list(baselines)),
-        "seeds": all_seeds, "created": earlier.get("created", _now()),
-        "runs": earlier.get("runs", []),
-    }  # fmt: skip
-    record = _Record(confirm_dir / CONFIRM_RECORD, data)
     with (
         interruptible() as interrupts,
         SweepLock(sweep_dir, on_lost=interrupts.interrupt) as lock,
-    ):
+    ):  # taken first: the selection reads a sweep no run is changing
         try:
+            arms, record, bank, current = _plan(spec, sweep_dir, top, seeds)
+            confirm_dir = record.path.parent
             pending = _pending(arms, record)
             if not pending:  # nothing to run: no Ray, no teacher
                 record.write()
                 print(f"confirm: {spec.name!r} is confirmed ({len(arms)} arms x "
-                      f"{len(all_seeds)} seeds, every run done)")  # fmt: skip
+                      f"{len(record.data['seeds'])} seeds, every run done)")  # fmt: skip
                 return confirm_dir
             started = connect(address)
             try:
                 probe_storage(sweep_dir)
                 check_capacity(spec)
-                interrupts.phase = "teacher"
-                ensure_teacher(
-                    spec, outputs=bank, verbose=verbose, table=False,
-                    tune_dir=confirm_dir / "tune", experiment=interrupts.experiment,
-                )  # fmt: skip
-                if interrupts.requested:
-                    raise SweepInterrupted("teacher")
+                if bank == current:  # else the trials' own bank, whole
+                    interrupts.phase = "teacher"
+                    ensure_teacher(
+                        spec, outputs=bank, verbose=verbose, table=False,
+                        tune_dir=confirm_dir / "tune", experiment=interrupts.experiment,
+                    )  # fmt: skip
+                    if interrupts.requested:
+                        raise SweepInterrupted("teacher")
                 interrupts.phase = "confirm"
                 _confirm(spec, pending, len(arms), record, interrupts, verbose)
             finally:
@@ -563,19 +501,114 @@ def confirm_sweep(
     return confirm_dir
 
 
+def _plan(
+    spec: SweepSpec, sweep_dir: Path, top: int, seeds: int
+) -> tuple[dict[str, dict[str, Any]], _Record, Path, Path]:
+    """What to confirm: every arm's config (the selected trials' rebuilt from their rows, the
+    baselines'), the record to write, the teacher bank they all learn from and the one the
+    spec gives now."""
+    baselines = {
+        f"{CONFIRM_ARM}{config['arm']}": config for config in baseline_configs(spec).values()
+    }
+    if not baselines:
+        raise SweepInputError(
+            f"baselines: sweep {spec.name!r} has no baseline arm and confirm compares the "
+            "searched configurations against one on the same fresh seeds; run the sweep with "
+            "baselines (e.g. baselines: [oneshot]; the default lists all three)"
+        )
+    metric, mode = spec.selection
+    rows = trial_rows(sweep_dir)  # a damaged file: CorruptResultsError, naming it
+    searched = _searched(rows, metric)
+    if not searched:
+        raise SweepInputError(
+            f"sweep: {spec.name!r} has no finished searched trial with {metric!r} to confirm; "
+            "run (or resume) the sweep first"
+        )
+    confirm_dir = sweep_dir / CONFIRM
+    record = _Record.read(confirm_dir / CONFIRM_RECORD)
+    earlier = record.data if record is not None else {}
+    chosen = [
+        {"trial_id": r["trial_id"], "arm": f"{CONFIRM_ARM}{r['trial_id']}", "value": r[metric],
+         "rank": rank, "of": len(searched)}
+        for rank, r in enumerate(select_trials(rows, metric=metric, mode=mode, top=top), 1)
+    ]  # fmt: skip
+    selected = _union(earlier.get("selected", []), chosen, key=lambda s: s["trial_id"])
+    selected.sort(key=lambda s: (-s["value"] if mode == "max" else s["value"], s["trial_id"]))
+    new_seeds = fresh_seeds(rows, seeds)
+    all_seeds = sorted(_union(earlier.get("seeds", []), new_seeds))
+    if all_seeds[0] < new_seeds[0]:
+        raise SweepInputError(
+            f"sweep: {spec.name!r}'s trials used seed {all_seeds[0]} since it was confirmed; "
+            f"move {str(confirm_dir)!r} aside to confirm it anew"
+        )
+    by_id = {row["trial_id"]: row for row in rows}
+    missing = [s["trial_id"] for s in selected if s["trial_id"] not in by_id]
+    if missing:
+        raise SweepInputError(
+            f"sweep: trial {missing[0]}, confirmed earlier, is no longer in {spec.name!r}'s "
+            f"trials table; move {str(confirm_dir)!r} aside to confirm anew"
+        )
+    try:
+        info = check_inputs(spec)  # hashes the data files: once
+        current = teacher_dir(spec, info.num_classes if info else None)
+        bank = _teacher_bank([by_id[s["trial_id"]] for s in selected], current)
+        check_bank_fits(spec, info, bank)
+    except InputError as exc:
+        raise SweepInputError(str(exc)) from None
+    base = spec.student_config(str(bank)).model_dump()
+    arms = {s["arm"]: rebuild_config(by_id[s["trial_id"]], base).model_dump() for s in selected}
+    for arm, partial in baselines.items():
+        arms[arm] = StudentConfig.model_validate(nest(flatten(partial), into=base)).model_dump()
+    report_metric, report_mode = _reported(spec)
+    data = {
+        "sweep": spec.name, "metric": metric, "mode": mode, "split": split_of(metric),
+        "report_metric": report_metric, "report_mode": report_mode,
+        "searched": len(searched), "selected": selected,
+        "baselines": _union(earlier.get("baselines", []), list(baselines)),
+        "seeds": all_seeds, "created": earlier.get("created", _now()),
+        "runs": earlier.get("runs", []),
+    }  # fmt: skip
+    return arms, _Record(confirm_dir / CONFIRM_RECORD, data), bank, current
+
+
+def _teacher_bank(rows: list[dict[str, Any]], current: Path) -> Path:
+    """The teacher bank the selected trials learned from, which every confirmation run (the
+    baselines' too) learns from: their own when it is still whole, or the spec's (built again
+    if it is gone) when that is the one they used. A trial whose bank is gone and differs from
+    the spec's (the teacher's settings or this version's teacher key changed since) cannot be
+    confirmed as it ran: refused in one line."""
+    used = {Path(row["config.teacher_bank"]) for row in rows if row.get("config.teacher_bank")}
+    if len(used) > 1:
+        raise SweepInputError(
+            f"sweep: the selected trials learned from {len(used)} different teacher banks "
+            f"({', '.join(sorted(map(str, used)))}); confirm them in separate sweeps"
+        )
+    bank = used.pop() if used else current
+    if bank != current and not bank_complete(bank):
+        raise SweepInputError(
+            f"sweep: the selected trials learned from the teacher bank {str(bank)!r}, which is "
+            f"gone or incomplete, and the spec now gives another ({str(current)!r}: the "
+            "teacher's settings or this version's teacher key changed); a confirmation must "
+            "use the teacher the trials ran with"
+        )
+    return bank
+
+
 def _pending(arms: dict[str, dict[str, Any]], record: _Record) -> list[dict[str, Any]]:
     """The runs still to do: every arm on every recorded seed, less the (arm, seed) pairs
-    with a row that ended; seed by seed, so an interrupted confirmation has whole seeds."""
+    with a finished row; seed by seed, the baselines first, so an interrupted confirmation
+    has whole seeds and its comparison a reference."""
     confirm_dir = record.path.parent
     if confirm_dir.is_dir():
         recovered = recover_curves(confirm_dir)  # rows a killed run logged but never wrote
         if recovered:
             print(f"confirm: recovered {recovered} curve rows of an interrupted run")
     done = _done(confirm_dir) if confirm_dir.is_dir() else set()
+    order = sorted(arms, key=lambda arm: not arm.startswith(f"{CONFIRM_ARM}baseline:"))
     return [
-        {**config, "arm": arm, "seed": seed, "repeats": 1}
+        {**arms[arm], "arm": arm, "seed": seed, "repeats": 1}
         for seed in record.data["seeds"]
-        for arm, config in arms.items()
+        for arm in order
         if (arm, seed) not in done
     ]
 
@@ -613,42 +646,10 @@ def _confirm(
 
 
 def comparison(sweep_dir: str | os.PathLike) -> tuple[str, pd.DataFrame]:
-    """A confirmed sweep's comparison on the test split: one line saying what was confirmed
-    and how, and :func:`analysis.compare`'s table of every confirmed arm against the
+    """A confirmed sweep's comparison on the test split (:func:`analysis.compare_results` on
+    its confirmation rows: the same table ``python -m analysis compare`` prints): the line
+    saying what was confirmed and how, and the table of every confirmed arm against the
     ``oneshot`` baseline (else the first baseline arm). :class:`ResultsError` when the sweep
     was not confirmed or its baseline has no finished run."""
-    sweep_dir = Path(sweep_dir)
-    record = _Record.read(sweep_dir / CONFIRM / CONFIRM_RECORD)
-    if record is None:
-        raise ResultsError(
-            f"results: {str(sweep_dir)!r} was not confirmed; run `python -m search confirm "
-            f"{sweep_dir}` first"
-        )
-    data = record.data
-    arms = [s["arm"] for s in data["selected"]] + list(data["baselines"])
-    table = load_confirm(sweep_dir)
-    keep = pc.and_(
-        pc.equal(table["sweep"], data["sweep"]),
-        pc.and_(
-            pc.is_in(table["config.arm"], pa.array(arms, pa.string())),
-            pc.is_in(table["seed"], pa.array(data["seeds"], pa.int64())),
-        ),
-    )
-    table = table.filter(keep)
-    oneshot = f"{CONFIRM_ARM}baseline:oneshot"
-    baseline = oneshot if oneshot in data["baselines"] else data["baselines"][0]
-    result = compare(
-        table, baseline=baseline, by="arm", metric=data["report_metric"],
-        mode=data["report_mode"], select=None,
-    )  # fmt: skip
-    result = label_confirmed(
-        result, tried=data["searched"], metric=data["metric"], mode=data["mode"]
-    )
-    seeds = data["seeds"]
-    header = (
-        f"confirmed on {len(seeds)} fresh seeds ({', '.join(map(str, seeds))}): top "
-        f"{len(data['selected'])} of {data['searched']} searched configurations selected on "
-        f"{data['metric']} ({data['mode']}, validation split), reported on test "
-        f"({data['report_metric']}); verdicts Holm-corrected over {max(len(result) - 1, 0)} arms"
-    )
-    return header, result
+    table = compare_results(sweep_dir, rows="confirm")
+    return table.attrs["summary"], table

@@ -85,12 +85,12 @@ def make_scheduler(spec: SweepSpec) -> TrialScheduler | None:
     grace = max(spec.student.eval_every, round(sched.grace_period * steps))
     if sched.kind == "asha":
         return _ASHA(
-            time_attr="step", metric=spec.metric, mode=spec.mode, max_t=steps,
+            time_attr="step", metric=spec.selection[0], mode=spec.selection[1], max_t=steps,
             grace_period=min(grace, steps), reduction_factor=sched.reduction_factor,
         )  # fmt: skip
     if sched.kind == "median":
         return _Median(
-            time_attr="step", metric=spec.metric, mode=spec.mode, grace_period=grace,
+            time_attr="step", metric=spec.selection[0], mode=spec.selection[1], grace_period=grace,
             min_samples_required=sched.min_samples,
         )  # fmt: skip
     return None
@@ -125,13 +125,15 @@ def _population_scheduler(spec: SweepSpec) -> PopulationBasedTraining:
     random.seed(spec.seed)  # PBT draws its perturbations from the global `random`
     if sched.kind == "pb2":
         return _PB2(
-            time_attr="step", metric=spec.metric, mode=spec.mode, perturbation_interval=interval,
+            time_attr="step", metric=spec.selection[0], mode=spec.selection[1],
+            perturbation_interval=interval,
             hyperparam_bounds=nest({path: list(b) for path, b in bounds.items()}),
             quantile_fraction=sched.quantile_fraction, custom_explore_fn=keep_in_bounds,
         )  # fmt: skip
     log_scale = {p.path for p in PARAMETERS if p.log}
     return _PBT(
-        time_attr="step", metric=spec.metric, mode=spec.mode, perturbation_interval=interval,
+        time_attr="step", metric=spec.selection[0], mode=spec.selection[1],
+        perturbation_interval=interval,
         hyperparam_mutations=nest({
             path: tune.loguniform(*b) if path in log_scale else tune.uniform(*b)
             for path, b in bounds.items()

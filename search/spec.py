@@ -349,6 +349,13 @@ class SweepSpec(StrictModel):
     def objective_modes(self) -> list[str]:
         return [o.mode for o in self.objectives] or [self.mode]
 
+    @property
+    def selection(self) -> tuple[str, str]:
+        """The metric and mode the sweep selects on: ``metric`` / ``mode``, or the first
+        objective's when ``objectives`` is set (the study, the schedulers, PBT's export and
+        the printed best schedules all rank by it)."""
+        return self.objective_metrics[0], self.objective_modes[0]
+
     @field_validator("name")
     @classmethod
     def _check_name(cls, name: str) -> str:

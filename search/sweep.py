@@ -177,7 +177,6 @@ def run_students(
     else:
         searcher = WithBaselines(optuna_searcher(spec, storage, plan.run), baselines)
     told = searcher.tell if isinstance(searcher, WithBaselines) else None
-    multi = len(spec.objective_metrics) > 1
     sink = ParquetSink(spec.sweep_dir, spec.name, StudentConfig, on_written=told)
     tuner = tune.Tuner(
         _trainable(spec),
@@ -204,7 +203,7 @@ def run_students(
             ),
             callbacks=[
                 sink,
-                ProgressPrinter(total, spec.objective_metrics[0] if multi else spec.metric),
+                ProgressPrinter(total, spec.selection[0]),
                 TensorBoardLogger(),
             ],
             verbose=verbose,
@@ -354,8 +353,9 @@ def _run(
     )
     searched = [r for r in results if r.error is None and not is_baseline(r.config)]
     if spec.scheduler.population_based and searched:
-        sign = 1 if spec.mode == "max" else -1
-        best = max(searched, key=lambda r: sign * r.metrics[spec.metric])
+        metric, mode = spec.selection
+        sign = 1 if mode == "max" else -1
+        best = max(searched, key=lambda r: sign * r.metrics[metric])
         out = export_schedule(spec, Path(best.path).parent, best.metrics["trial_id"], best.config)
         print(f"students: PBT's best schedule -> {out}")
     manifest.end()

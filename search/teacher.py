@@ -78,8 +78,10 @@ def teacher_key(spec: SweepSpec) -> str:
     teacher = spec.teacher.model_dump(exclude={"bank", "score_folds"})
     parts = {
         "format": RUN_FORMAT,  # the teacher's run, not the bank: a new bank format keeps it
-        # data.paths and data.split_column came later: left out while unset, so a bank
-        # built before keeps its key
+        # data.paths and data.split_column: left out while unset (the data's own split).
+        # A new teacher field changes every key (this version's transition_min_rise and
+        # transition_holdout_fraction did: banks built before detected the transition on
+        # validation), so the teachers of earlier versions are trained again, once.
         "data": spec.data.model_dump(
             exclude={n for n in ("paths", "split_column") if getattr(spec.data, n) is None}
         ),

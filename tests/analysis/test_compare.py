@@ -1,4 +1,4 @@
-"""compare(): bootstrap intervals against normal theory, verdicts, selection on validation."""
+"""compare(): the bootstrap helpers against normal theory, verdicts, selection on validation."""
 
 from statistics import NormalDist
 

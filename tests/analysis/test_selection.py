@@ -249,8 +249,8 @@ def test_compare_uses_confirmation_rows_and_says_so(tmp_path, capsys):
     assert main(["compare", str(sweep)]) == 0
     out = capsys.readouterr().out
     summary = out.splitlines()[0]
-    assert summary.startswith("confirmation runs: the top 3 of 12 searched configurations")
-    assert "selected on val_accuracy (max, validation split)" in summary
+    assert summary.startswith(f"confirmation runs in {sweep / CONFIRM} on 5 fresh seeds: 3 ")
+    assert "(among the top 3 of 12 on val_accuracy, max, validation split)" in summary
     assert "Holm-corrected over 3" in summary
     assert "confirm:t11" in out and "confirm:baseline:oneshot" in out
     assert main(["compare", str(sweep), "--rows", "search", "--format", "json"]) == 0
@@ -260,9 +260,8 @@ def test_compare_uses_confirmation_rows_and_says_so(tmp_path, capsys):
     assert rows["search"]["configs"] == 12
     table = compare_results(sweep).set_index("arm")
     assert table.loc["confirm:t11", "configs"] == 12
-    assert (
-        table.loc["confirm:t11", "selected_by"] == "top 3 of 12 on val_accuracy (max, validation)"
-    )
+    assert table.loc["confirm:t11", "selected_by"] == "#1 of 12 on val_accuracy (max, validation)"
+    assert table.loc["confirm:t9", "selected_by"] == "#3 of 12 on val_accuracy (max, validation)"
     # the sweep's own tables never include the confirmation rows
     assert "confirm:t11" not in set(load_trials(sweep)["config.arm"].to_pylist())
 
@@ -295,3 +294,62 @@ def test_a_sweep_directory_never_reads_its_confirmation_tables(tmp_path):
     assert "c0" not in load_trials(sweep)["trial_id"].to_pylist()
     assert load_curves(tmp_path)["trial_id"].to_pylist() == ["two_shot"]  # a storage root
     assert load_trials(sweep / CONFIRM)["trial_id"].to_pylist() == ["c0"]
+
+
+def test_effect_intervals_are_simultaneous_over_the_arms():
+    rng = np.random.default_rng(4)
+    arms = {"baseline:oneshot": list(rng.normal(0.9, 0.01, 5))}
+    arms.update({f"a{i}": list(rng.normal(0.9, 0.01, 5)) for i in range(4)})
+    table = compare(_pooled(arms), baseline="baseline:oneshot", select=None).set_index("arm")
+    base = np.array(arms["baseline:oneshot"])
+    for arm in ("a0", "a3"):
+        _, low, high = welch(np.array(arms[arm]), base, level=1 - 0.05 / 4)
+        assert (table.loc[arm, "effect_ci_low"], table.loc[arm, "effect_ci_high"]) == (
+            pytest.approx((low, high))
+        )
+        assert table.loc[arm, "p_value"] == pytest.approx(welch(np.array(arms[arm]), base)[0])
+
+
+def test_a_confirmation_without_its_baseline_yet_falls_back_to_the_search(tmp_path):
+    sweep = _confirmed_sweep(tmp_path, np.random.default_rng(0), margin=0.05)
+    for path in (sweep / CONFIRM / TRIALS).glob("*baseline*"):
+        path.unlink()  # killed before its baseline ran
+    table = compare_results(sweep)
+    assert table.attrs["source"] == "search"
+    assert table.attrs["summary"].startswith("confirmation incomplete")
+    with pytest.raises(Exception, match="no finished run of its baseline"):
+        compare_results(sweep, rows="confirm")
+
+
+def test_a_question_about_the_search_uses_its_rows(tmp_path):
+    sweep = _confirmed_sweep(tmp_path, np.random.default_rng(0), margin=0.05)
+    assert compare_results(sweep).attrs["source"] == "confirm"
+    pooled = compare_results(sweep, select=None, baseline="baseline:oneshot")
+    assert pooled.attrs["source"] == "search"
+    assert compare_results(sweep, by="trial_id", baseline="base").attrs["source"] == "search"
+
+
+def test_several_confirmed_sweeps_are_not_pooled(tmp_path):
+    _confirmed_sweep(tmp_path / "root", np.random.default_rng(0), margin=0.05)
+    other = _confirmed_sweep(tmp_path / "other", np.random.default_rng(1), margin=0.05)
+    other.rename(tmp_path / "root" / "s2")
+    with pytest.raises(Exception, match="2 sweeps under .* were confirmed"):
+        compare_results(tmp_path / "root")
+
+
+def test_confirmation_rows_follow_their_record(tmp_path):
+    """The arms and seeds the record lists, labelled by their rank at selection."""
+    sweep = _confirmed_sweep(tmp_path, np.random.default_rng(0), margin=0.05)
+    record = {
+        "sweep": "s", "metric": "val_accuracy", "mode": "max", "split": "validation",
+        "report_metric": "test_accuracy", "report_mode": "max", "searched": 12,
+        "selected": [{"trial_id": "t11", "arm": "confirm:t11", "value": 0.911, "rank": 1,
+                      "of": 12}],
+        "baselines": ["confirm:baseline:oneshot"], "seeds": [1000, 1001, 1002],
+    }  # fmt: skip
+    (sweep / CONFIRM / "confirm.json").write_text(json.dumps(record))
+    table = compare_results(sweep).set_index("arm")
+    assert set(table.index) == {"confirm:t11", "confirm:baseline:oneshot"}  # t10, t9 not listed
+    assert (table["n"] == 3).all()  # seeds 1003, 1004 not listed
+    assert table.loc["confirm:t11", "selected_by"] == "#1 of 12 on val_accuracy (max, validation)"
+    assert "on 3 fresh seeds: 1 searched configurations" in table.attrs["summary"]

@@ -80,7 +80,7 @@ def confirmed(swept):
 
 def _comparison(out: str) -> str:
     """The printed comparison: from its header line to the end."""
-    return out[out.index("confirmed on ") :]
+    return out[out.index("confirmation runs in ") :]
 
 
 # --- through the real path --------------------------------------------------------------------
@@ -125,12 +125,13 @@ def test_confirm_records_what_it_selected_and_how(confirmed):
     searched = [r for r in trials if r["config.arm"] == "search" and r["status"] == "TERMINATED"]
     best = sorted(searched, key=lambda r: (-r["val_accuracy"], r["trial_id"]))[:2]
     assert record["metric"] == "val_accuracy" and record["mode"] == "max"
-    assert record["split"] == "val" and record["report_metric"] == "test_accuracy"
+    assert record["split"] == "validation" and record["report_metric"] == "test_accuracy"
     assert record["searched"] == len(searched)
     assert record["selected"] == [
-        {"trial_id": r["trial_id"], "arm": f"confirm:{r['trial_id']}", "value": r["val_accuracy"]}
-        for r in best
-    ]
+        {"trial_id": r["trial_id"], "arm": f"confirm:{r['trial_id']}", "value": r["val_accuracy"],
+         "rank": rank, "of": len(searched)}
+        for rank, r in enumerate(best, 1)
+    ]  # fmt: skip
     assert record["baselines"] == ["confirm:baseline:oneshot"]
     assert record["seeds"] == sorted({r["seed"] for r in confirmed["rows"]})
     assert record["created"] and record["runs"][0]["ended"]
@@ -139,14 +140,14 @@ def test_confirm_records_what_it_selected_and_how(confirmed):
 @pytest.mark.ray
 def test_confirm_prints_a_progress_line_per_run_then_the_comparison(confirmed):
     out, record = confirmed["out"], confirmed["record"]
-    seeds = record["seeds"]
     assert out.count("] ") >= len(confirmed["rows"])  # one progress line per run
     header = (
-        f"confirmed on 2 fresh seeds ({seeds[0]}, {seeds[1]}): top 2 of {record['searched']} "
-        "searched configurations selected on val_accuracy (max, validation split), reported "
-        "on test"
+        f"on 2 fresh seeds: 2 searched configurations (among the top 2 of {record['searched']} "
+        "on val_accuracy, max, validation split) and the baselines, re-run, reported on "
+        "test_accuracy (max, test split)"
     )
-    assert header in out and "Holm-corrected over 2 arms" in out
+    assert header in out and "Holm-corrected over 2" in out
+    assert f"#1 of {record['searched']} on val_accuracy (max, validation)" in out
     table = _comparison(out)
     for arm in [s["arm"] for s in record["selected"]] + record["baselines"]:
         assert arm in table
@@ -217,7 +218,7 @@ def test_confirm_again_runs_nothing_then_a_new_seed_runs_alone(confirmed):
     new_seed = max(r["seed"] for r in rows) + 1
     assert len(after) == len(rows) + 3
     assert sorted(r["seed"] for r in after if r not in rows) == [new_seed] * 3
-    assert "confirmed on 3 fresh seeds" in out
+    assert "on 3 fresh seeds: 2 searched configurations" in out
     assert json.loads((sweep / CONFIRM / CONFIRM_RECORD).read_text())["seeds"][-1] == new_seed
 
 
@@ -349,3 +350,30 @@ def test_the_spec_a_manifest_holds_is_the_spec_the_sweep_ran(tmp_path, example):
     pbt = spec.model_copy(update={"scheduler": spec.scheduler.model_copy(update={"kind": "pbt"})})
     (spec.sweep_dir / "manifest.json").write_text(json.dumps({"spec": pbt.public_json()}))
     assert sweep_spec(spec.sweep_dir).scheduler.kind == "pbt"
+
+
+def test_a_diverged_trial_is_never_selected():
+    rows = [
+        {"trial_id": t, "status": "TERMINATED", "config.arm": "search", "val_loss": v}
+        for t, v in [("a", 0.5), ("b", float("nan")), ("c", 0.3), ("d", float("inf"))]
+    ]
+    for order in (rows, rows[::-1]):
+        picked = select_trials(order, metric="val_loss", mode="min", top=2)
+        assert [r["trial_id"] for r in picked] == ["c", "a"]
+
+
+def test_trials_whose_teacher_is_gone_and_differs_are_refused(tmp_path):
+    from search.confirm import _teacher_bank
+    from search.errors import SweepInputError
+
+    current = tmp_path / "now"
+    assert _teacher_bank([{"config.teacher_bank": str(current)}], current) == current
+    assert _teacher_bank([{}], current) == current
+    gone = tmp_path / "before"
+    with pytest.raises(SweepInputError, match="gone or incomplete") as refused:
+        _teacher_bank([{"config.teacher_bank": str(gone)}], current)
+    assert len(str(refused.value).splitlines()) == 1
+    with pytest.raises(SweepInputError, match="2 different teacher banks"):
+        _teacher_bank(
+            [{"config.teacher_bank": str(gone)}, {"config.teacher_bank": str(current)}], current
+        )

@@ -98,7 +98,8 @@ def test_two_shot_from_the_transition_refuses_a_flat_teacher_in_one_line(flat_ba
         f"transition, but the teacher bank {flat_bank} shows none: its steepest rise in "
         f"accuracy over 3 evaluations is {rise:.3f}, below the 0.050 required "
         "(teacher.transition_min_rise 0.05); set teacher_schedule.checkpoint to one of the "
-        "kept steps (5, 10, 15, 20) or lower teacher.transition_min_rise"
+        "kept steps (5, 10, 15, 20) or lower teacher.transition_min_rise (the teacher is then "
+        "trained again)"
     )
     assert missing_transition(bank, where="x", field="student.teacher_schedule.checkpoint")
     # a kept step, and the schedules that do not read the transition, still work
@@ -133,3 +134,26 @@ def test_the_transition_is_measured_on_a_holdout_the_teacher_never_trains_on(tmp
     assert bank.transition is not None  # digits: a steep rise, on rows it never saw
     assert bank.transition["checkpoint"] in bank.checkpoints
     assert bank.metrics["transition_rise"] == pytest.approx(bank.transition["rise"])
+
+
+def test_the_transition_is_found_on_the_training_curve_never_on_validation(tmp_path, monkeypatch):
+    """A history whose validation accuracy jumps while the training curve stays flat has no
+    transition; and the teacher loop hands the detector its training curve."""
+    flat = [
+        {"step": s, "val_accuracy": v, "train_accuracy": 0.5}
+        for s, v in [(10, 0.1), (20, 0.1), (30, 0.9), (40, 0.95), (50, 0.95)]
+    ]
+    cfg = TeacherConfig(transition_window=1)
+    assert teacher_module.find_transition(cfg, flat, "train_accuracy", 1000)[0] is None
+    assert teacher_module.find_transition(cfg, flat, "val_accuracy", 1000)[0] is not None
+    curves = []
+    real = teacher_module.find_transition
+
+    def spy(cfg, history, curve, rows):
+        curves.append(curve)
+        return real(cfg, history, curve, rows)
+
+    monkeypatch.setattr(teacher_module, "find_transition", spy)
+    _, records = _train_teacher(tmp_path, optim=OptimConfig(lr=1e-3, batch_size=64, steps=20))
+    assert curves == ["train_accuracy"]
+    assert all("train_accuracy" in r for r in records)

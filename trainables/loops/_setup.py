@@ -91,14 +91,23 @@ def missing_transition(
             f"{need:.3f} required"
         )
         if min_rise is not None:
-            measured += f" (teacher.transition_min_rise {min_rise:g}"
-            measured += " or the noise of the rows measured)" if need > min_rise else ")"
+            measured += (
+                f" (three standard errors of the accuracies measured; teacher.transition_min_rise"
+                f" is {min_rise:g})"
+                if need > min_rise
+                else f" (teacher.transition_min_rise {min_rise:g})"
+            )
     kept = teacher.checkpoints
     shown = ", ".join(map(str, kept if len(kept) <= 12 else [*kept[:6], "...", *kept[-5:]]))
+    lower = (  # lowering the threshold helps only where it, not the noise, set the bar
+        " or lower teacher.transition_min_rise (the teacher is then trained again)"
+        if min_rise is not None and need is not None and need <= min_rise
+        else ""
+    )
     return (
         f"{field}: 'transition' with two_shot needs the teacher's phase transition, but "
         f"{where} shows none: {measured}; set {field} to one of the kept steps "
-        f"({shown}) or lower teacher.transition_min_rise"
+        f"({shown}){lower}"
     )
 
 
