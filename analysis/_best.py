@@ -43,6 +43,21 @@ def searched_metric(table: pa.Table | pd.DataFrame, default: str = "val_accuracy
     return table_objectives(table)["metric"] or default
 
 
+def ranked(df: pd.DataFrame, column: str, mode: str) -> pd.DataFrame:
+    """``df`` best first by ``column`` in ``mode``; ties (a coarse metric such as steps to
+    target) broken by validation accuracy (or, ranking by it, validation loss), then by
+    ``trial_id``, so the order never depends on how the rows were read."""
+    keys, ascending = [column], [mode == "min"]
+    tie = "val_loss" if column == "val_accuracy" else "val_accuracy"
+    if tie in df.columns and tie != column:
+        keys.append(tie)
+        ascending.append(tie == "val_loss")
+    if column != "trial_id":
+        keys.append("trial_id")
+        ascending.append(True)
+    return df.sort_values(keys, ascending=ascending, kind="stable", na_position="last")
+
+
 def resolve_column(columns: list[str], name: str) -> str:
     """Accept a column by its full name or, for config columns, by the setting's dotted path
     (``curriculum.kind`` for ``config.curriculum.kind``)."""
@@ -134,7 +149,7 @@ def best_schedules(
     df = df[(df["status"] == "TERMINATED") & df[metric].notna()]
     if df.empty:
         raise ResultsError(f"no finished trial reports {metric!r}")
-    df = df.sort_values([metric, "trial_id"], ascending=[mode == "min", True], kind="stable")
+    df = ranked(df, metric, mode)
     df = (df.groupby(group_key(df[by]), sort=False, dropna=False) if by else df).head(top)
     config = [c for c in df.columns if config_path(c) and c != by]
     varying = [c for c in config if _varies(trials, c)]

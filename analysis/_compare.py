@@ -16,6 +16,7 @@ from analysis._best import (
     direction,
     frame,
     group_key,
+    ranked,
     resolve_column,
     searched_metric,
 )
@@ -28,6 +29,7 @@ from analysis.tables import (
     load_confirm,
     load_trials,
     read_confirm_record,
+    table_objectives,
 )
 
 VERDICTS = ("better", "worse", "not distinguishable")
@@ -164,8 +166,7 @@ def arm_values(
     labels = _labels(trials[by])
     configs = labels.value_counts().to_dict()
     if select is not None:
-        ranked = trials[trials[select].notna()]
-        order = ranked.sort_values([select, "trial_id"], ascending=[select_mode == "min", True])
+        order = ranked(trials[trials[select].notna()], select, select_mode)
         trials = order.groupby(_labels(order[by]), sort=False).head(1)
         labels = _labels(trials[by])
     seeds = f"{metric}_seeds"
@@ -241,9 +242,25 @@ def compare(
     select = resolve_column(columns, select) if select else None
     mode = direction(df, metric, mode)
     select_mode = direction(df, select, select_mode) if select else "max"
+    sweeps = sorted(set(df["sweep"].dropna())) if "sweep" in df.columns else []
+    if len(sweeps) > 1 and by != "sweep":
+        raise ResultsError(
+            f"results: the trials come from {len(sweeps)} sweeps ({', '.join(sweeps[:4])}"
+            f"{', ...' if len(sweeps) > 4 else ''}), whose arms would pool; compare one sweep's "
+            "directory at a time (or compare the sweeps: by 'sweep')"
+        )
+    statuses = pd.Series(df["status"].to_numpy(), index=_labels(df[by]).to_numpy())
     df = df[df["status"] == "TERMINATED"]
     arms = arm_values(df, by=by, metric=metric, select=select, select_mode=select_mode)
     if baseline not in arms:
+        if baseline in statuses.index:
+            counts = statuses[[baseline]].value_counts()
+            finished = counts.get("TERMINATED", 0)
+            why = (
+                f"no finished trial reporting {select or metric!r}" if finished
+                else "no finished trial (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")"
+            )  # fmt: skip
+            raise ResultsError(f"baseline {baseline!r} has {why}; choose another (--baseline)")
         raise ResultsError(
             f"baseline {baseline!r} is not a value of {by!r}; values: {', '.join(arms) or 'none'}"
         )
@@ -332,7 +349,11 @@ def compare_results(
     asked_search = by != "arm" or select != "searched" or select_mode is not None
     if rows == "confirm" and not dirs:
         load_confirm(results)  # raises: no confirmation runs, with what to do
-    note = ""
+    note = (
+        "the search's rows (the confirmation's answer another question: --rows confirm), "
+        if dirs and rows == "auto" and asked_search
+        else ""
+    )
     if dirs and not (rows == "auto" and asked_search):
         if len(dirs) > 1:
             raise ResultsError(
@@ -350,9 +371,10 @@ def compare_results(
             return confirmed
         note = "confirmation incomplete (no finished baseline run yet), so the search's rows: "
     names = _arms(trials)
+    reported = table_objectives(trials).get("report") or "test_accuracy"
     out = compare(
         trials, baseline=_baseline(baseline, names, False), by=by,
-        metric=metric or "test_accuracy", mode=mode, select=select, select_mode=select_mode,
+        metric=metric or reported, mode=mode, select=select, select_mode=select_mode,
         level=level,
     )  # fmt: skip
     out.attrs["summary"] = note + out.attrs["summary"]
@@ -361,8 +383,12 @@ def compare_results(
 
 
 def _arms(table: pa.Table) -> list[str]:
+    """The arms with a finished trial (the ones a default baseline may be)."""
     arm = config_column("arm")
-    return sorted({a for a in table[arm].to_pylist() if a}) if arm in table.column_names else []
+    if arm not in table.column_names:
+        return []
+    done = table.filter(pc.equal(table["status"], "TERMINATED"))
+    return sorted({a for a in done[arm].to_pylist() if a})
 
 
 def _baseline(baseline: str | None, arms: list[str], confirmed: bool) -> str:
@@ -420,8 +446,7 @@ def _record_from(rows: pa.Table, trials: pa.Table) -> dict:
     mode = direction(df, metric)
     arm = df.get(config_column("arm"), pd.Series("search", index=df.index)).fillna("search")
     searched = df[(arm == "search") & (df["status"] == "TERMINATED") & df[metric].notna()]
-    ranked = searched.sort_values([metric, "trial_id"], ascending=[mode == "min", True])
-    rank = {t: i for i, t in enumerate(ranked["trial_id"], 1)}
+    rank = {t: i for i, t in enumerate(ranked(searched, metric, mode)["trial_id"], 1)}
     arms = {a for a in rows[config_column("arm")].to_pylist() if a}
     return {
         "metric": metric, "mode": mode, "searched": len(searched),
@@ -443,25 +468,31 @@ def _label_confirmed(out: pd.DataFrame, record: dict, confirm_dir: Path) -> pd.D
     metric, mode = record.get("metric", "?"), record.get("mode", "?")
     split = split_of(metric) if metric != "?" else "?"
     ranks = {s.get("arm"): s for s in record["selected"]}
-    labels, configs = [], []
+    labels, configs, trials = [], [], []
     for arm in out["arm"]:
         chosen = ranks.get(arm)
         if chosen is None:
             labels.append("baseline" if arm.startswith(f"{CONFIRM_ARM}baseline:") else "?")
             configs.append(1)
+            trials.append(None)
         else:
             of = chosen.get("of", record.get("searched"))
             labels.append(f"#{chosen.get('rank', '?')} of {of} on {metric} ({mode}, {split})")
             configs.append(of)
-    out["configs"], out["selected_by"] = configs, labels
+            trials.append(arm.removeprefix(CONFIRM_ARM))
+    out["selected_trial"], out["configs"], out["selected_by"] = trials, configs, labels
     seeds = record.get("seeds") or []
-    top = max((s.get("rank") or 0 for s in record["selected"]), default=0)
+    shown = sorted(
+        (s.get("rank") for s in record["selected"] if s.get("arm") in set(out["arm"])),
+        key=lambda rank: (rank is None, rank or 0),
+    )
     tried = record.get("searched", "?")
-    searched = sum(label != "baseline" for label in labels)
+    n = len(shown)
     out.attrs["summary"] = (
-        f"confirmation runs in {confirm_dir} on {len(seeds)} fresh seeds: {searched} searched "
-        f"configurations (among the top {top} of {tried} on {metric}, {mode}, {split} split) "
-        f"and the baselines, re-run, {out.attrs['parts']['reported']}; "
-        f"{out.attrs['parts']['tests']}"
+        f"confirmation runs in {confirm_dir} on {len(seeds)} fresh seeds: {n} searched "
+        f"configuration{'s' if n != 1 else ''} (#{', #'.join(str(r or '?') for r in shown)} of "
+        f"{tried} on "
+        f"{metric}, {mode}, {split} split) and the baselines, re-run, "
+        f"{out.attrs['parts']['reported']}; {out.attrs['parts']['tests']}"
     )
     return out

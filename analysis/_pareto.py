@@ -46,5 +46,7 @@ def pareto(
     front = front.sort_values([first, "trial_id"], ascending=[first_mode == "min", True])
     config = [c for c in front.columns if config_path(c)]
     varying = [c for c in config if _varies(df, c)]
-    summary = [c for c in _SUMMARY if c in front.columns and c not in names]
+    summary = [
+        c for c in _SUMMARY if c in front.columns and c not in names and front[c].notna().any()
+    ]
     return front[["sweep", "trial_id", *names, *summary, *varying]].reset_index(drop=True)

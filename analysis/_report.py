@@ -213,7 +213,9 @@ def render_report(
     results: str | os.PathLike, out: str | os.PathLike, *, baseline: str | None = None
 ) -> Path:
     """Write the report; return its path. ``baseline``: the arm the comparison is against
-    (default ``baseline:oneshot`` if the sweep ran it)."""
+    (default ``baseline:oneshot`` where it finished, else the first baseline arm that did;
+    the comparison is on the confirmation runs when the sweep has them,
+    :func:`analysis.compare_results`)."""
     trials = load_trials(results)
     metric = searched_metric(trials)
     searched = trials.filter(pc.equal(trials["status"], "TERMINATED")).num_rows
@@ -222,19 +224,22 @@ def render_report(
         f"{split_of(metric)} split), of {searched} finished trials.</p>"
         + _table(best_schedules(trials, top=10))
     ]
-    arm = config_column("arm")
-    arms = set(trials[arm].to_pylist()) if arm in trials.column_names else set()
-    baseline = baseline or ("baseline:oneshot" if "baseline:oneshot" in arms else None)
-    if baseline:
+    try:
         table = compare_results(results, baseline=baseline)
+    except CorruptResultsError:
+        raise
+    except ResultsError as exc:  # no baseline arm, one that never finished, several sweeps
+        sections.append(f"<h2>Comparison</h2><p>No comparison: {html.escape(str(exc))}.</p>")
+    else:
         where = (
             "confirmation runs on fresh seeds"
             if table.attrs["source"] == "confirm"
             else "the search's own trials: the best of many is optimistic on test; "
             "<code>python -m search confirm</code> re-runs them on fresh seeds"
         )
+        against = table.loc[table["verdict"] == "baseline"].iloc[0, 0]
         sections.append(
-            f"<h2>Against {html.escape(baseline)} ({where})</h2>"
+            f"<h2>Against {html.escape(str(against))} ({where})</h2>"
             f"<p>{html.escape(table.attrs['summary'])}.</p>" + _table(table)
         )
     for name, fig in figures(results).items():

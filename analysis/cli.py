@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import pandas as pd
@@ -55,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline", help="the baseline arm's value; default baseline:oneshot where it ran"
     )
     cmp.add_argument("--by", default="arm", help="what an arm is (a column); default arm")
-    cmp.add_argument("--metric", default="test_accuracy", help="reported metric")
+    cmp.add_argument(
+        "--metric",
+        help="reported metric; default test_accuracy (test_perplexity for a language model)",
+    )
     cmp.add_argument("--mode", choices=["max", "min"], help=f"of --metric; {_MODE_HELP}")
     cmp.add_argument(
         "--select", default="searched",
@@ -127,19 +131,24 @@ def main(argv: list[str] | None = None) -> int:
                 args.results, baseline=args.baseline, rows=args.rows, by=args.by,
                 metric=args.metric, mode=args.mode, select=select, select_mode=args.select_mode,
             )  # fmt: skip
+            text = format_table(df, args.format)
             if args.format == "table":
-                print(df.attrs["summary"])
-            print(format_table(df, args.format))
-            return 0
-        trials = load_trials(args.results)
-        if args.command == "pareto":
-            df = pareto(trials, _objectives(args.objective))
+                text = f"{df.attrs['summary']}\n{text}"
         else:
-            df = best_schedules(
-                trials, metric=args.metric, mode=args.mode, by=args.by, top=args.top
-            )
+            trials = load_trials(args.results)
+            if args.command == "pareto":
+                df = pareto(trials, _objectives(args.objective))
+            else:
+                df = best_schedules(
+                    trials, metric=args.metric, mode=args.mode, by=args.by, top=args.top
+                )
+            text = format_table(df, args.format)
     except ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(format_table(df, args.format))
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

@@ -579,7 +579,9 @@ OBJECTIVES_KEY = b"analysis.objectives"
 
 def sweep_objectives(results: str | os.PathLike) -> dict[str, Any]:
     """What the sweeps under ``results`` searched for, from their manifests:
-    ``{"metric": <the first objective, or None>, "modes": {metric: "max" | "min"}}``.
+    ``{"metric": <the first objective, or None>, "modes": {metric: "max" | "min"},
+    "report": <the test metric a comparison reports: test_perplexity for a language model,
+    else test_accuracy; None when the sweeps differ>}``.
 
     Over several sweeps (a storage root), a metric they rank in different directions is left
     out of ``modes``, and ``metric`` is None unless every sweep searched the same one. Sweeps
@@ -590,11 +592,13 @@ def sweep_objectives(results: str | os.PathLike) -> dict[str, Any]:
         dirs = [root]
     else:
         dirs = [found.parent for found in sorted(root.glob(f"*/{SWEEP_MANIFEST}"))]
-    firsts, modes, conflicting = set(), {}, set()
+    firsts, modes, conflicting, reports = set(), {}, set(), set()
     for directory in dirs:
         spec = (read_sweep_manifest(directory) or {}).get("spec")
         if not isinstance(spec, dict):
             continue
+        task = (spec.get("task") or {}).get("kind")
+        reports.add("test_perplexity" if task in ("masked_lm", "causal_lm") else "test_accuracy")
         pairs = [(o.get("metric"), o.get("mode")) for o in spec.get("objectives") or []]
         pairs = pairs or [(spec.get("metric"), spec.get("mode"))]
         pairs = [(m, d) for m, d in pairs if isinstance(m, str) and d in ("max", "min")]
@@ -607,7 +611,8 @@ def sweep_objectives(results: str | os.PathLike) -> dict[str, Any]:
     for metric in conflicting:
         del modes[metric]
     metric = next(iter(firsts)) if len(firsts) == 1 else None
-    return {"metric": metric if metric in modes else None, "modes": modes}
+    report = next(iter(reports)) if len(reports) == 1 else None
+    return {"metric": metric if metric in modes else None, "modes": modes, "report": report}
 
 
 def with_objectives(table: pa.Table, objectives: dict[str, Any]) -> pa.Table:
@@ -626,8 +631,11 @@ def table_objectives(table: Any) -> dict[str, Any]:
     else:
         found = getattr(table, "attrs", {}).get("objectives")
     if not isinstance(found, dict):
-        return {"metric": None, "modes": {}}
-    return {"metric": found.get("metric"), "modes": dict(found.get("modes") or {})}
+        return {"metric": None, "modes": {}, "report": None}
+    return {
+        "metric": found.get("metric"), "modes": dict(found.get("modes") or {}),
+        "report": found.get("report"),
+    }  # fmt: skip
 
 
 def load_trials(results: str | os.PathLike) -> pa.Table:

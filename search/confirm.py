@@ -157,11 +157,18 @@ def _finite(value: Any) -> bool:
 def select_trials(
     rows: list[dict[str, Any]], *, metric: str, mode: str, top: int
 ) -> list[dict[str, Any]]:
-    """The ``top`` finished searched trials' rows by ``metric`` in ``mode`` (ties: by trial
-    id), best first."""
+    """The ``top`` finished searched trials' rows by ``metric`` in ``mode``, best first; ties
+    broken as ``analysis`` breaks them (validation accuracy, or validation loss when ranking
+    by it, then trial id), so both name the same trials."""
     sign = -1.0 if mode == "max" else 1.0
-    ranked = sorted(_searched(rows, metric), key=lambda r: (sign * r[metric], r["trial_id"]))
-    return ranked[:top]
+    tie, tie_sign = ("val_loss", 1.0) if metric == "val_accuracy" else ("val_accuracy", -1.0)
+
+    def key(row: dict[str, Any]) -> tuple:
+        second = row.get(tie)
+        second = tie_sign * second if _finite(second) and tie != metric else math.inf
+        return (sign * row[metric], second, row["trial_id"])
+
+    return sorted(_searched(rows, metric), key=key)[:top]
 
 
 def fresh_seeds(rows: list[dict[str, Any]], count: int) -> list[int]:
@@ -533,7 +540,15 @@ def _plan(
         for rank, r in enumerate(select_trials(rows, metric=metric, mode=mode, top=top), 1)
     ]  # fmt: skip
     selected = _union(earlier.get("selected", []), chosen, key=lambda s: s["trial_id"])
-    selected.sort(key=lambda s: (-s["value"] if mode == "max" else s["value"], s["trial_id"]))
+    # every confirmed configuration's rank among the trials searched now (the sweep may have
+    # grown since an earlier confirmation chose it)
+    ranks = {
+        r["trial_id"]: rank
+        for rank, r in enumerate(select_trials(rows, metric=metric, mode=mode, top=len(rows)), 1)
+    }
+    for entry in selected:
+        entry.update(rank=ranks.get(entry["trial_id"]), of=len(searched))
+    selected.sort(key=lambda s: (s["rank"] is None, s["rank"] or 0, s["trial_id"]))
     new_seeds = fresh_seeds(rows, seeds)
     all_seeds = sorted(_union(earlier.get("seeds", []), new_seeds))
     if all_seeds[0] < new_seeds[0]:

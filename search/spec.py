@@ -390,6 +390,34 @@ class SweepSpec(StrictModel):
         store (its manifest) or print."""
         return _redacted(self.model_dump(mode="json"))
 
+    def with_absolute_paths(self) -> SweepSpec:
+        """This spec with its input files' relative paths (``data.path``, ``data.paths.*``,
+        ``teacher.init_from``, the models' ``path``) made absolute against the current
+        directory: trials run in directories of their own, where a relative path finds
+        nothing. ``{stdlib}`` paths and absolute ones are kept as they are."""
+
+        def absolute(value: str | None) -> str | None:
+            if value is None or value.startswith("{stdlib}") or Path(value).is_absolute():
+                return value
+            return str(Path.cwd() / Path(value).expanduser())
+
+        data = self.data.model_copy(update={"path": absolute(self.data.path)})
+        if self.data.paths is not None:
+            paths = {k: absolute(v) for k, v in self.data.paths.model_dump().items()}
+            data = data.model_copy(update={"paths": self.data.paths.model_copy(update=paths)})
+        roles = {
+            role: getattr(self, role).model_copy(
+                update={"model": getattr(self, role).model.model_copy(
+                    update={"path": absolute(getattr(self, role).model.path)}
+                )}
+            )
+            for role in ("teacher", "student")
+        }  # fmt: skip
+        roles["teacher"] = roles["teacher"].model_copy(
+            update={"init_from": absolute(self.teacher.init_from)}
+        )
+        return self.model_copy(update={"data": data, **roles})
+
     @property
     def sweep_dir(self) -> Path:
         return Path(self.storage).resolve() / self.name

@@ -233,6 +233,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, verbose: int = 0) 
     :class:`SweepStorageError` on a full or read-only disk: what finished is kept, and the
     same call again resumes the sweep.
     """
+    spec = spec.with_absolute_paths()  # a trial runs in a directory of its own
     try:
         info = check_inputs(spec)
         # hashes the data files: once per run
@@ -272,6 +273,7 @@ def build_teacher(spec: SweepSpec, *, address: str | None = None, verbose: int =
     teacher``), or reuse them; returns the bank's directory. Every sweep whose teacher
     settings (and ``teacher.bank`` storage settings) match reads this bank instead of
     building its own. Raises like :func:`run_sweep`."""
+    spec = spec.with_absolute_paths()
     try:
         info = check_inputs(spec)
         bank = teacher_dir(spec, info.num_classes)

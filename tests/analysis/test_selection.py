@@ -250,7 +250,10 @@ def test_compare_uses_confirmation_rows_and_says_so(tmp_path, capsys):
     out = capsys.readouterr().out
     summary = out.splitlines()[0]
     assert summary.startswith(f"confirmation runs in {sweep / CONFIRM} on 5 fresh seeds: 3 ")
-    assert "(among the top 3 of 12 on val_accuracy, max, validation split)" in summary
+    assert (
+        "3 searched configurations (#1, #2, #3 of 12 on val_accuracy, max, validation split)"
+        in summary
+    )
     assert "Holm-corrected over 3" in summary
     assert "confirm:t11" in out and "confirm:baseline:oneshot" in out
     assert main(["compare", str(sweep), "--rows", "search", "--format", "json"]) == 0
@@ -352,4 +355,51 @@ def test_confirmation_rows_follow_their_record(tmp_path):
     assert set(table.index) == {"confirm:t11", "confirm:baseline:oneshot"}  # t10, t9 not listed
     assert (table["n"] == 3).all()  # seeds 1003, 1004 not listed
     assert table.loc["confirm:t11", "selected_by"] == "#1 of 12 on val_accuracy (max, validation)"
-    assert "on 3 fresh seeds: 1 searched configurations" in table.attrs["summary"]
+    assert "on 3 fresh seeds: 1 searched configuration (#1 of 12 on" in table.attrs["summary"]
+    assert table.loc["confirm:t11", "selected_trial"] == "t11"
+
+
+def test_ties_on_a_coarse_metric_are_broken_by_validation_accuracy(tmp_path):
+    rows = [
+        {"trial_id": "a", "steps_to_target_capped": 40, "val_accuracy": 0.79},
+        {"trial_id": "b", "steps_to_target_capped": 40, "val_accuracy": 0.93},
+        {"trial_id": "c", "steps_to_target_capped": 60, "val_accuracy": 0.99},
+        {"trial_id": "base", "config.arm": "baseline:oneshot", "steps_to_target_capped": 80,
+         "val_accuracy": 0.9},
+    ]  # fmt: skip
+    trials = load_trials(_write_sweep(tmp_path, rows, metric="steps_to_target_capped", mode="min"))
+    assert best_schedules(trials)["trial_id"].tolist()[:3] == ["b", "a", "c"]
+    table = compare(trials, baseline="baseline:oneshot", metric="steps_to_target_capped")
+    assert table.set_index("arm").loc["search", "selected_trial"] == "b"
+
+
+def test_a_baseline_that_never_finished_is_named_as_such(tmp_path):
+    rows = [
+        {"trial_id": "a", "val_accuracy": 0.9, "test_accuracy": 0.9},
+        {"trial_id": "o", "config.arm": "baseline:oneshot", "status": "ERROR"},
+        {"trial_id": "l", "config.arm": "baseline:labels_only", "val_accuracy": 0.8,
+         "test_accuracy": 0.8},
+    ]  # fmt: skip
+    sweep = _write_sweep(tmp_path, rows)
+    with pytest.raises(Exception, match=r"'baseline:oneshot' has no finished trial \(1 ERROR\)"):
+        compare(load_trials(sweep), baseline="baseline:oneshot")
+    table = compare_results(sweep)  # the default (the report's too): a baseline that finished
+    assert table.loc[table["verdict"] == "baseline", "arm"].tolist() == ["baseline:labels_only"]
+
+
+def test_several_sweeps_are_compared_one_at_a_time(tmp_path):
+    _write_sweep(tmp_path, _STEPS, name="a")
+    _write_sweep(tmp_path, _STEPS, name="b")
+    with pytest.raises(Exception, match="come from 2 sweeps .a, b."):
+        compare(load_trials(tmp_path), baseline="baseline:oneshot")
+    by_sweep = compare(load_trials(tmp_path), baseline="a", by="sweep")
+    assert set(by_sweep["sweep"]) == {"a", "b"}
+
+
+def test_a_broken_pipe_ends_the_output_quietly(tmp_path):
+    sweep = _write_sweep(tmp_path, _STEPS * 1)
+    run = subprocess.run(
+        f"{sys.executable} -m analysis best {sweep} --format csv | head -c 10",
+        shell=True, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "Traceback" not in run.stderr and "BrokenPipe" not in run.stderr

@@ -228,3 +228,27 @@ def test_a_space_that_can_draw_two_shot_is_checked_against_the_teacher_too(tmp_p
         [*base, "space.teacher_schedules=[final, lockstep]"],
     ):
         _check_transition(load_spec(QUICKSTART, fine), bank)  # no error
+
+
+@pytest.mark.ray
+def test_relative_data_paths_are_read_from_where_the_command_runs(tmp_path):
+    """Trials run in directories of their own: a relative data path is made absolute
+    against the directory the command runs in (it once failed inside the teacher's trial)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4))
+    table = pa.table({**{f"f{i}": x[:, i] for i in range(4)}, "label": (x[:, 0] > 0).astype(int)})
+    (tmp_path / "data").mkdir()
+    pq.write_table(table, tmp_path / "data" / "d.parquet")
+    run = subprocess.run(
+        [sys.executable, "-m", "search", "teacher", str(ROOT / "examples" / "quickstart.yaml"),
+         "--storage", "results", "--name", "rel", "--set", "data.kind=file",
+         "--set", "data.path=data/d.parquet", "--set", "teacher.optim.steps=20",
+         "--set", "teacher.eval_every=10"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "teacher bank:" in run.stdout

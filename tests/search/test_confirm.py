@@ -142,7 +142,7 @@ def test_confirm_prints_a_progress_line_per_run_then_the_comparison(confirmed):
     out, record = confirmed["out"], confirmed["record"]
     assert out.count("] ") >= len(confirmed["rows"])  # one progress line per run
     header = (
-        f"on 2 fresh seeds: 2 searched configurations (among the top 2 of {record['searched']} "
+        f"on 2 fresh seeds: 2 searched configurations (#1, #2 of {record['searched']} "
         "on val_accuracy, max, validation split) and the baselines, re-run, reported on "
         "test_accuracy (max, test split)"
     )
