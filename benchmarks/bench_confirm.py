@@ -31,7 +31,7 @@ from search.sweep import run_sweep  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "examples" / "quickstart.yaml"
-REPS, TRIALS, SEEDS = 4, 16, 5
+REPS, TRIALS, SEEDS = 8, 16, 5
 
 
 def one_repetition(storage: str, rep: int) -> tuple[float, float]:
