@@ -29,7 +29,11 @@ def default_mode(metric: str) -> str:
 def direction(table: pa.Table | pd.DataFrame, column: str, mode: str | None = None) -> str:
     """Which way ``column`` ranks: ``mode`` when given; else the direction the sweep searched
     it (its ``mode``, or its objective's, from the manifest a loaded table carries: see
-    :func:`analysis.tables.table_objectives`); else :func:`default_mode` of its name."""
+    :func:`analysis.tables.table_objectives`); else :func:`default_mode` of its name.
+
+    The objectives travel in the pyarrow Table :func:`~analysis.tables.load_trials` returns;
+    ``table.to_pandas()`` drops them, so pass the Table itself (the queries accept both), or
+    carry them over: ``df.attrs["objectives"] = table_objectives(table)``."""
     if mode is None:
         modes = table_objectives(table)["modes"]
         mode = modes.get(column.removeprefix("config.")) or default_mode(column)
