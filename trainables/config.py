@@ -107,7 +107,8 @@ class DataConfig(StrictModel):
       ``shape: [1, 8, 8]`` each example is a one-channel image (for a ``cnn``).
     - ``file``: a user's table: ``.npz`` with arrays ``x`` (``(n, ...)``, any trailing shape,
       e.g. images) and ``y``; or ``.parquet`` with numeric feature columns (scalars, lists or
-      fixed-size lists) plus ``label_column``. ``shape`` reshapes each example's features.
+      fixed-size lists) plus ``label_column`` (a pandas index stored in the file is not a
+      feature). ``shape`` reshapes each example's features.
     - ``sparse_parity``: (``n_bits``, ``k``) sparse parity (Panigrahi et al. 2024): x uniform
       in {-1, +1}^n_bits, the label the parity of the first ``k`` bits, ``train_size`` training
       examples (labels flipped with probability ``label_noise``), ``holdout_size`` each for
@@ -140,11 +141,15 @@ class DataConfig(StrictModel):
     - ``paths: {train: ..., val: ..., test: ..., holdout: ...}`` (holdout optional): one file
       per split instead of ``path``, all of one format; the files must agree (feature columns
       and their kinds, or ``x``'s example shape; ``.npy`` token files the same length), and
-      the classes or vocabulary are those of all the files together.
+      the classes or vocabulary are those of all the files together. No file may serve two
+      splits (the same resolved path, or a copy with the same bytes).
 
-    Each of train, val and test needs a row. ``holdout`` rows (optional) join the training
-    split after its own rows and are marked there (:attr:`trainables.data.Splits.holdout`),
-    for training-time decisions that must not use validation data. With a user split
+    Each of train, val and test needs a row, and (``file``) every class of the val and test
+    rows needs ``train`` rows (holdout rows do not count; a training class missing from val
+    or test is fine: a small val set may miss one). ``holdout`` rows (optional) join the
+    training split after its own rows and are marked there
+    (:attr:`trainables.data.Splits.holdout`), for training-time decisions that must not use
+    validation data. With a user split
     ``val_fraction`` and ``test_fraction`` are unused (setting either to other than its
     default is refused, not ignored) and ``split_seed`` does not move a row.
     """

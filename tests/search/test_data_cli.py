@@ -4,6 +4,7 @@ line naming the column or array, no Ray; a good one is accepted."""
 import contextlib
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -187,8 +188,9 @@ def test_run_on_a_bad_file_exits_2_with_one_line_before_anything_starts(tmp_path
     )  # fmt: skip
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+    where = os.path.realpath(tmp_path / "d.parquet")  # made absolute where the command runs
     assert result.stderr.splitlines() == [
-        "error: data.path: 'd.parquet' feature column 'b' has NaN at row 11: features must be "
+        f"error: data.path: {where!r} feature column 'b' has NaN at row 11: features must be "
         "finite"
     ]
     assert not (tmp_path / "out").exists()  # no sweep, no teacher directory
@@ -221,4 +223,43 @@ def test_validate_checks_a_user_split_column(tmp_path):
     good = validate(["train"] * 24 + ["val"] * 6 + ["test"] * 6 + ["holdout"] * 4)
     assert good.returncode == 0, good.stderr
     assert "is a valid sweep spec" in good.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_validate_refuses_a_user_split_that_leaks_or_misreads(tmp_path):
+    """One line each, exit 2: a numeric ``--set data.split_column`` (named as such, not as the
+    feature it leaves), a training file given as the test file, test labels without training
+    rows."""
+    rng = np.random.default_rng(0)
+
+    def write(name: str, rows: int, labels: np.ndarray, **more) -> None:
+        table = {"f0": rng.normal(size=rows), "label": labels} | more
+        pq.write_table(pa.table(table), tmp_path / name)
+
+    def validate(data: str, *sets: str) -> subprocess.CompletedProcess:
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(f"name: mine\nstorage: out\ndata: {data}\n")
+        return subprocess.run(
+            [sys.executable, "-m", "search", "validate", str(spec), *[f"--set={s}" for s in sets]],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    write("d.parquet", 40, np.arange(40) % 2, split=["train"] * 30 + ["val"] * 5 + ["test"] * 5)
+    write("tr.parquet", 30, np.arange(30) % 10)
+    write("va.parquet", 10, np.arange(10))
+    write("te.parquet", 10, np.arange(5, 15))
+    cases = {
+        "error: data.split_column: column 'f0' of 'd.parquet' holds double values, not the "
+        "split names train, val, test or holdout":
+            validate("{kind: file, path: d.parquet, split_column: split}", "data.split_column=f0"),
+        "error: data.paths.test: 'tr.parquet' is also the file of data.paths.train; the same "
+        "rows in two splits leak one into the other: give each split its own file":
+            validate("{kind: file, paths: {train: tr.parquet, val: va.parquet, test: tr.parquet}}"),
+        "error: data.paths.test: labels 10, 11, 12, 13, 14 do not occur in the training split "
+        "(data.paths.train); every class of val and test needs training rows":
+            validate("{kind: file, paths: {train: tr.parquet, val: va.parquet, test: te.parquet}}"),
+    }  # fmt: skip
+    for line, result in cases.items():
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.splitlines() == [line]
     assert not (tmp_path / "out").exists()

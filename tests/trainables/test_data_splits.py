@@ -184,15 +184,16 @@ def test_paths_npz_holdout_file_joins_the_training_split(tmp_path):
     assert check_data(cfg).holdout == 4 and check_data(cfg).rows == 34
 
 
-def test_paths_parquet_classes_are_those_of_every_file(tmp_path):
-    train = parquet_table(tmp_path, name="tr.parquet", rows=12)  # labels 0, 1, 2
+def test_paths_parquet_val_and_test_may_each_miss_a_training_class(tmp_path):
+    train = str(tmp_path / "tr.parquet")
+    pq.write_table(pa.table({"id": np.arange(12.0), "label": np.arange(12) % 4}), train)
     val = str(tmp_path / "va.parquet")
     pq.write_table(pa.table({"id": [50.0, 51.0], "label": [3, 3]}), val)  # one class
-    test = parquet_table(tmp_path, name="te.parquet", rows=4, start=60)
+    test = parquet_table(tmp_path, name="te.parquet", rows=4, start=60)  # no class 3
     cfg = DataConfig(kind="file", paths={"train": train, "val": val, "test": test},
                      standardize=False)  # fmt: skip
     splits = load_splits(cfg)
-    assert splits.num_classes == 4  # the largest label of any file + 1
+    assert splits.num_classes == 4
     np.testing.assert_array_equal(splits.x_train[:, 0], np.arange(12))
     np.testing.assert_array_equal(splits.x_val[:, 0], [50, 51])
     np.testing.assert_array_equal(splits.y_val, [3, 3])
@@ -364,7 +365,8 @@ def test_tokens_split_column_refusals(tmp_path):
     refused(DataConfig(kind="tokens", path=path, split_column="split"),
             "data.split_column: column 'split'", "has a null at row 15")  # fmt: skip
     refused(DataConfig(kind="tokens", path=path, split_column="n"),
-            "data.split_column: column 'n'", "as strings, got int64")  # fmt: skip
+            f"data.split_column: column 'n' of {path!r} holds int64 values, not the split "
+            "names train, val, test or holdout")  # fmt: skip
     refused(DataConfig(kind="tokens", path=path, split_column="nope"),
             "data.split_column: 'nope' is not a column of", "columns: tokens, split, n")  # fmt: skip
 
@@ -382,7 +384,8 @@ def test_an_empty_split_file_is_refused_naming_the_split(tmp_path):
     )
     np.save(tmp_path / "e.npy", np.zeros((0, 5), np.int32))
     np.save(tmp_path / "a.npy", token_rows(range(20)))
-    tokens = {"train": str(tmp_path / "a.npy"), "val": str(tmp_path / "a.npy"),
+    np.save(tmp_path / "b.npy", token_rows(range(20, 25)))
+    tokens = {"train": str(tmp_path / "a.npy"), "val": str(tmp_path / "b.npy"),
               "test": str(tmp_path / "e.npy")}  # fmt: skip
     refused(DataConfig(kind="tokens", paths=tokens), "data.paths.test: ", "has no rows")
 
@@ -390,26 +393,29 @@ def test_an_empty_split_file_is_refused_naming_the_split(tmp_path):
 def test_files_that_disagree_are_refused_naming_both(tmp_path):
     tr = npz_split(tmp_path, "tr.npz", range(20), shape=(2,))
     other = npz_split(tmp_path, "va.npz", range(5), shape=(3,))
-    message = refused(DataConfig(kind="file", paths={"train": tr, "val": other, "test": tr}))
+    te = npz_split(tmp_path, "te.npz", range(30, 35), shape=(2,))
+    message = refused(DataConfig(kind="file", paths={"train": tr, "val": other, "test": te}))
     assert message.startswith(f"data.paths.val: {other!r} array 'x' holds examples of shape (3,)")
     assert f"data.paths.train {tr!r}" in message and "same example shape" in message
 
     train = parquet_table(tmp_path, name="tr.parquet", rows=12)
+    val = parquet_table(tmp_path, name="va.parquet", rows=3, start=20)
     more = parquet_table(tmp_path, name="te.parquet", rows=3, extra=np.zeros(3))
-    message = refused(DataConfig(kind="file", paths={"train": train, "val": train, "test": more}))
+    message = refused(DataConfig(kind="file", paths={"train": train, "val": val, "test": more}))
     assert message == (
         f"data.paths.test: {more!r} has feature columns id, extra but data.paths.train "
         f"{train!r} has id; every split's file needs the same feature columns"
     )
     ints = str(tmp_path / "ints.parquet")
     pq.write_table(pa.table({"id": np.arange(3), "label": [0, 1, 2]}), ints)
-    message = refused(DataConfig(kind="file", paths={"train": train, "val": ints, "test": train}))
+    message = refused(DataConfig(kind="file", paths={"train": train, "val": ints, "test": val}))
     assert "data.paths.val" in message and "feature column 'id' holds integer values" in message
 
     np.save(tmp_path / "a.npy", token_rows(range(20), length=5))
     np.save(tmp_path / "b.npy", token_rows(range(5), length=6))
+    np.save(tmp_path / "c.npy", token_rows(range(30, 35), length=5))
     tokens = {"train": str(tmp_path / "a.npy"), "val": str(tmp_path / "b.npy"),
-              "test": str(tmp_path / "a.npy")}  # fmt: skip
+              "test": str(tmp_path / "c.npy")}  # fmt: skip
     refused(DataConfig(kind="tokens", paths=tokens),
             "data.paths.val: ", "holds sequences of 6 tokens but data.paths.train",
             "same length")  # fmt: skip
@@ -417,9 +423,178 @@ def test_files_that_disagree_are_refused_naming_both(tmp_path):
 
 def test_too_few_rows_in_all_the_files(tmp_path):
     paths = {
-        name: npz_split(tmp_path, f"{name}.npz", range(3)) for name in ("train", "val", "test")
+        name: npz_split(tmp_path, f"{name}.npz", range(3 * i, 3 * i + 3))
+        for i, name in enumerate(("train", "val", "test"))
     }
     refused(DataConfig(kind="file", paths=paths), "data.paths: the files hold 9 rows in all")
+
+
+# -- refusals: what would leak between the splits or leave a class untrained --------------
+
+
+def labelled(tmp_path, name, labels, start=0) -> str:
+    """A Parquet file of feature ``id`` (from ``start``) and the given labels."""
+    ids = np.arange(start, start + len(labels), dtype=np.float64)
+    pq.write_table(pa.table({"id": ids, "label": np.asarray(labels)}), tmp_path / name)
+    return str(tmp_path / name)
+
+
+def test_paths_val_or_test_labels_without_training_rows_are_refused(tmp_path):
+    # the classes are those of all the files (0..14), but 10..14 have no training row
+    paths = {
+        "train": labelled(tmp_path, "tr.parquet", np.arange(20) % 10),
+        "val": labelled(tmp_path, "va.parquet", np.arange(10), start=100),
+        "test": labelled(tmp_path, "te.parquet", np.arange(5, 15), start=200),
+    }
+    message = refused(DataConfig(kind="file", paths=paths))
+    assert message == (
+        "data.paths.test: labels 10, 11, 12, 13, 14 do not occur in the training split "
+        "(data.paths.train); every class of val and test needs training rows"
+    )
+    # the same seen from the training file: it lacks a class val has
+    paths["train"] = labelled(tmp_path, "tr.parquet", np.arange(20) % 9)
+    paths["test"] = labelled(tmp_path, "te.parquet", np.arange(9), start=200)
+    message = refused(DataConfig(kind="file", paths=paths))
+    assert message.startswith("data.paths.val: label 9 does not occur in the training split")
+    many = {
+        "train": npz_split(tmp_path, "tr.npz", range(0, 30)),  # labels 0, 1, 2 (id % 3)
+        "val": npz_split(tmp_path, "va.npz", range(100, 105)),
+        "test": str(tmp_path / "te.npz"),
+    }
+    np.savez(many["test"], x=np.zeros((9, 2)), y=np.arange(3, 12))
+    refused(DataConfig(kind="file", paths=many),
+            "data.paths.test: labels 3, 4, 5, 6, 7 and 4 more do not occur")  # fmt: skip
+
+
+def test_holdout_rows_are_not_training_rows_for_the_class_check(tmp_path):
+    paths = {
+        "train": labelled(tmp_path, "tr.parquet", np.arange(20) % 2),
+        "val": labelled(tmp_path, "va.parquet", [0, 1, 2], start=100),
+        "test": labelled(tmp_path, "te.parquet", [0, 1], start=200),
+        "holdout": labelled(tmp_path, "ho.parquet", [2, 2], start=300),
+    }
+    refused(DataConfig(kind="file", paths=paths),
+            "data.paths.val: label 2 does not occur in the training split")  # fmt: skip
+
+
+def test_split_column_val_or_test_labels_without_training_rows_are_refused(tmp_path):
+    split = ["train"] * 20 + ["val"] * 10 + ["test"] * 10
+    labels = np.r_[np.arange(20) % 10, np.arange(10), np.arange(5, 15)]
+    path = parquet_table(tmp_path, split, rows=40)
+    pq.write_table(pq.read_table(path).set_column(1, "label", pa.array(labels)), path)
+    message = refused(DataConfig(kind="file", path=path, split_column="split"))
+    assert message == (
+        f"data.split_column: labels 10, 11, 12, 13, 14 of the 'test' rows of column 'split' "
+        f"of {path!r} do not occur in the training split (its 'train' rows); every class of "
+        "val and test needs training rows"
+    )
+    # accepted: val without class 5 (a training class), classes 10..14 on holdout rows only
+    labels[25] = 0
+    split[20:] = ["val"] * 10 + ["test"] * 5 + ["holdout"] * 5
+    pq.write_table(pa.table({"id": np.arange(40.0), "label": labels, "split": split}), path)
+    splits = load_splits(DataConfig(kind="file", path=path, split_column="split"))
+    assert splits.num_classes == 15 and len(splits.holdout) == 5
+
+
+def test_a_file_given_for_two_splits_is_refused_naming_both_fields(tmp_path, monkeypatch):
+    tr = npz_split(tmp_path, "tr.npz", range(0, 20))
+    va = npz_split(tmp_path, "va.npz", range(100, 105))
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    again = "../tr.npz"  # the training file under another name
+    message = refused(DataConfig(kind="file", paths={"train": tr, "val": va, "test": again}))
+    assert message == (
+        "data.paths.test: '../tr.npz' is also the file of data.paths.train; the same rows in "
+        "two splits leak one into the other: give each split its own file"
+    )
+    copy = tmp_path / "copy.npz"
+    copy.write_bytes(Path(va).read_bytes())
+    message = refused(DataConfig(kind="file", paths={"train": tr, "val": va, "test": str(copy)}))
+    assert message == (
+        f"data.paths.test: {str(copy)!r} holds the same bytes as data.paths.val {va!r}; the "
+        "same rows in two splits leak one into the other: give each split its own file"
+    )
+    hold = {"train": tr, "val": va, "test": npz_split(tmp_path, "te.npz", range(200, 205)),
+            "holdout": tr}  # fmt: skip
+    refused(DataConfig(kind="file", paths=hold),
+            "data.paths.holdout: ", "is also the file of data.paths.train")  # fmt: skip
+    np.save(tmp_path / "a.npy", token_rows(range(20)))
+    np.save(tmp_path / "b.npy", token_rows(range(20, 25)))
+    tokens = {"train": str(tmp_path / "a.npy"), "val": str(tmp_path / "b.npy"),
+              "test": str(tmp_path / "a.npy")}  # fmt: skip
+    refused(DataConfig(kind="tokens", paths=tokens),
+            "data.paths.test: ", "is also the file of data.paths.train")  # fmt: skip
+
+
+def test_a_numeric_split_column_is_refused_naming_it_not_a_feature(tmp_path):
+    split = names()
+    path = parquet_table(tmp_path, split, f0=np.arange(40.0))
+    message = refused(DataConfig(kind="file", path=path, split_column="f0"))
+    assert message == (
+        f"data.split_column: column 'f0' of {path!r} holds double values, not the split names "
+        "train, val, test or holdout"
+    )
+
+
+# -- pandas index columns are not features -------------------------------------------------
+
+
+def pandas_file(tmp_path, name, ids, *, split=None, index=None) -> str:
+    """A Parquet file written by pandas from a filtered frame: columns ``id`` (a feature),
+    ``label`` (id % 3), ``split`` (if given), and the frame's index (``__index_level_0__``,
+    or the named column ``index``)."""
+    import pandas as pd
+
+    ids = np.asarray(ids)
+    frame = pd.DataFrame({"id": ids.astype(np.float64), "label": ids % 3}, index=ids * 7 + 1)
+    if split is not None:
+        frame["split"] = split
+    if index is not None:
+        frame.index.name = index
+    frame.to_parquet(tmp_path / name)
+    return str(tmp_path / name)
+
+
+def test_a_pandas_index_is_not_a_feature_of_one_file(tmp_path):
+    path = pandas_file(tmp_path, "d.parquet", np.arange(0, 80, 2))  # not a range: a column
+    schema = pq.read_schema(path)
+    assert "__index_level_0__" in schema.names  # what the loader must leave out
+    cfg = DataConfig(kind="file", path=path, standardize=False)
+    splits = load_splits(cfg)
+    assert splits.example_shape == (1,) and check_data(cfg).example_shape == (1,)
+    np.testing.assert_array_equal(
+        np.sort(np.concatenate([splits.x_train, splits.x_val, splits.x_test])[:, 0]),
+        np.arange(0, 80, 2),
+    )
+    named = pandas_file(tmp_path, "n.parquet", np.arange(0, 80, 2), index="row")
+    assert "row" in pq.read_schema(named).names
+    assert check_data(DataConfig(kind="file", path=named)).example_shape == (1,)
+
+
+def test_a_pandas_index_is_not_a_feature_of_a_user_split(tmp_path):
+    split = names()
+    path = pandas_file(tmp_path, "d.parquet", np.arange(40), split=split)
+    splits = load_splits(DataConfig(kind="file", path=path, split_column="split",
+                                    standardize=False))  # fmt: skip
+    assert splits.example_shape == (1,)
+    np.testing.assert_array_equal(splits.x_val[:, 0], rows_of(split, "val"))
+    paths = {
+        "train": pandas_file(tmp_path, "tr.parquet", np.arange(0, 40, 2)),
+        "val": pandas_file(tmp_path, "va.parquet", [101, 103, 105]),
+        "test": pandas_file(tmp_path, "te.parquet", [201, 202, 204], index="row"),
+    }
+    splits = load_splits(DataConfig(kind="file", paths=paths, standardize=False))
+    assert splits.example_shape == (1,)
+    np.testing.assert_array_equal(splits.x_test[:, 0], [201, 202, 204])
+
+
+def test_a_pandas_index_may_still_be_the_label_column(tmp_path):
+    import pandas as pd
+
+    frame = pd.DataFrame({"id": np.arange(40.0), "label": np.arange(40) % 3}).set_index("label")
+    frame.to_parquet(tmp_path / "d.parquet")
+    splits = load_splits(DataConfig(kind="file", path=str(tmp_path / "d.parquet")))
+    assert splits.example_shape == (1,) and splits.num_classes == 3
 
 
 # -- refusals: the configuration (one spec line each) ----------------------------------------

@@ -16,7 +16,11 @@ What a data file must look like:
 - ``.parquet``: the integer column ``data.label_column``; optionally the numeric column
   ``data.difficulty_column``; every other column is a feature: a number (int, uint, float or
   bool), or a list or fixed-size list of numbers holding the same count in every row
-  (flattened into features in column order); no nulls anywhere.
+  (flattened into features in column order); no nulls anywhere. A pandas index stored in
+  the file (the columns its ``pandas`` schema metadata lists in ``index_columns``, and any
+  ``__index_level_N__``, as ``DataFrame.to_parquet`` writes a filtered frame's index) is
+  not a feature: a row's original position must not become a model input. It may still be
+  the label, difficulty or split column.
 - Features are finite and within float32's range (they are trained as float32); difficulty
   values are finite.
 - Labels are the class indices ``0..C-1``, each present at least once, with
@@ -32,18 +36,23 @@ Splits the user gives (:mod:`trainables.data._given`):
   (``train``, ``val``, ``test`` or ``holdout``); each of train, val and test needs a row.
 - ``data.paths``: one file per split, each by the rules above but for the row count (each
   needs a row; all together ``MIN_ROWS``) and the classes, which are those of all the files
-  together (a test file may lack a class). The files must agree: the same format, the same
-  feature columns (or array ``x`` example shape) and the same kind of values (bool, integer
-  or float) in each.
+  together (a val or test file may lack a class). The files must agree: the same format,
+  the same feature columns (or array ``x`` example shape) and the same kind of values
+  (bool, integer or float) in each; no file may be given for two splits (the same resolved
+  path, or the same bytes).
+- Either way every label of the val and test rows occurs in the ``train`` rows (holdout rows
+  do not count); a training label missing from val or test is fine.
 
 The check keeps nothing: its memory is one batch of rows (for Parquet, one row group) and a
-``MAX_CLASSES`` table of the labels seen, whatever the file's size or its labels' values.
+``MAX_CLASSES`` table of the labels seen (one per split: per file of ``data.paths``, four
+with ``data.split_column``), whatever the file's size or its labels' values.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -54,7 +63,16 @@ from typing import Any
 import numpy as np
 
 from trainables.data._base import MIN_ROWS, DataError, DataInfo, example_shape, split_sizes
-from trainables.data._given import SplitColumn, UserSplit, codes_of_files, empty_file, paths_of
+from trainables.data._given import (
+    SPLITS,
+    SplitColumn,
+    UserSplit,
+    check_trained,
+    codes_of_files,
+    distinct_files,
+    empty_file,
+    paths_of,
+)
 
 __all__ = ["MIN_ROWS", "DataError", "FileData", "file_info", "read_file", "split_sizes"]
 
@@ -142,6 +160,14 @@ def _check(data: Any, *, keep: bool) -> _Checked:
         split_sizes(tally.rows, data.val_fraction, data.test_fraction)
         return _Checked([tally], num_classes, tally.rows, tally.example_shape, None, None)
     codes = tally.splits.finish()
+    check_trained(
+        dict(zip(SPLITS, tally.by_split, strict=True)),
+        lambda name, labels: (
+            f"data.split_column: {labels} of the {name!r} rows of column "
+            f"{data.split_column!r} of {tally.file}"
+        ),
+        "its 'train' rows",
+    )
     split = UserSplit.from_codes(codes) if codes is not None else None
     holdout = tally.splits.holdout
     return _Checked([tally], num_classes, tally.rows, tally.example_shape, split, holdout)
@@ -150,7 +176,9 @@ def _check(data: Any, *, keep: bool) -> _Checked:
 def _check_paths(data: Any, *, keep: bool) -> _Checked:
     """Each file of ``data.paths`` by the rules of one file, then together: they agree with
     the training file, hold ``MIN_ROWS`` rows in all, and their labels are the classes
-    ``0..C-1``, each present in some file."""
+    ``0..C-1``, each present in some file, and every val and test label in the training file;
+    no file twice."""
+    distinct_files(data.paths)
     tallies: list[_Tally] = []
     for name, file in paths_of(data.paths):
         field = f"data.paths.{name}"
@@ -170,6 +198,11 @@ def _check_paths(data: Any, *, keep: bool) -> _Checked:
     )
     num_classes = _classes(
         present, rows, f"data.paths: the files hold {rows} rows in all", label_subject
+    )
+    check_trained(
+        {t.field.removeprefix("data.paths."): t.present for t in tallies},
+        lambda name, labels: f"data.paths.{name}: {labels}",
+        "data.paths.train",
     )
     sizes = [(t.field.removeprefix("data.paths."), t.rows) for t in tallies]
     split = UserSplit.from_codes(codes_of_files(sizes)) if keep else None
@@ -221,6 +254,8 @@ class _Tally:
         self.layout: dict[str, tuple[str, str]] = {}
         self.splits: SplitColumn | None = None  # data.split_column's values
         self.present = np.zeros(MAX_CLASSES, dtype=bool)
+        # with data.split_column: the labels of each split's rows (a row of SPLITS order)
+        self.by_split: np.ndarray | None = None
         self.x: list[np.ndarray] = []
         self.y: list[np.ndarray] = []
         self.difficulty: list[np.ndarray] = []
@@ -332,6 +367,7 @@ def _pass(
         tally = _Tally(file, label_subject, keep, field, npz=False)
         if split_column is not None:
             tally.splits = SplitColumn(split_column, file, keep=keep)
+            tally.by_split = np.zeros((len(SPLITS), MAX_CLASSES), dtype=bool)
         _parquet_pass(path, file, label_column, difficulty_column, tally)
     else:
         raise DataError(f"{field}: {file} must end in .npz or .parquet")
@@ -535,12 +571,15 @@ def _parquet_pass(
             f"{tally.field}: {file} is not a readable Parquet file ({_reason(exc)})"
         ) from None
     splits = tally.splits
+    if splits is not None:  # first: a wrong column here makes the real one look a feature
+        splits.check_schema(schema)
     features = _parquet_schema(
         file, schema, label_column, difficulty_column, tally.field,
         splits.name if splits else None,
     )  # fmt: skip
-    if splits is not None:
-        splits.check_type(schema.field(splits.name).type)
+    read = [*features, label_column]  # not the pandas index: nothing reads it
+    read += [difficulty_column] if difficulty_column is not None else []
+    read += [splits.name] if splits is not None else []
     subjects = {name: f"{tally.field}: {file} feature column {name!r}" for name in features} | {
         label_column: tally.label_subject
     }
@@ -550,13 +589,13 @@ def _parquet_pass(
         )
     widths: dict[str, int] = {}  # values per row of each list column, from its first row
     try:
-        for batch in reader.iter_batches(batch_size=_parquet_batch_rows(reader)):
+        for batch in reader.iter_batches(batch_size=_parquet_batch_rows(reader), columns=read):
             start = tally.rows
-            columns = {}
-            for name in schema.names:
+            columns, codes = {}, None
+            for name in read:
                 column = batch.column(name)
                 if splits is not None and name == splits.name:
-                    splits.add(column)
+                    codes = splits.add(column)
                     continue
                 if column.null_count:
                     row = int(np.argmax(column.is_null().to_numpy(zero_copy_only=False)))
@@ -570,6 +609,9 @@ def _parquet_pass(
                     columns[name] = column.to_numpy(zero_copy_only=False)
             x = np.column_stack([tally.features(subjects[n], columns[n], start) for n in features])
             y = tally.labels(columns[label_column], start)
+            if codes is not None:  # rows of another value: refused once the column is read
+                named = codes >= 0
+                tally.by_split[codes[named], y[named]] = True
             d = None
             if difficulty_column is not None:
                 d = tally.difficulty_values(
@@ -652,10 +694,6 @@ def _parquet_schema(
     """The rules a Parquet schema answers; return the feature columns' names."""
     names = list(schema.names)
     listed = ", ".join(names)
-    if split_column is not None and split_column not in names:
-        raise DataError(
-            f"data.split_column: {split_column!r} is not a column of {file} (columns: {listed})"
-        )
     if label_column not in names:
         raise DataError(
             f"data.label_column: {label_column!r} is not a column of {file} (columns: {listed})"
@@ -684,12 +722,15 @@ def _parquet_schema(
                 f"data.difficulty_column: column {difficulty_column!r} of {file} must be "
                 f"numeric (int, uint, float or bool), got {difficulty_type}"
             )
-    features = [n for n in names if n not in (label_column, difficulty_column, split_column)]
-    others = (
-        "data.label_column and data.difficulty_column"
-        if split_column is None
-        else "data.label_column, data.difficulty_column and data.split_column"
+    index = _pandas_index(schema)
+    taken = (label_column, difficulty_column, split_column)
+    features = [n for n in names if n not in taken and n not in index]
+    others = ", ".join(
+        ["data.label_column", "data.difficulty_column"]
+        + (["data.split_column"] if split_column is not None else [])
+        + (["the pandas index"] if index else [])
     )
+    others = " and ".join(others.rsplit(", ", 1))
     if not features:
         raise DataError(
             f"{field}: {file} has no feature columns (columns: {listed}); every column "
@@ -705,6 +746,19 @@ def _parquet_schema(
                 f"{others} is a feature"
             )
     return features
+
+
+def _pandas_index(schema: Any) -> set[str]:
+    """The columns holding a pandas index (those the ``pandas`` schema metadata names in
+    ``index_columns``, and any ``__index_level_N__``): not features, since an index of a
+    filtered frame is each row's original position. A range index is stored as metadata, in
+    no column."""
+    names = {n for n in schema.names if re.fullmatch(r"__index_level_\d+__", n)}
+    try:
+        listed = (schema.pandas_metadata or {}).get("index_columns", [])
+    except ValueError:  # metadata that is not JSON: no index known from it
+        listed = []
+    return names | {n for n in listed if isinstance(n, str) and n in schema.names}
 
 
 def _arrow_kind(arrow_type: Any) -> str:

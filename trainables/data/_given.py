@@ -9,11 +9,22 @@ file order inside each split. The ``holdout`` rows (optional) join the training 
 its own rows: :attr:`UserSplit.holdout` says where they are in it, so a training-time
 decision (RHO-LOSS's irreducible-loss model, a stage gate) can keep off them while the
 teacher bank still covers them.
+
+What a user's split must hold besides rows (:func:`distinct_files`, :func:`check_trained`):
+
+- No file of ``data.paths`` twice (the same resolved path, or the same bytes under another
+  name): the same rows in two splits would put training rows in the test set.
+- Every class of the val and test rows has training rows (the ``train`` rows; holdout rows
+  do not count, as a training-time decision may keep the student off them). A class with
+  training rows but none in val or test is fine: a small val set may miss one.
 """
 
 from __future__ import annotations
 
+import filecmp
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +36,7 @@ REQUIRED = SPLITS[:3]  # every one needs a row; holdout is optional
 _EVERY = "every one of train, val and test needs at least one row"
 _ALLOWED = "train, val, test or holdout"
 _SHOWN = 3  # distinct bad values a message quotes
+_SHOWN_LABELS = 5  # labels without training rows a message quotes
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,61 @@ def paths_of(paths: Any) -> list[tuple[str, str]]:
     """``(split, file)`` of ``data.paths`` (a :class:`~trainables.config.DataPaths`), in the
     order of :data:`SPLITS`, leaving out a holdout not given."""
     return [(name, getattr(paths, name)) for name in SPLITS if getattr(paths, name) is not None]
+
+
+def distinct_files(paths: Any) -> None:
+    """Refuse a file of ``data.paths`` given for two splits: the same resolved path, or a
+    file with the same bytes (compared only when the sizes match, so distinct files cost a
+    ``stat`` each). A file that cannot be read is left to its own pass to report."""
+    seen: list[tuple[str, str, Path]] = []
+    for name, file in paths_of(paths):
+        path = Path(file).resolve()
+        for earlier, earlier_file, earlier_path in seen:
+            if path == earlier_path:
+                same = f"{file!r} is also the file of data.paths.{earlier}"
+            elif _same_bytes(path, earlier_path):
+                same = f"{file!r} holds the same bytes as data.paths.{earlier} {earlier_file!r}"
+            else:
+                continue
+            raise DataError(
+                f"data.paths.{name}: {same}; the same rows in two splits leak one into the "
+                "other: give each split its own file"
+            )
+        seen.append((name, file, path))
+
+
+def _same_bytes(one: Path, other: Path) -> bool:
+    try:
+        return one.stat().st_size == other.stat().st_size and filecmp.cmp(one, other, shallow=False)
+    except OSError:
+        return False
+
+
+def check_trained(
+    present: dict[str, np.ndarray], subject: Callable[[str, str], str], training: str
+) -> None:
+    """Refuse val or test labels without a training row; a training label missing from val
+    or test is fine (a small val set may miss a class). ``present``: split -> table of the
+    labels its rows hold (the ``train`` rows are the training rows, not the holdout rows: a
+    training-time decision may keep the student off those); ``subject(split, labels)``: the
+    message's start, naming the field, the split and the labels; ``training``: what holds
+    the training rows."""
+    for name in REQUIRED[1:]:
+        table = present.get(name)
+        unseen = np.flatnonzero(table & ~present["train"]) if table is not None else ()
+        if len(unseen):
+            shown = ", ".join(str(v) for v in unseen[:_SHOWN_LABELS])
+            if len(unseen) > _SHOWN_LABELS:
+                shown += f" and {len(unseen) - _SHOWN_LABELS} more"
+            labels, verb = (
+                (f"labels {shown}", "do not occur")
+                if len(unseen) > 1
+                else (f"label {shown}", "does not occur")
+            )
+            raise DataError(
+                f"{subject(name, labels)} {verb} in the training split ({training}); every "
+                "class of val and test needs training rows"
+            )
 
 
 def codes_of_files(sizes: list[tuple[str, int]]) -> np.ndarray:
@@ -108,6 +175,7 @@ class SplitColumn:
 
     def __init__(self, name: str, file: str, *, keep: bool) -> None:
         self.name = name
+        self.file = file
         self.subject = f"data.split_column: column {name!r} of {file}"
         self.keep = keep
         self.rows = 0
@@ -117,19 +185,28 @@ class SplitColumn:
         self.bad_values: list[str] = []  # the first _SHOWN + 1 distinct, quoted
         self.codes: list[np.ndarray] = []
 
-    def check_type(self, arrow_type: Any) -> None:
-        """Refuse a column that does not hold strings."""
+    def check_schema(self, schema: Any) -> None:
+        """Refuse a file (its Arrow ``schema``) without the column, or whose column does not
+        hold strings; checked before any other column, so a wrong name is reported as such,
+        not as the feature or label problem it causes."""
         import pyarrow as pa
 
+        if self.name not in schema.names:
+            raise DataError(
+                f"data.split_column: {self.name!r} is not a column of {self.file} (columns: "
+                f"{', '.join(schema.names)})"
+            )
+        arrow_type = schema.field(self.name).type
         if pa.types.is_dictionary(arrow_type):
             arrow_type = arrow_type.value_type
         if not (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)):
             raise DataError(
-                f"{self.subject} must hold the split names {_ALLOWED} as strings, got {arrow_type}"
+                f"{self.subject} holds {arrow_type} values, not the split names {_ALLOWED}"
             )
 
-    def add(self, column: Any) -> None:
-        """Count one batch of the column (an Arrow array of strings)."""
+    def add(self, column: Any) -> np.ndarray:
+        """Count one batch of the column (an Arrow array of strings); return each row's
+        split code (-1: another value, refused by :meth:`finish`)."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -157,6 +234,7 @@ class SplitColumn:
         if self.keep:
             self.codes.append(codes)
         self.rows += len(codes)
+        return codes
 
     def finish(self) -> np.ndarray | None:
         """Refuse other values and missing splits (once the whole column is read); return

@@ -19,8 +19,9 @@ column of the Parquet file beside the ids (its codes, one byte a row, are kept);
 ``data.paths``, one file per split, all ``.npy`` or all Parquet. Their vocabulary is that of
 all the files together, and so is the padding: Parquet files are padded to the longest
 sequence of any of them (a file with shorter sequences only is padded too), while ``.npy``
-files, each its own memory map, must have the same length. ``data.max_examples`` spreads
-its rows evenly over the files one after another, so each split keeps its share.
+files, each its own memory map, must have the same length. No file may be given for two
+splits (nor a copy of it: the same bytes). ``data.max_examples`` spreads its rows evenly
+over the files one after another, so each split keeps its share.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from trainables.data._given import (
     UserSplit,
     check_kept,
     codes_of_files,
+    distinct_files,
     empty_file,
     paths_of,
 )
@@ -132,6 +134,7 @@ def _files(data: Any, *, keep: bool) -> list[_File]:
     if data.paths is None:
         path = Path(data.path)
         return [_File("data.path", path, _scan(path, data, "data.path", keep=keep))]
+    distinct_files(data.paths)
     files: list[_File] = []
     for split, file in paths_of(data.paths):
         field, path = f"data.paths.{split}", Path(file)
@@ -328,13 +331,8 @@ def _parquet_scan(path: Path, data: Any, *, keep: bool, field: str, alone: bool)
         raise DataError(f"{field}: {file} is not a readable Parquet file ({reason})") from None
     splits = None
     if data.split_column is not None:
-        if data.split_column not in schema.names:
-            raise DataError(
-                f"data.split_column: {data.split_column!r} is not a column of {file} "
-                f"(columns: {', '.join(schema.names)})"
-            )
         splits = SplitColumn(data.split_column, file, keep=True)
-        splits.check_type(schema.field(data.split_column).type)
+        splits.check_schema(schema)
     if name not in schema.names:
         raise DataError(
             f"data.tokens_column: {name!r} is not a column of {file} (columns: "
