@@ -190,8 +190,7 @@ def test_run_on_a_bad_file_exits_2_with_one_line_before_anything_starts(tmp_path
     assert "Traceback" not in result.stderr
     where = os.path.realpath(tmp_path / "d.parquet")  # made absolute where the command runs
     assert result.stderr.splitlines() == [
-        f"error: data.path: {where!r} feature column 'b' has NaN at row 11: features must be "
-        "finite"
+        f"error: data.path: {where!r} feature column 'b' has NaN at row 11: features must be finite"
     ]
     assert not (tmp_path / "out").exists()  # no sweep, no teacher directory
 
