@@ -25,6 +25,7 @@ import ray  # noqa: E402
 from _record import record  # noqa: E402
 
 from analysis import load_confirm, load_trials  # noqa: E402
+from analysis.tables import CONFIRM, read_confirm_record  # noqa: E402
 from search.confirm import confirm_sweep  # noqa: E402
 from search.spec import load_spec  # noqa: E402
 from search.sweep import run_sweep  # noqa: E402
@@ -40,10 +41,12 @@ def one_repetition(storage: str, rep: int) -> tuple[float, float]:
         f"num_samples={TRIALS}", "baselines=[oneshot]", "search.n_startup_trials=6",
     ])  # fmt: skip
     sweep = run_sweep(spec)
+    confirm_sweep(sweep, top=1, seeds=SEEDS)
+    (chosen,) = read_confirm_record(sweep / CONFIRM)["selected"]  # the best on validation
     trials = load_trials(sweep).to_pandas()
     searched = trials[(trials["config.arm"] == "search") & (trials["status"] == "TERMINATED")]
-    best = searched.sort_values(["val_accuracy", "trial_id"], ascending=[False, True]).iloc[0]
-    confirm_sweep(sweep, top=1, seeds=SEEDS)
+    best = trials.set_index("trial_id").loc[chosen["trial_id"]]
+    best["trial_id"] = chosen["trial_id"]
     rows = load_confirm(sweep).to_pandas()
     mine = rows[rows["config.arm"] == f"confirm:{best['trial_id']}"]
     assert len(mine) == SEEDS, len(mine)
