@@ -49,17 +49,26 @@ def searched_metric(table: pa.Table | pd.DataFrame, default: str = "val_accuracy
 
 def ranked(df: pd.DataFrame, column: str, mode: str) -> pd.DataFrame:
     """``df`` best first by ``column`` in ``mode``; ties (a coarse metric such as steps to
-    target) broken by validation accuracy (or, ranking by it, validation loss), then by
-    ``trial_id``, so the order never depends on how the rows were read."""
+    target) broken by validation accuracy (or, ranking by it, validation loss; a NaN or
+    infinite one last), then by ``trial_id``, so the order never depends on how the rows
+    were read. Rows whose ``column`` is NaN or infinite (a diverged trial) are left out."""
     keys, ascending = [column], [mode == "min"]
     tie = "val_loss" if column == "val_accuracy" else "val_accuracy"
+    order = df
     if tie in df.columns and tie != column:
-        keys.append(tie)
+        # a NaN or infinite tie value (a diverged evaluation) ranks last, as in search.confirm
+        values = pd.to_numeric(df[tie], errors="coerce")
+        order = df.assign(_tie=values.where(np.isfinite(values)))
+        keys.append("_tie")
         ascending.append(tie == "val_loss")
     if column != "trial_id":
         keys.append("trial_id")
         ascending.append(True)
-    return df.sort_values(keys, ascending=ascending, kind="stable", na_position="last")
+    order = order.sort_values(keys, ascending=ascending, kind="stable", na_position="last")
+    order = order.drop(columns="_tie", errors="ignore")
+    if not pd.api.types.is_numeric_dtype(order[column]):
+        return order
+    return order[np.isfinite(order[column].astype(float))]
 
 
 def resolve_column(columns: list[str], name: str) -> str:

@@ -26,6 +26,7 @@ from analysis.tables import (
     config_column,
     config_path,
     confirm_dirs,
+    is_sweep_dir,
     load_confirm,
     load_trials,
     read_confirm_record,
@@ -245,7 +246,8 @@ def compare(
     sweeps = sorted(set(df["sweep"].dropna())) if "sweep" in df.columns else []
     if len(sweeps) > 1 and by != "sweep":
         raise ResultsError(
-            f"results: the trials come from {len(sweeps)} sweeps ({', '.join(sweeps[:4])}"
+            f"results: the trials come from {len(sweeps)} sweeps "
+            f"({', '.join(map(str, sweeps[:4]))}"
             f"{', ...' if len(sweeps) > 4 else ''}), whose arms would pool; compare one sweep's "
             "directory at a time (or compare the sweeps: by 'sweep')"
         )
@@ -305,7 +307,8 @@ def compare(
     )
     reported = f"reported on {metric} ({mode}, {split_of(metric)} split) over its seeds"
     tests = (
-        f"{len(others)} arms against {baseline}: Welch t-tests, verdicts Holm-corrected over "
+        f"{len(others)} arm{'s' if len(others) != 1 else ''} against {baseline}: Welch t-tests, "
+        "verdicts Holm-corrected over "
         f"{m} at {level:.0%}, effect intervals simultaneous (Bonferroni)"
     )
     out.attrs["summary"] = f"{chosen}, {reported}; {tests}"
@@ -335,9 +338,11 @@ def compare_results(
     ``metric`` defaults to the record's (``test_accuracy``, or ``test_perplexity`` for a
     language model), else ``test_accuracy``. ``auto`` uses the search's rows instead when the
     question is about them (``by`` other than ``arm``, a ``select`` other than the default) or
-    when the confirmation has no finished run of the baseline yet (it says so).
+    when the confirmation has no finished run of its baseline or of any configuration yet (it
+    says so); ``"confirm"`` refuses both.
 
-    ``baseline`` defaults to ``baseline:oneshot`` where it was run, else the first baseline arm.
+    ``baseline`` defaults to ``baseline:oneshot`` where it finished, else the first baseline
+    arm that did.
     ``attrs["summary"]`` says which rows were used and how the arms were selected;
     ``attrs["source"]`` is ``confirm`` or ``search``. One sweep's confirmation at a time: a
     storage root with several confirmed sweeps is refused (their arms would pool).
@@ -345,31 +350,40 @@ def compare_results(
     if rows not in ("auto", "confirm", "search"):
         raise ResultsError(f"rows must be 'auto', 'confirm' or 'search', got {rows!r}")
     trials = load_trials(results)
+    if is_sweep_dir(results):  # one sweep, whatever names its rows carry (a renamed copy)
+        name = Path(results).resolve().name
+        index = trials.column_names.index("sweep")
+        trials = trials.set_column(index, "sweep", pa.array([name] * trials.num_rows))
     dirs = confirm_dirs(results) if rows != "search" else []
     asked_search = by != "arm" or select != "searched" or select_mode is not None
     if rows == "confirm" and not dirs:
         load_confirm(results)  # raises: no confirmation runs, with what to do
+    if rows == "confirm" and asked_search:
+        raise ResultsError(
+            "rows 'confirm': the confirmation compares its own arms (by arm, every seed "
+            "pooled); --by, --select and --select-mode ask about the search's rows (--rows search)"
+        )
     note = (
         "the search's rows (the confirmation's answer another question: --rows confirm), "
         if dirs and rows == "auto" and asked_search
         else ""
     )
     if dirs and not (rows == "auto" and asked_search):
-        if len(dirs) > 1:
+        if len(dirs) > 1 or not is_sweep_dir(results):
             raise ResultsError(
-                f"results: {len(dirs)} sweeps under {str(results)!r} were confirmed; compare one "
-                f"sweep's directory at a time (e.g. {str(dirs[0].parent)!r})"
+                f"results: {str(results)!r} holds several sweeps; compare one sweep's directory "
+                f"at a time (e.g. {str(dirs[0].parent)!r})"
             )
-        confirmed = _confirmed(dirs[0], trials, baseline, metric, mode, level)
-        if confirmed is not None or rows == "confirm":
-            if confirmed is None:
-                raise ResultsError(
-                    f"results: the confirmation in {str(dirs[0])!r} has no finished run of its "
-                    "baseline yet; run `python -m search confirm` again to finish it"
-                )
+        confirmed, missing = _confirmed(dirs[0], trials, baseline, metric, mode, level)
+        if confirmed is not None:
             confirmed.attrs["source"] = "confirm"
             return confirmed
-        note = "confirmation incomplete (no finished baseline run yet), so the search's rows: "
+        if rows == "confirm":
+            raise ResultsError(
+                f"results: the confirmation in {str(dirs[0])!r} has no finished run of {missing} "
+                "yet; run `python -m search confirm` again to finish it"
+            )
+        note = f"confirmation incomplete (no finished run of {missing} yet), so the search's rows: "
     names = _arms(trials)
     reported = table_objectives(trials).get("report") or "test_accuracy"
     out = compare(
@@ -411,10 +425,11 @@ def _confirmed(
     metric: str | None,
     mode: str | None,
     level: float,
-) -> pd.DataFrame | None:
+) -> tuple[pd.DataFrame | None, str]:
     """The comparison of one sweep's confirmation rows, labelled from its record (or, rows
-    copied without it, from the sweep's ``trials``); None when its baseline has no finished
-    run yet."""
+    copied without it, from the sweep's ``trials``), or None and what has not finished yet
+    (its baseline, or every confirmed configuration). A baseline that is no confirmed arm is
+    refused."""
     table = load_trials(confirm_dir)
     record = read_confirm_record(confirm_dir) or {}
     arm = config_column("arm")
@@ -425,15 +440,25 @@ def _confirmed(
             pc.is_in(table["seed"], pa.array(record.get("seeds") or [], pa.int64())),
         )
         table = table.filter(keep)
+    listed = set(arms) if record else {a for a in table[arm].to_pylist() if a}
     baseline = _baseline(baseline, _arms(table), True)
-    finished = pc.and_(pc.equal(table[arm], baseline), pc.equal(table["status"], "TERMINATED"))
-    if not pc.any(finished).as_py():
-        return None
-    metric = metric or record.get("report_metric") or "test_accuracy"
+    if baseline not in listed and baseline.removeprefix(CONFIRM_ARM).startswith("baseline:"):
+        pass  # a baseline arm the confirmation has not reached: "not finished" below
+    elif baseline not in listed:
+        raise ResultsError(
+            f"baseline {baseline!r} is not a confirmed arm; values: {', '.join(sorted(listed))}"
+        )
+    done = set(_arms(table))
+    if baseline not in done:
+        return None, baseline
+    if not done - {a for a in listed if a.startswith(f"{CONFIRM_ARM}baseline:")}:
+        return None, "any confirmed configuration"
+    metric = metric or record.get("report_metric") or table_objectives(trials).get("report")
+    metric = metric or "test_accuracy"
     mode = mode or (record.get("report_mode") if metric == record.get("report_metric") else None)
     out = compare(table, baseline=baseline, by="arm", metric=metric, mode=mode, select=None,
                   level=level)  # fmt: skip
-    return _label_confirmed(out, record or _record_from(table, trials), confirm_dir)
+    return _label_confirmed(out, record or _record_from(table, trials), confirm_dir), ""
 
 
 def _record_from(rows: pa.Table, trials: pa.Table) -> dict:
@@ -445,8 +470,8 @@ def _record_from(rows: pa.Table, trials: pa.Table) -> dict:
         return {}
     mode = direction(df, metric)
     arm = df.get(config_column("arm"), pd.Series("search", index=df.index)).fillna("search")
-    searched = df[(arm == "search") & (df["status"] == "TERMINATED") & df[metric].notna()]
-    rank = {t: i for i, t in enumerate(ranked(searched, metric, mode)["trial_id"], 1)}
+    searched = ranked(df[(arm == "search") & (df["status"] == "TERMINATED")], metric, mode)
+    rank = {t: i for i, t in enumerate(searched["trial_id"], 1)}
     arms = {a for a in rows[config_column("arm")].to_pylist() if a}
     return {
         "metric": metric, "mode": mode, "searched": len(searched),
@@ -476,12 +501,17 @@ def _label_confirmed(out: pd.DataFrame, record: dict, confirm_dir: Path) -> pd.D
             configs.append(1)
             trials.append(None)
         else:
-            of = chosen.get("of", record.get("searched"))
-            labels.append(f"#{chosen.get('rank', '?')} of {of} on {metric} ({mode}, {split})")
+            of, rank = chosen.get("of", record.get("searched")), chosen.get("rank")
+            labels.append(
+                f"#{rank} of {of} on {metric} ({mode}, {split})"
+                if rank is not None
+                else f"no longer ranked among the {of} searched"
+            )
             configs.append(of)
             trials.append(arm.removeprefix(CONFIRM_ARM))
     out["selected_trial"], out["configs"], out["selected_by"] = trials, configs, labels
-    seeds = record.get("seeds") or []
+    seeds = max(out["n"], default=0)  # the seeds that ran (a confirmation may be partial)
+    recorded = len(record.get("seeds") or [])
     shown = sorted(
         (s.get("rank") for s in record["selected"] if s.get("arm") in set(out["arm"])),
         key=lambda rank: (rank is None, rank or 0),
@@ -489,7 +519,9 @@ def _label_confirmed(out: pd.DataFrame, record: dict, confirm_dir: Path) -> pd.D
     tried = record.get("searched", "?")
     n = len(shown)
     out.attrs["summary"] = (
-        f"confirmation runs in {confirm_dir} on {len(seeds)} fresh seeds: {n} searched "
+        f"confirmation runs in {confirm_dir} on {seeds}"
+        + (f" of {recorded}" if recorded > seeds else "")
+        + f" fresh seed{'s' if seeds != 1 else ''}: {n} searched "
         f"configuration{'s' if n != 1 else ''} (#{', #'.join(str(r or '?') for r in shown)} of "
         f"{tried} on "
         f"{metric}, {mode}, {split} split) and the baselines, re-run, "

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("results", help=where)
     cmp.add_argument(
-        "--baseline", help="the baseline arm's value; default baseline:oneshot where it ran"
+        "--baseline", help="the baseline arm's value; default baseline:oneshot where it finished"
     )
     cmp.add_argument("--by", default="arm", help="what an arm is (a column); default arm")
     cmp.add_argument(

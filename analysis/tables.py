@@ -96,7 +96,8 @@ CONFIRM = "confirm"
 # the selection ``metric``, ``mode`` and ``split``; ``report_metric`` / ``report_mode`` (the
 # test-split metric compared); ``searched`` (finished searched configurations when last run);
 # ``selected``: one ``{trial_id, arm, value, rank, of}`` per confirmed configuration (its
-# rank by the metric among the ``of`` searched when it was selected); ``baselines`` (arms);
+# rank by the metric among the ``of`` searched trials at the latest confirm; null once it is
+# no finished searched trial); ``baselines`` (arms);
 # ``seeds``; ``created``, ``updated``, ``runs``.
 CONFIRM_RECORD = "confirm.json"
 CONFIRM_ARM = "confirm:"  # the prefix of a confirmation row's arm
@@ -303,6 +304,8 @@ TRIAL_METRICS = pa.schema(
         ("best_val_accuracy_seeds", pa.list_(pa.float64())),
         ("test_accuracy_seeds", pa.list_(pa.float64())),
         ("steps_to_target_capped_seeds", pa.list_(pa.int64())),
+        ("val_perplexity_seeds", pa.list_(pa.float64())),  # the language-model tasks only
+        ("test_perplexity_seeds", pa.list_(pa.float64())),
         ("node_id", pa.string()),
     ]
 )

@@ -320,8 +320,36 @@ def test_a_confirmation_without_its_baseline_yet_falls_back_to_the_search(tmp_pa
     table = compare_results(sweep)
     assert table.attrs["source"] == "search"
     assert table.attrs["summary"].startswith("confirmation incomplete")
-    with pytest.raises(Exception, match="no finished run of its baseline"):
+    with pytest.raises(Exception, match="no finished run of confirm:baseline:oneshot yet"):
         compare_results(sweep, rows="confirm")
+
+
+def test_a_confirmation_with_only_its_baseline_run_falls_back_too(tmp_path):
+    sweep = _confirmed_sweep(tmp_path, np.random.default_rng(0), margin=0.05)
+    for path in (sweep / CONFIRM / TRIALS).glob("*"):
+        if "baseline" not in path.name:
+            path.unlink()  # killed after the baselines (they run first in each seed)
+    table = compare_results(sweep)
+    assert table.attrs["source"] == "search"
+    assert "no finished run of any confirmed configuration yet" in table.attrs["summary"]
+    with pytest.raises(Exception, match="any confirmed configuration"):
+        compare_results(sweep, rows="confirm")
+
+
+def test_rows_confirm_refuses_search_questions_and_unknown_baselines(tmp_path):
+    sweep = _confirmed_sweep(tmp_path, np.random.default_rng(0), margin=0.05)
+    with pytest.raises(Exception, match="ask about the search's rows"):
+        compare_results(sweep, rows="confirm", by="trial_id")
+    with pytest.raises(Exception, match="'confirm:t3' is not a confirmed arm; values: "):
+        compare_results(sweep, rows="confirm", baseline="t3")
+
+
+def test_a_renamed_copy_of_a_sweep_is_still_one_sweep(tmp_path):
+    sweep = _write_sweep(tmp_path, _STEPS)
+    _write_rows(sweep / TRIALS, [{"trial_id": "later", "sweep": "renamed", "val_accuracy": 0.5,
+                                 "test_accuracy": 0.5}], "renamed")  # fmt: skip
+    table = compare_results(sweep, rows="search")  # resumed under another --name
+    assert set(table["arm"]) == {"search", "baseline:oneshot"}
 
 
 def test_a_question_about_the_search_uses_its_rows(tmp_path):
@@ -336,7 +364,7 @@ def test_several_confirmed_sweeps_are_not_pooled(tmp_path):
     _confirmed_sweep(tmp_path / "root", np.random.default_rng(0), margin=0.05)
     other = _confirmed_sweep(tmp_path / "other", np.random.default_rng(1), margin=0.05)
     other.rename(tmp_path / "root" / "s2")
-    with pytest.raises(Exception, match="2 sweeps under .* were confirmed"):
+    with pytest.raises(Exception, match="holds several sweeps; compare one sweep's directory"):
         compare_results(tmp_path / "root")
 
 
@@ -357,6 +385,30 @@ def test_confirmation_rows_follow_their_record(tmp_path):
     assert table.loc["confirm:t11", "selected_by"] == "#1 of 12 on val_accuracy (max, validation)"
     assert "on 3 fresh seeds: 1 searched configuration (#1 of 12 on" in table.attrs["summary"]
     assert table.loc["confirm:t11", "selected_trial"] == "t11"
+    record["selected"][0]["rank"] = None  # no longer a finished searched trial
+    (sweep / CONFIRM / "confirm.json").write_text(json.dumps(record))
+    table = compare_results(sweep).set_index("arm")
+    assert table.loc["confirm:t11", "selected_by"] == "no longer ranked among the 12 searched"
+
+
+def test_analysis_and_confirm_rank_the_same_trials_in_the_same_order():
+    """Ties, NaN and infinite values included: ``best`` and ``search confirm`` agree."""
+    from search.confirm import select_trials
+
+    rng = np.random.default_rng(0)
+    specials = [float("nan"), float("inf"), -float("inf")]
+    for _ in range(200):
+        rows = []
+        for i in range(8):
+            value = float(rng.choice([0.5, 0.6, 0.7]))
+            if rng.random() < 0.2:
+                value = float(rng.choice(specials))
+            tie = float(rng.choice([0.8, 0.9])) if rng.random() > 0.3 else rng.choice(specials)
+            rows.append({"trial_id": f"t{i}", "status": "TERMINATED", "config.arm": "search",
+                         "sweep": "s", "val_loss": value, "val_accuracy": float(tie)})  # fmt: skip
+        picked = [r["trial_id"] for r in select_trials(rows, metric="val_loss", mode="min", top=8)]
+        best = best_schedules(pd.DataFrame(rows), metric="val_loss", mode="min", top=8)
+        assert best["trial_id"].tolist() == picked
 
 
 def test_ties_on_a_coarse_metric_are_broken_by_validation_accuracy(tmp_path):
@@ -397,9 +449,19 @@ def test_several_sweeps_are_compared_one_at_a_time(tmp_path):
 
 
 def test_a_broken_pipe_ends_the_output_quietly(tmp_path):
-    sweep = _write_sweep(tmp_path, _STEPS * 1)
+    """More output than a pipe holds (64 KiB), read only in part."""
+    schema = trials_schema(StudentConfig)
+    base = config_row(settings(StudentConfig()), schema)
+    rows = [
+        {**dict.fromkeys(schema.names), **base, "sweep": "s", "trial_id": f"t{i:04d}",
+         "status": "TERMINATED", "config.arm": "search", "val_accuracy": i / 3000}
+        for i in range(3000)
+    ]  # fmt: skip
+    sweep = _write_sweep(tmp_path, [])
+    write_parquet_atomic(pa.Table.from_pylist(rows, schema=schema), sweep / TRIALS / "all.parquet")
     run = subprocess.run(
-        f"{sys.executable} -m analysis best {sweep} --format csv | head -c 10",
+        f"{sys.executable} -m analysis best {sweep} --top 3000 --format json | head -c 10",
         shell=True, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert "Traceback" not in run.stderr and "BrokenPipe" not in run.stderr
+    assert run.stdout.startswith("[\n  {") and len(run.stdout) == 10
+    assert run.stderr == "", run.stderr[-500:]

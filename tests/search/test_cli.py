@@ -252,3 +252,26 @@ def test_relative_data_paths_are_read_from_where_the_command_runs(tmp_path):
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     assert "teacher bank:" in run.stdout
+
+
+def test_with_absolute_paths_makes_every_input_path_absolute(tmp_path, monkeypatch):
+    from search.spec import validate_spec
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("tr.npz", "va.npz", "te.npz", "w.pt"):
+        (tmp_path / name).write_bytes(b"")
+    spec = validate_spec({
+        "name": "a", "data": {"kind": "file", "paths": {"train": "tr.npz", "val": "va.npz",
+                                                        "test": "te.npz"}},
+        "teacher": {"init_from": "w.pt"},
+    }).with_absolute_paths()  # fmt: skip
+    assert spec.data.paths.train == str(tmp_path / "tr.npz")
+    assert spec.data.paths.test == str(tmp_path / "te.npz") and spec.data.paths.holdout is None
+    assert spec.teacher.init_from == str(tmp_path / "w.pt")
+    lm = {"task": {"kind": "causal_lm"}, "teacher": {"model": {"kind": "transformer"}},
+          "student": {"model": {"kind": "transformer"}}}  # fmt: skip
+    text = validate_spec({"name": "t", "data": {"kind": "text", "path": "{stdlib}/*.py"}, **lm})
+    assert text.with_absolute_paths().data.path == "{stdlib}/*.py"  # the standard library's
+    glob = validate_spec({"name": "g", "data": {"kind": "text", "path": "docs/*.txt"}, **lm})
+    assert glob.with_absolute_paths().data.path == str(tmp_path / "docs" / "*.txt")
+    assert validate_spec({"name": "d"}).with_absolute_paths().data.path is None

@@ -157,3 +157,20 @@ def test_the_transition_is_found_on_the_training_curve_never_on_validation(tmp_p
     _, records = _train_teacher(tmp_path, optim=OptimConfig(lr=1e-3, batch_size=64, steps=20))
     assert curves == ["train_accuracy"]
     assert all("train_accuracy" in r for r in records)
+
+
+def test_the_refusal_suggests_a_lower_threshold_only_where_it_set_the_bar():
+    from types import SimpleNamespace
+
+    def bank(need):
+        return SimpleNamespace(
+            transition=None, checkpoints=[10, 20],
+            metrics={"transition_rise": 0.01, "transition_required_rise": need},
+            extra={"teacher": {"transition_min_rise": 0.05, "transition_window": 3}},
+        )  # fmt: skip
+
+    noisy = missing_transition(bank(0.08), where="t")  # the noise of few rows set the bar
+    assert "0.080 required (three standard errors" in noisy
+    assert "lower teacher.transition_min_rise" not in noisy
+    assert noisy.endswith("one of the kept steps (10, 20)")
+    assert "or lower teacher.transition_min_rise" in missing_transition(bank(0.05), where="t")

@@ -13,7 +13,10 @@ from trainables.loops._student import student_loop
 # Integer fields that are the same for every seed (or where the mean is not meaningful).
 _FIRST = ("step", "samples_seen", "teacher_checkpoint", "stage")
 # Per-seed final metrics listed in the last record as ``<name>_seeds``.
-SEED_METRICS = ("val_accuracy", "best_val_accuracy", "test_accuracy", "steps_to_target_capped")
+SEED_METRICS = (
+    "val_accuracy", "best_val_accuracy", "test_accuracy", "steps_to_target_capped",
+    "val_perplexity", "test_perplexity",  # the language-model tasks only
+)  # fmt: skip
 
 
 def repeated_loop(
