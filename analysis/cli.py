@@ -101,7 +101,7 @@ def format_table(df: pd.DataFrame, fmt: str = "table") -> str:
         return displayable(df).to_csv(index=False)
     shown = displayable(df).rename(columns=lambda c: config_path(c) or c)
     with pd.option_context("display.width", 200, "display.max_columns", None):
-        return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+        return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")
 
 
 def _objectives(items: list[str]) -> dict[str, str | None]:
