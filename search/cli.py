@@ -163,29 +163,37 @@ def _submit(spec: SweepSpec, address: str) -> int:
     return 0
 
 
-def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
-    from analysis import CorruptResultsError, ResultsError, best_schedules, load_trials, split_of
-    from analysis.cli import format_table
-    from search.sweep import (
-        SweepInputError,
-        SweepInterrupted,
-        SweepLockLost,
-        SweepStorageError,
-        run_sweep,
-    )
+def _drive(call):
+    """Run a driver (a sweep, a confirmation): ``(its result, None)``, or ``(None, the exit
+    code)`` once its failure is printed: 2 bad input (one line per problem, or a damaged
+    results file to move), 1 a failure after it started, 130 interrupted."""
+    from analysis import CorruptResultsError
+    from search.errors import SweepInputError
+    from search.sweep import SweepInterrupted, SweepLockLost, SweepStorageError
     from search.teacher import TeacherError
 
     try:
-        sweep_dir = run_sweep(spec, address=args.address, verbose=1 if args.verbose else 0)
+        return call(), None
     except (SweepInputError, CorruptResultsError) as exc:  # a damaged results file: move it
         _problems(exc)
-        return 2
+        return None, 2
     except (TeacherError, SweepStorageError, SweepLockLost) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return None, 1
     except SweepInterrupted as exc:
         print(exc, file=sys.stderr)
-        return INTERRUPTED
+        return None, INTERRUPTED
+
+
+def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
+    from analysis import CorruptResultsError, ResultsError, best_schedules, load_trials, split_of
+    from analysis.cli import format_table
+    from search.sweep import run_sweep
+
+    verbose = 1 if args.verbose else 0
+    sweep_dir, code = _drive(lambda: run_sweep(spec, address=args.address, verbose=verbose))
+    if code is not None:
+        return code
     try:
         trials = load_trials(sweep_dir)
         metric, mode = spec.selection
@@ -205,30 +213,16 @@ def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
 def _confirm(args: argparse.Namespace) -> int:
     from analysis import CorruptResultsError, ResultsError
     from analysis.cli import format_table
-    from search.confirm import (
-        SweepInterrupted,
-        SweepLockLost,
-        SweepStorageError,
-        comparison,
-        confirm_sweep,
-    )
-    from search.errors import SweepInputError
-    from search.teacher import TeacherError
+    from search.confirm import comparison, confirm_sweep
 
-    try:
-        confirm_sweep(
-            args.sweep, top=args.top, seeds=args.seeds, address=args.address,
-            verbose=1 if args.verbose else 0,
-        )  # fmt: skip
-    except (SweepInputError, CorruptResultsError) as exc:
-        _problems(exc)
-        return 2
-    except (TeacherError, SweepStorageError, SweepLockLost) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except SweepInterrupted as exc:
-        print(exc, file=sys.stderr)
-        return INTERRUPTED
+    verbose = 1 if args.verbose else 0
+    _, code = _drive(
+        lambda: confirm_sweep(
+            args.sweep, top=args.top, seeds=args.seeds, address=args.address, verbose=verbose
+        )
+    )
+    if code is not None:
+        return code
     try:
         header, table = comparison(args.sweep)
     except CorruptResultsError as exc:
