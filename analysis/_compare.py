@@ -351,9 +351,7 @@ def compare_results(
         raise ResultsError(f"rows must be 'auto', 'confirm' or 'search', got {rows!r}")
     trials = load_trials(results)
     if is_sweep_dir(results):  # one sweep, whatever names its rows carry (a renamed copy)
-        name = Path(results).resolve().name
-        index = trials.column_names.index("sweep")
-        trials = trials.set_column(index, "sweep", pa.array([name] * trials.num_rows))
+        trials = _one_sweep(trials, Path(results).resolve().name)
     dirs = confirm_dirs(results) if rows != "search" else []
     asked_search = by != "arm" or select != "searched" or select_mode is not None
     if rows == "confirm" and not dirs:
@@ -364,7 +362,7 @@ def compare_results(
             "pooled); --by, --select and --select-mode ask about the search's rows (--rows search)"
         )
     note = (
-        "the search's rows (the confirmation's answer another question: --rows confirm), "
+        "the search's rows (--by / --select ask about them; the confirmation's: --rows confirm): "
         if dirs and rows == "auto" and asked_search
         else ""
     )
@@ -394,6 +392,13 @@ def compare_results(
     out.attrs["summary"] = note + out.attrs["summary"]
     out.attrs["source"] = "search"
     return out
+
+
+def _one_sweep(table: pa.Table, name: str) -> pa.Table:
+    """``table`` with every row's ``sweep`` set to ``name``: the rows of one sweep directory,
+    some perhaps written under another ``--name`` (a copy resumed under a new one)."""
+    index = table.column_names.index("sweep")
+    return table.set_column(index, "sweep", pa.array([name] * table.num_rows, pa.string()))
 
 
 def _arms(table: pa.Table) -> list[str]:
@@ -430,7 +435,7 @@ def _confirmed(
     copied without it, from the sweep's ``trials``), or None and what has not finished yet
     (its baseline, or every confirmed configuration). A baseline that is no confirmed arm is
     refused."""
-    table = load_trials(confirm_dir)
+    table = _one_sweep(load_trials(confirm_dir), confirm_dir.parent.name)
     record = read_confirm_record(confirm_dir) or {}
     arm = config_column("arm")
     if record:  # the arms and seeds the record lists (a run killed mid-write may add others)
