@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
+from test_token_data import refused  # tests/trainables is on sys.path (tests/conftest.py)
 
 from trainables.config import DataConfig
 from trainables.data import (
     ConcatRows,
-    DataError,
     IndexRows,
     check_data,
     data_files,
@@ -39,21 +39,6 @@ def names(holdout: bool = False) -> list[str]:
 
 def rows_of(split: list[str], name: str) -> np.ndarray:
     return np.array([i for i, s in enumerate(split) if s == name], dtype=np.int64)
-
-
-def refused(cfg: DataConfig, *fragments: str) -> str:
-    """``check_data`` and ``load_splits`` refuse ``cfg`` with the same one line holding every
-    fragment."""
-    with pytest.raises(DataError) as checked:
-        check_data(cfg)
-    message = str(checked.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, message
-    with pytest.raises(DataError) as loaded:
-        load_splits(cfg)
-    assert str(loaded.value) == message
-    return message
 
 
 def spec_error(data: dict) -> list[str]:
@@ -212,13 +197,19 @@ def token_rows(first_ids, length=5, vocab=50) -> np.ndarray:
     return np.column_stack([first, rest]).astype(np.int32)
 
 
+def save_npy_splits(directory, arrays: dict) -> dict[str, str]:
+    """Each split's token array as ``<directory>/<split>.npy``: ``data.paths``."""
+    paths = {}
+    for name, array in arrays.items():
+        np.save(directory / f"{name}.npy", array)
+        paths[name] = str(directory / f"{name}.npy")
+    return paths
+
+
 def test_paths_npy_tokens_stay_memory_mapped_per_split(tmp_path):
     arrays = {"train": token_rows(range(0, 20)), "val": token_rows(range(20, 26)),
               "test": token_rows(range(26, 31))}  # fmt: skip
-    paths = {}
-    for name, array in arrays.items():
-        np.save(tmp_path / f"{name}.npy", array)
-        paths[name] = str(tmp_path / f"{name}.npy")
+    paths = save_npy_splits(tmp_path, arrays)
     cfg = DataConfig(kind="tokens", paths=paths, vocab_size=50)
     splits = load_splits(cfg)
     for name, array in arrays.items():
@@ -235,10 +226,7 @@ def test_paths_npy_tokens_stay_memory_mapped_per_split(tmp_path):
 def test_paths_npy_holdout_is_a_view_of_its_own_memmap(tmp_path):
     arrays = {"train": token_rows(range(0, 20)), "val": token_rows(range(20, 26)),
               "test": token_rows(range(26, 31)), "holdout": token_rows(range(31, 35))}  # fmt: skip
-    paths = {}
-    for name, array in arrays.items():
-        np.save(tmp_path / f"{name}.npy", array)
-        paths[name] = str(tmp_path / f"{name}.npy")
+    paths = save_npy_splits(tmp_path, arrays)
     splits = load_splits(DataConfig(kind="tokens", paths=paths))
     train = splits.x_train
     assert isinstance(train, ConcatRows) and len(train) == 24
@@ -282,10 +270,7 @@ def test_paths_npy_tokens_are_never_copied_whole(tmp_path, monkeypatch):
 def test_paths_max_examples_spreads_over_the_files_in_turn(tmp_path):
     arrays = {"train": token_rows(range(0, 60)), "val": token_rows(range(60, 80)),
               "test": token_rows(range(80, 100))}  # fmt: skip
-    paths = {}
-    for name, array in arrays.items():
-        np.save(tmp_path / f"{name}.npy", array)
-        paths[name] = str(tmp_path / f"{name}.npy")
+    paths = save_npy_splits(tmp_path, arrays)
     splits = load_splits(DataConfig(kind="tokens", paths=paths, max_examples=50))
     assert (len(splits.x_train), len(splits.x_val), len(splits.x_test)) == (30, 10, 10)
     np.testing.assert_array_equal(every(splits.x_val)[:, 0], np.arange(60, 80, 2))
