@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,9 @@ import pyarrow as pa
 
 from analysis._best import frame, group_key, resolve_column
 from analysis.tables import STUDY_JOURNAL, STUDY_NAME, ResultsError
+
+if TYPE_CHECKING:  # Optuna is imported when a study is loaded
+    import optuna
 
 __all__ = ["learning_curves", "load_study", "param_importance", "steps_to_target"]
 
@@ -54,7 +58,7 @@ def steps_to_target(
     return trials.join(reached.rename("steps_to_target")).reset_index()
 
 
-def load_study(results: str | os.PathLike):
+def load_study(results: str | os.PathLike) -> optuna.Study:
     """The sweep's Optuna study (from ``<sweep>/optuna.journal``)."""
     import optuna
 

@@ -16,9 +16,10 @@ Layout of one sweep, ``<storage>/<sweep>/``::
               own (trials/, curves/, stages/, with CONFIRM_RECORD), one trials row per
               (configuration, fresh seed)
 
-``<run>`` is a random token per driver run (:func:`new_token`), so two runs of a sweep (a
-resume) never write the same file. A storage root holding several sweeps is read as one
-table per kind (:func:`load_trials` and friends accept either).
+``<run>`` is a random token per driver run (:func:`new_token`), followed by ``.<segment>`` (a
+count) in files written in segments (see Compaction), so two runs of a sweep (a resume) never
+write the same file. A storage root holding several sweeps is read as one table per kind
+(:func:`load_trials` and friends accept either).
 
 Columns (types in :data:`CURVE_SCHEMA`, :data:`STAGE_SCHEMA`, :data:`TEACHER_SCHEMA` and
 :func:`trials_schema`):
@@ -43,10 +44,28 @@ none. Names starting with ``.`` or ``_`` are never part of a table (:func:`is_hi
 pyarrow.dataset and pandas skip them, and as a temporary does not end in ``.parquet``, a
 ``*.parquet`` glob (DuckDB, polars) skips it too.
 
-Compaction: when a run ends, its files of each table are merged into ``compact-<run>.parquet``
-and then deleted. The loaders skip a run's other files once its compact file exists
-(:func:`table_files`), so no row is read twice or missed while they are deleted; a plain glob
-may count a row twice in that moment, so query a finished sweep's files directly.
+Compaction: a run writes each table's files in segments of ``compact_every`` files (64 by
+default; token ``<run>.<segment>``). While the sweep runs, each full segment is merged into
+``compact-<run>.<first>.<last>.parquet`` (:func:`merged_file`: the segments it holds), and
+every 8 merged files of one size into one 8 times larger, the files merged deleted
+afterwards; when the run ends, all its files of a table are merged into one. So a running
+sweep of 10,000 trials holds about 15 files per table, not 10,000, and a finished one a file
+per table and run. A file is skipped once a merged file of its run holds its segments
+(:func:`coverage`; a run of an earlier version wrote ``compact-<run>.parquet``, holding all
+its files), so no row is read twice or missed while merged files are deleted:
+:func:`table_files` lists again when a merge ran while it listed, and :func:`load_trials` and
+friends read again when a listed file was merged away meanwhile.
+
+Your own queries (DuckDB, polars, pandas): the files of a table are
+``<sweep>/<table>/*.parquet`` (``<storage>/*/<table>/*.parquet`` for every sweep under a
+storage root; no hive partitioning: pass ``hive_partitioning=false`` to DuckDB's
+``read_parquet`` and polars' ``scan_parquet``, ``union_by_name=true`` / ``how=
+"diagonal_relaxed"`` when sweeps of different versions are mixed). A finished sweep's glob
+is exact (unless its driver was killed in the middle of a merge). On a running sweep a glob
+can count rows twice in the instant between a merged file's rename and the deletion of the
+files it holds: give the reader the list :func:`table_files` returns instead
+(``duckdb.read_parquet([str(f) for f in files])``, ``polars.scan_parquet(files)``); curve
+rows still only in the write-ahead log are in :func:`load_curves` alone.
 
 Write-ahead log: before a curve row is buffered, the writer appends it as one JSON object per
 line to ``curves/_wal-<run>.jsonl`` (:class:`WriteAheadLog`), and empties the log once the
@@ -67,6 +86,7 @@ readable once it is moved.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import secrets
@@ -108,6 +128,7 @@ RESULTS_FORMAT = 2
 WAL_PREFIX = "_wal-"  # the curves' write-ahead logs: hidden from Parquet readers
 _KINDS = {CURVES: "part", TRIALS: "trial", STAGES: "stage"}  # a run's file prefix per table
 _COMPACT = "compact"
+_LISTINGS = 20  # how often a reader lists a table again that compaction changed meanwhile
 
 
 class ResultsError(ValueError):
@@ -183,6 +204,37 @@ def run_token(path: str | os.PathLike) -> str | None:
 
 def is_compact(path: str | os.PathLike) -> bool:
     return Path(path).name.startswith(f"{_COMPACT}-") and run_token(path) is not None
+
+
+def segment_token(run: str, segment: int) -> str:
+    """The token in the names of run ``run``'s ``segment``-th segment of files of a table."""
+    return f"{run}.{segment:06d}"
+
+
+def merged_file(run: str, first: int, last: int) -> str:
+    """The name of the file holding run ``run``'s segments ``first`` to ``last`` of a table."""
+    return f"{_COMPACT}-{run}.{first:06d}.{last:06d}.parquet"
+
+
+def coverage(path: str | os.PathLike) -> tuple[str, float, float] | None:
+    """``(run, first, last)``: the run and the span of its segments a table file holds (a
+    loose file its own segment; a run's files written without segments count as segment 0,
+    and its ``compact-<run>.parquet`` holds them all), or None for another name."""
+    token = run_token(path)
+    if token is None:
+        return None
+    run, *span = token.split(".")
+    try:
+        numbers = [int(n) for n in span]
+    except ValueError:
+        return None
+    if is_compact(path):
+        if not numbers:
+            return run, 0, math.inf
+        return (run, numbers[0], numbers[1]) if len(numbers) == 2 else None
+    if len(numbers) > 1:
+        return None
+    return run, numbers[0] if numbers else 0, numbers[0] if numbers else 0
 
 
 def run_files(directory: str | os.PathLike, token: str) -> list[Path]:
@@ -494,18 +546,40 @@ def read_table_file(path: str | os.PathLike, columns: list[str] | None = None) -
 
 def table_files(results: str | os.PathLike, table: str) -> list[Path]:
     """The Parquet files of one table under ``results`` (one sweep's directory, or a storage
-    root of several sweeps), sorted: hidden temporaries left out, and a run's files left out
-    once its compact file exists."""
+    root of several sweeps), sorted: hidden temporaries left out, and a file left out once
+    a merged file of its run holds its segments (:func:`coverage`)."""
     root = Path(results)
     if not root.is_dir():
         raise ResultsError(f"results: {str(root)!r} is not a directory")
-    if is_sweep_dir(root):  # never its confirm/ directory's tables
-        files = sorted(root.glob(f"{table}/*.parquet"))
-    else:
-        files = sorted(root.glob(f"*/{table}/*.parquet"))
-    files = [f for f in files if not is_hidden(f.name)]
-    compacted = {(f.parent, run_token(f)) for f in files if is_compact(f)}
-    return [f for f in files if is_compact(f) or (f.parent, run_token(f)) not in compacted]
+    pattern = f"{table}/*.parquet" if is_sweep_dir(root) else f"*/{table}/*.parquet"
+    # (one sweep: never its confirm/ directory's tables)
+    for _ in range(_LISTINGS):
+        files = sorted(f for f in root.glob(pattern) if not is_hidden(f.name))
+        compacts = {f for f in files if is_compact(f)}
+        # A merge that ran while the directory was read may have deleted files the listing
+        # missed, its merged file appearing after the listing passed its place: list again
+        # until no merged file is new.
+        if set(root.glob(pattern.replace("*.parquet", f"{_COMPACT}-*.parquet"))) <= compacts:
+            break
+    spans: dict[tuple[Path, str], list[tuple[float, float, Path]]] = {}
+    for f in compacts:
+        if (span := coverage(f)) is not None:
+            spans.setdefault((f.parent, span[0]), []).append((span[1], span[2], f))
+    return [f for f in files if not _held_elsewhere(f, spans)]
+
+
+def _held_elsewhere(path: Path, spans: dict) -> bool:
+    """Whether a merged file other than ``path`` holds ``path``'s segments (a loose file
+    and a merged file of the same one segment: the merged file holds it)."""
+    span = coverage(path)
+    if span is None:
+        return False
+    run, first, last = span
+    loose = not is_compact(path)
+    return any(
+        other != path and a <= first and last <= b and (b - a > last - first or loose)
+        for a, b, other in spans.get((path.parent, run), ())
+    )
 
 
 def is_sweep_dir(path: str | os.PathLike) -> bool:
@@ -523,14 +597,29 @@ def is_sweep_dir(path: str | os.PathLike) -> bool:
     )
 
 
-def _load(results: str | os.PathLike, table: str, files: list[Path] | None = None) -> pa.Table:
-    files = table_files(results, table) if files is None else files
-    if not files:
+def _load(results: str | os.PathLike, table: str) -> pa.Table | None:
+    """The table's files under ``results`` as one table (None when there are none). A file
+    compacted away between listing and reading (a running sweep) makes it list again."""
+    for attempt in range(_LISTINGS):
+        files = table_files(results, table)
+        if not files:
+            return None
+        by_sweep: dict[Path, list[Path]] = {}
+        for f in files:
+            by_sweep.setdefault(f.parent, []).append(f)
+        try:
+            return _merge([_load_sweep(group) for group in by_sweep.values()])
+        except FileNotFoundError:
+            if attempt == _LISTINGS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _require(results: str | os.PathLike, table: str) -> pa.Table:
+    loaded = _load(results, table)
+    if loaded is None:
         raise ResultsError(f"results: no {table!r} table under {str(results)!r}")
-    by_sweep: dict[Path, list[Path]] = {}
-    for f in files:
-        by_sweep.setdefault(f.parent, []).append(f)
-    return _merge([_load_sweep(group) for group in by_sweep.values()])
+    return loaded
 
 
 def _load_sweep(files: list[Path]) -> pa.Table:
@@ -645,7 +734,7 @@ def load_trials(results: str | os.PathLike) -> pa.Table:
     """The ``trials`` table: one row per finished, failed or stopped trial. It carries the
     sweeps' objectives (:func:`table_objectives`), so the queries select each metric in the
     direction the sweep searched it."""
-    return with_objectives(_load(results, TRIALS), sweep_objectives(results))
+    return with_objectives(_require(results, TRIALS), sweep_objectives(results))
 
 
 def confirm_dirs(results: str | os.PathLike) -> list[Path]:
@@ -667,7 +756,7 @@ def load_confirm(results: str | os.PathLike) -> pa.Table:
             f"results: no confirmation runs under {str(results)!r}; run "
             "`python -m search confirm SWEEP_DIR` first"
         )
-    table = _merge([_load(d, TRIALS) for d in dirs])
+    table = _merge([_require(d, TRIALS) for d in dirs])
     return with_objectives(table, sweep_objectives(results))
 
 
@@ -696,11 +785,13 @@ def load_curves(results: str | os.PathLike) -> pa.Table:
     a write-ahead log (a running or killed sweep)."""
     root = Path(results)
     dirs: Iterable[Path] = [root / CURVES] if is_sweep_dir(root) else root.glob(f"*/{CURVES}")
+    # the logs first: a row leaves a log only once its Parquet part is in place
     pending = [row for d in dirs for row in read_wal(d)]
-    files = table_files(results, CURVES)
-    if not files and pending:
+    table = _load(results, CURVES)
+    if table is None and pending:
         return pa.Table.from_pylist(pending, schema=CURVE_SCHEMA)
-    table = _load(results, CURVES, files)
+    if table is None:
+        raise ResultsError(f"results: no {CURVES!r} table under {str(results)!r}")
     if not pending:
         return table
     keys = zip(table["sweep"].to_pylist(), table["trial_id"].to_pylist(),
@@ -714,9 +805,9 @@ def load_curves(results: str | os.PathLike) -> pa.Table:
 
 def load_teacher(results: str | os.PathLike) -> pa.Table:
     """The ``teacher`` table: one row per teacher evaluation."""
-    return _load(results, TEACHER)
+    return _require(results, TEACHER)
 
 
 def load_stages(results: str | os.PathLike) -> pa.Table:
     """The ``stages`` table: one row per curriculum stage of every finished or failed trial."""
-    return _load(results, STAGES)
+    return _require(results, STAGES)

@@ -99,7 +99,7 @@ def sweep_wall(storage: str) -> None:
     n, target_s = 16, 5.0
     spec = load_spec(QUICKSTART, [*COMMON, f"storage={storage}", "name=calibrate"])
     run_sweep(spec.model_copy(update={"num_samples": 1}))  # builds the teacher bank
-    bank = next((Path(storage) / "_teachers").iterdir())
+    bank = next((Path(storage) / "_teachers").glob("*/bank-*"))  # <hash>/bank-<hash>
     probe = spec.student_config(str(bank)).model_copy(update={"eval_every": 100})
     probe = probe.model_copy(update={"optim": probe.optim.model_copy(update={"steps": 500})})
     _loop_s(probe)  # warm-up: imports, allocator, page cache

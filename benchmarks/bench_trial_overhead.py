@@ -6,6 +6,10 @@ trials (inline single-worker path, reused actors) on embedded local Ray. Prints 
 - ``student_steps_per_s``: student training throughput of the bare loop.
 - ``tune_trial_over_direct_time``: wall time per trial in a sequential Tune sweep / wall time of
   the bare loop (1.0 = no overhead).
+- ``final_checkpoint_over_none_trial_time``: wall time per trial saving the student with its
+  last report (``checkpoint.final``, the default) / per trial saving nothing; and
+  ``every_checkpoint_over_none_trial_time`` saving with every report (``checkpoint.every:
+  1``, what PBT needs). Sweeps alternated, the best of two each.
 """
 
 from __future__ import annotations
@@ -50,16 +54,15 @@ def main() -> None:
         direct_s = min(direct)
 
         ray.init(num_cpus=1, include_dashboard=False, logging_level="WARNING")
-        tuner = tune.Tuner(
-            train_student,
-            param_space={**cfg.model_dump(), "seed": tune.grid_search(list(range(TRIALS)))},
-            tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=1),
-            run_config=tune.RunConfig(storage_path=str(Path(tmp) / "tune"), verbose=0),
-        )
-        started = time.perf_counter()
-        tuner.fit()
-        per_trial_s = (time.perf_counter() - started) / TRIALS
+        per_trial = {"final": [], "none": [], "every": []}
+        for _ in range(2):
+            for kind, checkpoint in [
+                ("final", {}), ("none", {"final": False}), ("every", {"every": 1})
+            ]:  # fmt: skip
+                per_trial[kind].append(_sweep(cfg, checkpoint, Path(tmp) / f"tune-{kind}"))
         ray.shutdown()
+    per_trial_s = min(per_trial["final"])
+    none_s, every_s = min(per_trial["none"]), min(per_trial["every"])
 
     record(
         "student_steps_per_s",
@@ -71,6 +74,28 @@ def main() -> None:
         "tune_trial_over_direct_time", per_trial_s / direct_s, "ratio",
         f"{TRIALS} sequential trials, reuse_actors; {per_trial_s:.2f} vs {direct_s:.2f} s per run",
     )  # fmt: skip
+    record(
+        "final_checkpoint_over_none_trial_time", per_trial_s / none_s, "ratio",
+        f"{TRIALS} trials of {STEPS} steps, 6 reports each; {per_trial_s:.3f} vs {none_s:.3f} s",
+    )  # fmt: skip
+    record(
+        "every_checkpoint_over_none_trial_time", every_s / none_s, "ratio",
+        f"{TRIALS} trials of {STEPS} steps, 6 reports each; {every_s:.3f} vs {none_s:.3f} s",
+    )  # fmt: skip
+
+
+def _sweep(cfg: StudentConfig, checkpoint: dict, storage: Path) -> float:
+    """Seconds per trial of ``TRIALS`` sequential trials of ``cfg`` saving as ``checkpoint``."""
+    space = {**cfg.model_dump(), "checkpoint": {**cfg.checkpoint.model_dump(), **checkpoint}}
+    tuner = tune.Tuner(
+        train_student,
+        param_space={**space, "seed": tune.grid_search(list(range(TRIALS)))},
+        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=1),
+        run_config=tune.RunConfig(storage_path=str(storage), verbose=0),
+    )
+    started = time.perf_counter()
+    tuner.fit()
+    return (time.perf_counter() - started) / TRIALS
 
 
 if __name__ == "__main__":

@@ -3,9 +3,13 @@ runs the baseline arms beside Optuna's proposals."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import logging
+import math
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -177,17 +181,88 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+TRIAL_ID_ATTR = "trial_id"  # the user attribute naming a study trial's row (``trial_id``)
+
+
+@contextlib.contextmanager
+def _for_the_dashboard() -> Iterator[None]:
+    """A write that only serves viewers of the study (a user attribute, intermediate values):
+    one that fails is logged, never the end of the sweep."""
+    try:
+        yield
+    except (optuna.exceptions.OptunaError, sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+        logging.getLogger(__name__).warning("study: not written for the dashboard: %s", exc)
+
+
+def write_intermediate_values(trial: optuna.Trial, values: dict[int, float]) -> None:
+    """``values`` (``{step: value}``) as ``trial``'s intermediate values, in one storage write:
+    one transaction for an RDB storage, one appended batch for a journal (a write per value
+    costs a commit or an fsync each: ~10 ms on SQLite). Any other storage, or an Optuna whose
+    internals differ, gets Optuna's own ``trial.report`` per value."""
+    if not values:
+        return
+    if trial.storage.get_trial(trial._trial_id).state.is_finished():  # a batch would be refused
+        # part-way (a journal replaying it would raise at each of its values)
+        raise optuna.exceptions.UpdateFinishedTrialError(
+            f"study trial {trial.number} has already finished and can not be updated"
+        )
+    storage = trial.storage
+    backend = getattr(storage, "_backend", None)  # Optuna wraps an RDBStorage in a cache
+    storage = backend if isinstance(backend, optuna.storages.RDBStorage) else storage
+    try:
+        if isinstance(storage, optuna.storages.RDBStorage):
+            return _rdb_values(storage, trial._trial_id, values)
+        if isinstance(storage, optuna.storages.JournalStorage):
+            return _journal_values(storage, trial._trial_id, values)
+    except (AttributeError, ImportError):  # another Optuna's internals: one write per value
+        pass
+    for step, value in sorted(values.items()):
+        trial.report(value, step)
+
+
+def _rdb_values(storage, trial_id: int, values: dict[int, float]) -> None:
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(storage.scoped_session, True) as session:
+        for step, value in sorted(values.items()):
+            storage._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
+
+
+def _journal_values(storage, trial_id: int, values: dict[int, float]) -> None:
+    from optuna.storages.journal._storage import JournalOperation
+
+    with storage._thread_lock:
+        worker = storage._replay_result.worker_id
+        op = JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE
+        storage._backend.append_logs([
+            {"op_code": op, "worker_id": worker, "trial_id": trial_id, "step": step,
+             "intermediate_value": value}
+            for step, value in sorted(values.items())
+        ])  # fmt: skip
+        storage._sync_with_backend()
+
+
 class WithBaselines(Searcher):
     """Suggest the fixed baseline configs first, then delegate to ``inner`` (Optuna), whose
     flat dotted suggestions become the nested config Tune hands the trainable.
 
-    Baseline results never reach the study: the sampler models only its own space, and a
-    baseline outside the space's bounds (e.g. ``alpha = 1``) cannot confuse it. The study is
-    told each trial's final result only, and only once the trials table holds the trial's row
-    (:meth:`tell`, called by the sink): Tune completes a trial in the searcher before its
-    callbacks, so a driver killed between the two would leave a study trial told but without
-    a row, which a resumed sweep counts as not run and runs again. The other way round the
-    resume settles the still-running study trial from the row (``_resume.plan_resume``)."""
+    Baseline results never reach the study (they are in the trials table, ``config.arm`` =
+    ``baseline:<name>``, only): the sampler models only its own space, and a baseline
+    outside the space's bounds (e.g. ``alpha = 1``) cannot confuse it. The study is told
+    each trial's final result only once the trials table holds the trial's row (:meth:`tell`,
+    called by the sink): Tune completes a trial in the searcher before its callbacks, so a
+    driver killed between the two would leave a study trial told but without a row, which a
+    resumed sweep counts as not run and runs again. The other way round the resume settles
+    the still-running study trial from the row (``_resume.plan_resume``).
+
+    For optuna-dashboard and the user's own study queries, each study trial carries its row's
+    ``trial_id`` as the user attribute :data:`TRIAL_ID_ATTR` (set when it is suggested), and
+    the searched metric at each reported ``step`` as its intermediate values (one objective
+    only: Optuna keeps none for several). These are buffered and written in batches
+    (:func:`write_intermediate_values`): every :attr:`report_batch` reports of a trial and
+    when it is told."""
+
+    report_batch = 16  # a trial's buffered intermediate values written together
 
     def __init__(self, inner: Searcher, baselines: list[dict[str, Any]]) -> None:
         super().__init__()
@@ -196,6 +271,7 @@ class WithBaselines(Searcher):
         self.pending = [copy.deepcopy(b) for b in baselines]
         self.baseline_trials: set[str] = set()
         self.untold: dict[str, tuple[dict | None, bool]] = {}  # completed, row not yet written
+        self.reported: dict[str, dict[int, float]] = {}  # per trial: values not yet written
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return self.inner.set_search_properties(metric, mode, config, **spec)
@@ -210,7 +286,15 @@ class WithBaselines(Searcher):
             self.baseline_trials.add(trial_id)
             return self.pending.pop(0)
         suggested = self.inner.suggest(trial_id)  # {"distill.temperature": 4.0, ...}
+        study_trial = self._study_trial(trial_id)
+        if isinstance(suggested, dict) and study_trial is not None:
+            with _for_the_dashboard():
+                study_trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
         return nest(suggested) if isinstance(suggested, dict) else suggested
+
+    def _study_trial(self, trial_id: str) -> optuna.Trial | None:
+        """The Optuna trial Ray's OptunaSearch asked for ``trial_id`` (None for a baseline)."""
+        return getattr(self.inner, "_ot_trials", {}).get(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the study's storage is the searcher's state (see ``_resume``)."""
@@ -219,9 +303,26 @@ class WithBaselines(Searcher):
         """Nothing to restore: a resumed sweep reopens the study (see ``_resume``)."""
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        """Not forwarded: intermediate values serve Optuna's pruners, which the sweep does not
-        use (Tune's schedulers stop trials), and each would be a write to the study's
-        journal."""
+        """Buffered as an intermediate value (``step`` -> the searched metric), not reported
+        one by one: each report would be a write to the study's storage. (Optuna's pruners,
+        which read them, are not used: Tune's schedulers stop trials.)"""
+        if not isinstance(self._metric, str) or trial_id in self.baseline_trials:
+            return
+        step, value = result.get("step", result.get("training_iteration")), result.get(self._metric)
+        if not isinstance(step, int) or not isinstance(value, (int, float)):
+            return
+        if not math.isfinite(value):
+            return
+        pending = self.reported.setdefault(trial_id, {})
+        pending[step] = float(value)
+        if len(pending) >= self.report_batch:
+            self._write_reported(trial_id)
+
+    def _write_reported(self, trial_id: str) -> None:
+        values, study_trial = self.reported.pop(trial_id, {}), self._study_trial(trial_id)
+        if values and study_trial is not None:
+            with _for_the_dashboard():
+                write_intermediate_values(study_trial, values)
 
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
         if trial_id not in self.baseline_trials:
@@ -231,4 +332,5 @@ class WithBaselines(Searcher):
         """Tell the study a completed trial's result: its row is in the trials table."""
         if trial_id in self.untold:
             result, error = self.untold.pop(trial_id)
+            self._write_reported(trial_id)
             self.inner.on_trial_complete(trial_id, result=result, error=error)

@@ -48,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument(
                 "--address", required=True, help="the Ray Jobs server, e.g. http://HEAD:8265"
             )
+            cmd.add_argument(
+                "--python", default="python",
+                help="the interpreter on the head that runs the job (default: `python` on "
+                "the head's PATH); checked for the project's dependencies before submitting",
+            )  # fmt: skip
+            cmd.add_argument(
+                "--wait", action="store_true",
+                help="follow the job to its end, streaming its logs: exit 0 if it succeeded, "
+                "1 if it failed or was stopped",
+            )  # fmt: skip
         if name in ("run", "teacher"):
             cmd.add_argument(
                 "--address",
@@ -118,7 +128,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"ok: {args.spec} is a valid sweep spec ({spec.num_samples} trials)")
         return 0
     if args.command == "submit":
-        return _submit(spec, args.address)
+        return _submit(spec, args)
     if args.command == "teacher":
         return _teacher(spec, args)
     return _run(spec, args)
@@ -149,18 +159,38 @@ def _problems(exc: Exception) -> None:
         print(f"error: {line}", file=sys.stderr)
 
 
-def _submit(spec: SweepSpec, address: str) -> int:
+def _submit(spec: SweepSpec, args: argparse.Namespace) -> int:
     from search.errors import SweepInputError
-    from search.submit import submit
+    from search.submit import follow_job, submit
 
     try:
-        job = submit(spec, address)
+        job = submit(spec, args.address, python=args.python)
     except SweepInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    shown = redact(args.address)
     print(f"submitted sweep {spec.name!r} as job {job}; follow it with:")
-    print(f"  ray job logs --follow {job} --address {redact(address)}")
-    return 0
+    print(f"  ray job logs --follow {job} --address {shown}")
+    print(f"  ray job status {job} --address {shown}", flush=True)
+    if not args.wait:
+        return 0
+    try:
+        end = follow_job(args.address, job, write=lambda text: print(text, end="", flush=True))
+    except SweepInputError as exc:  # the Jobs server went away meanwhile
+        print(f"error: {exc}; the job may still run: ray job status {job}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"stopped following job {job}, which goes on; end it with: ray job stop {job} "
+              f"--address {shown}", file=sys.stderr)  # fmt: skip
+        return INTERRUPTED
+    if end.status == "SUCCEEDED":
+        print(f"job {job} succeeded")
+        return 0
+    reason = f": {redact(end.message)}" if end.message else ""
+    print(f"error: job {job} {end.status}{reason}; its last log lines:", file=sys.stderr)
+    for line in end.tail:
+        print(f"  {redact(line)}", file=sys.stderr)
+    return 1
 
 
 def _drive(call):

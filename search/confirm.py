@@ -26,19 +26,17 @@ exported schedule instead).
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import math
 import os
 import secrets
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import ray
-from pydantic import BaseModel, ValidationError
 from ray import tune
 from ray.tune.search import Searcher
 
@@ -48,11 +46,7 @@ from analysis.tables import (
     CONFIRM_ARM,
     CONFIRM_RECORD,
     SWEEP_MANIFEST,
-    config_column,
-    config_path,
-    config_row,
     read_sweep_manifest,
-    trials_schema,
 )
 from search._capacity import check_capacity
 from search._inputs import InputError, check_bank_fits, check_inputs
@@ -60,18 +54,27 @@ from search._lock import SweepLock, SweepLockLost
 from search._resume import probe_storage, trial_rows
 from search._signals import SweepInterrupted, interruptible
 from search._study import baseline_configs
+from search.configs import RebuildError, rebuild_config
 from search.errors import SweepInputError, SweepStorageError, storage_problem
-from search.progress import ProgressPrinter, TensorBoardLogger
+from search.progress import (
+    ProgressPrinter,
+    TensorBoardLogger,
+    TrialDirname,
+    TuneConsole,
+    describe_schedule,
+    varying,
+)
 from search.sink import ParquetSink, recover_curves
 from search.spec import SET_BY_THE_SWEEP, SearchSpec, SpecError, SweepSpec, validate_spec
 from search.sweep import _concurrency, _reuse_processes, _trainable, connect
 from search.teacher import TeacherError, ensure_teacher, teacher_dir
-from trainables.config import StudentConfig, flatten, nest, settings
+from trainables.config import StudentConfig, flatten, nest
 from trainables.distill import bank_complete
 
 __all__ = [
     "MAX_SEEDS",
     "MAX_TOP",
+    "RebuildError",
     "SweepInterrupted",
     "SweepLockLost",
     "SweepStorageError",
@@ -85,7 +88,6 @@ __all__ = [
 
 MAX_TOP = 64  # configurations confirmed at most
 MAX_SEEDS = 64  # fresh seeds at most (StudentConfig.repeats' own limit)
-_SET_HERE = ("seed", "repeats", "arm", "teacher_bank")  # config paths confirm sets itself
 _LM_TASKS = ("masked_lm", "causal_lm")
 
 
@@ -181,99 +183,6 @@ def fresh_seeds(rows: list[dict[str, Any]], count: int) -> list[int]:
     ]
     start = max(used, default=-1) + 1
     return list(range(start, start + count))
-
-
-# --- a trial's config from its row ------------------------------------------------------------
-
-
-def _leaf_annotations(model: type[BaseModel], prefix: str = "") -> dict[str, Any]:
-    """Each leaf field's annotation by dotted path, walked like the trials columns
-    (:func:`analysis.tables.config_fields`)."""
-    out: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        annotation, path = info.annotation, f"{prefix}{name}"
-        options = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(options) == 1:
-            annotation = options[0]
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            out.update(_leaf_annotations(annotation, f"{path}."))
-        else:
-            out[path] = annotation
-    return out
-
-
-def _textual(annotation: Any) -> bool:
-    """Whether a field holds text only (so a string cell is its value, never JSON text)."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is typing.Annotated:
-        return _textual(args[0])
-    if origin in (typing.Union, types.UnionType):
-        return all(_textual(a) for a in args if a is not type(None))
-    if origin is typing.Literal:
-        return all(isinstance(a, str) for a in args)
-    return annotation is str
-
-
-_ANNOTATIONS = _leaf_annotations(StudentConfig)
-_SCHEMA = trials_schema(StudentConfig)
-
-
-def _decoded(path: str, value: Any) -> Any:
-    """A cell as the value it was written from: a string column of a field that is not text
-    only holds non-string values as JSON text (:func:`analysis.tables.config_row`)."""
-    if not isinstance(value, str) or _textual(_ANNOTATIONS.get(path, str)):
-        return value
-    try:
-        return json.loads(value)
-    except ValueError:  # a string value of a mixed field, e.g. "transition"
-        return value
-
-
-class RebuildError(SweepInputError):
-    """A trials row from which the trial's config cannot be rebuilt."""
-
-
-def rebuild_config(row: dict[str, Any], base: dict[str, Any]) -> StudentConfig:
-    """The student config a trial ran, from its trials row: the row's settings (its
-    ``config.*`` cells; null ones are settings the trial did not use) over ``base`` (the sweep's
-    student config, ``SweepSpec.student_config(bank).model_dump()``), validated. ``seed``,
-    ``repeats``, ``arm`` and ``teacher_bank`` are ``base``'s.
-
-    A null cell may also be a used setting whose value is None (``distill.top_k``: all the bank
-    keeps); such settings are set to None. The result is checked: its settings, written as the
-    sink writes them, must be the row's cells. :class:`RebuildError` names the trial and the
-    setting otherwise."""
-    trial = row.get("trial_id")
-    values = {
-        path: _decoded(path, row[name])
-        for name in _SCHEMA.names
-        if (path := config_path(name)) is not None and path not in _SET_HERE and name in row
-    }
-    tree = nest({p: v for p, v in values.items() if v is not None}, into=base)
-    for _ in range(8):  # each pass may make more settings used; a few always settle it
-        try:
-            model = StudentConfig.model_validate(tree)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(part) for part in error["loc"]) or "config"
-            raise RebuildError(
-                f"sweep: trial {trial}'s config cannot be rebuilt from its trials row: "
-                f"{where}: {error['msg']}"
-            ) from None
-        used = settings(model)
-        unset = {p: None for p, v in values.items() if v is None and used.get(p) is not None}
-        if not unset:
-            break
-        tree = nest(unset, into=tree)
-    written = config_row(settings(model), _SCHEMA)
-    for path in values:
-        cell = row[config_column(path)]
-        if written.get(config_column(path)) != cell:
-            raise RebuildError(
-                f"sweep: trial {trial}'s config cannot be rebuilt from its trials row: "
-                f"{path} is {cell!r} there but {written.get(config_column(path))!r} rebuilt"
-            )
-    return model
 
 
 # --- the record -----------------------------------------------------------------------------
@@ -400,14 +309,23 @@ def _run_configs(
             num_samples=len(configs),
             max_concurrent_trials=_concurrency(spec),
             reuse_actors=_reuse_processes(spec),
+            trial_dirname_creator=TrialDirname(varying(spec.space)),
         ),
         run_config=tune.RunConfig(
             name=f"confirm-{run}",
             storage_path=str(confirm_dir / "tune"),
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[sink, _Progress(len(configs), select, report), TensorBoardLogger()],
-            verbose=verbose,
+            callbacks=[
+                sink,
+                _Progress(len(configs), select, report),
+                TensorBoardLogger(),
+                TuneConsole(
+                    verbose,
+                    describe=functools.partial(describe_schedule, searched=varying(spec.space)),
+                ),
+            ],
+            verbose=0,  # Tune's own console: TuneConsole shows it, without config dumps
         ),
     )
     results = tuner.fit()

@@ -4,6 +4,7 @@ nothing started) or 1 (:class:`SweepStorageError`: the disk failed while the swe
 from __future__ import annotations
 
 import errno
+import os
 import re
 from pathlib import Path
 
@@ -18,6 +19,57 @@ class SweepExistsError(SweepInputError):
 
 class RayConnectError(SweepInputError):
     """``--address`` names no reachable Ray cluster."""
+
+
+class RayAuthError(RayConnectError):
+    """The Ray cluster (or its Jobs server) wants an authentication token this machine did
+    not send, or refused the one it sent."""
+
+
+class ClusterPythonError(SweepInputError):
+    """The interpreter a submitted job would run lacks the project's dependencies."""
+
+
+# Where Ray 2.60 reads a client's token, in its order; it sends one only under RAY_AUTH_MODE=token
+# (an explicit --address never turns token mode on by itself).
+_TOKEN_HOWTO = (
+    "export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<token> (or put the token in "
+    "~/.ray/auth_token, or in a file named by RAY_AUTH_TOKEN_PATH); "
+    "`ray get-auth-token` on the head node prints it"
+)
+
+
+def _token_source() -> tuple[str, bool]:
+    """Where Ray would read this machine's token, and whether a token is there."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return "RAY_AUTH_TOKEN", True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    name = f"RAY_AUTH_TOKEN_PATH ({path})" if path else "~/.ray/auth_token"
+    file = Path(path) if path else Path.home() / ".ray" / "auth_token"
+    try:
+        return name, bool(file.read_text().strip())
+    except OSError:
+        return name, False
+
+
+def ray_auth_error(what: str) -> RayAuthError:
+    """The one-line error for a cluster that refused this machine's token (or its absence):
+    ``what`` names the server, e.g. ``"the Ray cluster at 'head:6379'"``."""
+    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() != "token":
+        return RayAuthError(
+            f"address: {what} requires token authentication and this machine sent no token "
+            f"(RAY_AUTH_MODE is not 'token'): {_TOKEN_HOWTO}"
+        )
+    source, found = _token_source()
+    if not found:
+        return RayAuthError(
+            f"address: RAY_AUTH_MODE=token but no token in {source} to send to {what}: "
+            f"{_TOKEN_HOWTO}"
+        )
+    return RayAuthError(
+        f"address: {what} refused the token in {source}, which is not this cluster's: "
+        f"{_TOKEN_HOWTO}"
+    )
 
 
 class StorageError(SweepInputError):

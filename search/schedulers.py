@@ -157,16 +157,20 @@ def lineage(policy_file: Path, own_config: dict[str, Any], eval_every: int) -> l
     return timeline
 
 
-def export_schedule(
-    spec: SweepSpec, experiment_dir: Path, trial_id: str, final_config: dict[str, Any]
-) -> Path:
-    """Write ``<sweep>/pbt_schedule.yaml``: the best trial's student settings with the
+def pbt_replay(
+    experiment_dir: Path,
+    trial_id: str,
+    final_config: dict[str, Any],
+    *,
+    steps: int,
+    eval_every: int,
+) -> dict[str, Any]:
+    """The schedule a PBT trial followed, as student config sections (``curriculum``,
+    ``teacher_schedule``, ``model``, ``optim``, ``distill``): its settings with the
     temperature and alpha it followed as explicit ``step`` schedules (boundaries as fractions
-    of the run) and its pacing's ``start`` / ``full_at`` as ``pacing.changes``, which replays
-    PBT's schedule in a plain run."""
-    steps = spec.student.optim.steps
-    timeline = lineage(experiment_dir / f"pbt_policy_{trial_id}.txt", final_config,
-                       spec.student.eval_every)  # fmt: skip
+    of the run) and its pacing's ``start`` / ``full_at`` as ``pacing.changes``, from PBT's
+    policy log in ``experiment_dir`` (its own settings when it never exploited)."""
+    timeline = lineage(experiment_dir / f"pbt_policy_{trial_id}.txt", final_config, eval_every)
     at_fraction: dict[float, dict[str, Any]] = {}
     for step, config in timeline:
         at_fraction[min(step, steps) / steps] = config
@@ -193,6 +197,19 @@ def export_schedule(
     pacing = _pacing_changes(first_config, later_configs)
     if pacing is not None:
         replay["curriculum"] = {**replay.get("curriculum", {}), "pacing": pacing}
+    return replay
+
+
+def export_schedule(
+    spec: SweepSpec, experiment_dir: Path, trial_id: str, final_config: dict[str, Any]
+) -> Path:
+    """Write ``<sweep>/pbt_schedule.yaml``: :func:`pbt_replay` of the best trial, which
+    replays PBT's schedule in a plain run (``search.config_of`` gives the same, merged into
+    the trial's whole config)."""
+    replay = pbt_replay(
+        experiment_dir, trial_id, final_config, steps=spec.student.optim.steps,
+        eval_every=spec.student.eval_every,
+    )  # fmt: skip
     shared = {"data": spec.data.model_dump(), "task": spec.task.model_dump()}
     StudentConfig.model_validate({**replay, **shared})  # replayable
     spec.sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ callbacks. The schemas are re-exported here for code written against earlier ver
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -30,16 +31,21 @@ from analysis.tables import (
     TRIAL_METRICS,
     TRIALS,
     WAL_PREFIX,
+    ResultsError,
     WriteAheadLog,
     compact_file,
     config_column,
     config_fields,
     config_row,
+    coverage,
+    is_compact,
+    merged_file,
     new_token,
     part_file,
     read_table_file,
     read_wal,
     run_files,
+    segment_token,
     stage_file,
     table_files,
     trial_file,
@@ -57,6 +63,8 @@ __all__ = [
     "TRIAL_METRICS",
     "ParquetSink",
     "compact",
+    "merge_run",
+    "merge_segment",
     "config_fields",
     "flatten_config",
     "recover_curves",
@@ -97,6 +105,10 @@ class ParquetSink(tune.Callback):
             and says which settings a trial used (:func:`trial_settings`).
         flush_every_s: curve rows are buffered at most this long (and flushed whenever a trial
             ends and when the experiment ends).
+        compact_every: while the sweep runs, every this many files of a table are merged into
+            one, and every 8 merged files of one size into one (:func:`merge_segment`), so a
+            running sweep reads as fast as a finished one; when the experiment ends, all of
+            the run's files of a table are merged into one (:func:`merge_run`).
         on_written: called with a trial's id once its ``trials`` row is on disk (the sweep
             tells its study the trial's result only then: see ``WithBaselines.tell``).
     """
@@ -104,7 +116,11 @@ class ParquetSink(tune.Callback):
     def __init__(
         self, sweep_dir: str | os.PathLike, sweep: str, config_model: type[BaseModel],
         *, flush_every_s: float = 2.0, on_written: Callable[[str], None] | None = None,
+        compact_every: int = 64,
     ) -> None:  # fmt: skip
+        if compact_every < 2:
+            raise ValueError(f"compact_every must be >= 2, got {compact_every}")
+        self.compact_every = compact_every
         self.on_written = on_written
         self.storage_error: SweepStorageError | None = None  # a trial failed on the disk
         self.curves_dir = Path(sweep_dir) / CURVES
@@ -119,9 +135,11 @@ class ParquetSink(tune.Callback):
         self.flush_every_s = flush_every_s
         self._buffer: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
-        self._token = new_token()  # distinguishes this run's files from others'
         self._parts = 0
-        self._wal = WriteAheadLog(self.curves_dir, self._token)
+        self._run = new_token()  # distinguishes this run's files from others'
+        self._wal = WriteAheadLog(self.curves_dir, self._run)
+        # Per table directory: the segment being written, and how many files it holds.
+        self._segments: dict[Path, tuple[int, int]] = {}
 
     def setup(self, **info: Any) -> None:
         for directory in (self.curves_dir, self.trials_dir, self.stages_dir):
@@ -167,18 +185,37 @@ class ParquetSink(tune.Callback):
                 self._write_trial(trial, status="STOPPED", error=None)
         self.flush()
         self._wal.remove()
-        for directory in (self.curves_dir, self.trials_dir, self.stages_dir):
-            compact(directory, self._token)
+        for directory, (segment, _) in self._segments.items():
+            merge_run(directory, self._run, segment)
+        self._segments.clear()
 
     def flush(self) -> None:
         self._last_flush = time.monotonic()
         if not self._buffer:
             return
         table = pa.Table.from_pylist(self._buffer, schema=CURVE_SCHEMA)
-        write_parquet_atomic(table, self.curves_dir / part_file(self._token, self._parts))
+        token = self._token(self.curves_dir)
+        write_parquet_atomic(table, self.curves_dir / part_file(token, self._parts))
         self._parts += 1
         self._buffer = []
         self._wal.clear()  # its rows are in Parquet now
+        self._wrote(self.curves_dir)
+
+    def _token(self, directory: Path) -> str:
+        """The token of the next file written in ``directory``."""
+        return segment_token(self._run, self._segments.setdefault(directory, (0, 0))[0])
+
+    def _wrote(self, directory: Path) -> None:
+        """One more file in ``directory``'s segment: once it holds ``compact_every`` files,
+        it is merged, and the next file starts the next segment."""
+        segment, count = self._segments[directory]
+        if count + 1 < self.compact_every:
+            self._segments[directory] = (segment, count + 1)
+            return
+        self._segments[directory] = (segment + 1, 0)
+        # a merge that fails (a full disk) leaves the files readable as they are
+        with contextlib.suppress(OSError, ResultsError):
+            merge_segment(directory, self._run, segment)
 
     def _write_trial(self, trial, *, status: str, error: str | None) -> None:
         self.flush()
@@ -191,7 +228,8 @@ class ParquetSink(tune.Callback):
         row.update({name: last.get(name) for name in TRIAL_METRICS.names})
         row["steps"] = last.get("step")
         table = pa.Table.from_pylist([row], schema=self.trials_schema)
-        write_parquet_atomic(table, self.trials_dir / trial_file(self._token, trial.trial_id))
+        token = self._token(self.trials_dir)
+        write_parquet_atomic(table, self.trials_dir / trial_file(token, trial.trial_id))
         stages = self._stages.pop(trial.trial_id, {})
         if stages:
             rows = [
@@ -199,17 +237,69 @@ class ParquetSink(tune.Callback):
                 for stage, values in sorted(stages.items())
             ]
             table = pa.Table.from_pylist(rows, schema=STAGE_SCHEMA)
-            write_parquet_atomic(table, self.stages_dir / stage_file(self._token, trial.trial_id))
+            token = self._token(self.stages_dir)
+            write_parquet_atomic(table, self.stages_dir / stage_file(token, trial.trial_id))
         if self.on_written is not None:
             self.on_written(trial.trial_id)
+        self._wrote(self.trials_dir)
+        if stages:
+            self._wrote(self.stages_dir)
+
+
+MERGE_FANOUT = 8  # merged files of one size that are merged into one
+
+
+def merge_segment(directory: Path, run: str, segment: int) -> None:
+    """Merge run ``run``'s files of ``segment`` in a table directory into one
+    (:func:`analysis.tables.merged_file`), then, while the last :data:`MERGE_FANOUT` merged
+    files of the run hold equally many segments, those into one: a running sweep holds
+    about ``MERGE_FANOUT - 1`` files per size (each size 8 times the one before), and each
+    row is rewritten a few times (log 8 of the segments) in all."""
+    _merge(directory, run_files(directory, segment_token(run, segment)), (run, segment, segment))
+    while True:
+        merged = _merged_spans(directory, run)[-MERGE_FANOUT:]
+        sizes = {last - first for first, last, _ in merged}
+        if len(merged) < MERGE_FANOUT or len(sizes) > 1:
+            return
+        _merge(directory, [f for *_, f in merged], (run, merged[0][0], merged[-1][1]))
+
+
+def merge_run(directory: Path, run: str, last_segment: int) -> None:
+    """Merge all of run ``run``'s files in a table directory (its merged files and the loose
+    files of its segments up to ``last_segment``) into one: a finished sweep's table is a
+    file per run."""
+    files = [f for *_, f in _merged_spans(directory, run)]
+    files += run_files(directory, segment_token(run, last_segment))
+    _merge(directory, files, (run, 0, last_segment))
+
+
+def _merged_spans(directory: Path, run: str) -> list[tuple[float, float, Path]]:
+    """Run ``run``'s merged files in ``directory`` as ``(first, last, path)``, in order."""
+    spans = []
+    for path in Path(directory).glob(f"compact-{run}.*.parquet"):
+        span = coverage(path)
+        if span is not None and is_compact(path) and span[0] == run:
+            spans.append((span[1], span[2], path))
+    return sorted(spans)
+
+
+def _merge(directory: Path, files: list[Path], span: tuple[str, int, int]) -> None:
+    """``files`` into the merged file of ``span`` (written whole under a temporary name,
+    then renamed), then deleted: readers skip them once it exists."""
+    if len(files) < 2:
+        return
+    table = pa.concat_tables([read_table_file(f) for f in files], promote_options="default")
+    write_parquet_atomic(table, Path(directory) / merged_file(*span))
+    for f in files:
+        f.unlink()
 
 
 def compact(directory: Path, token: str) -> None:
-    """Merge one run's files in ``directory`` into its compact file
-    (:func:`analysis.tables.compact_file`), then delete them: readers of a finished sweep
-    open a few files, not one per trial. Readers skip a run's files once its compact file
-    exists (:func:`analysis.tables.table_files`), so no row is seen twice or missed while the
-    files are deleted."""
+    """Merge the files named with ``token`` in ``directory`` into its compact file
+    (:func:`analysis.tables.compact_file`), then delete them: readers open a few files, not
+    one per trial. Readers skip a token's files once its compact file exists
+    (:func:`analysis.tables.table_files`), so no row is seen twice or missed while the files
+    are deleted; a driver killed in between leaves both, and readers still skip the files."""
     files = run_files(directory, token)
     if len(files) < 2:
         return

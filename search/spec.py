@@ -217,9 +217,11 @@ class ResourcesSpec(StrictModel):
     retried, a diverging (NaN) trial too, so the default is 1; on clusters that lose nodes
     use 3: a node lost costs each trial running there one failure (see ``reuse_processes``).
     ``checkpoint``: save each trial's whole state (model, optimiser, sampler, generators)
-    with every report, so a retried trial resumes from its last report instead of starting
-    over: for long trials on clusters that lose nodes; costs one state save per report.
-    PBT and PB2 trials always checkpoint. Single-worker trials only, so far.
+    with every report (``student.checkpoint.every: 1``), so a retried trial resumes from its
+    last report instead of starting over: for long trials on clusters that lose nodes; costs
+    one state save per report. PBT and PB2 trials always do. Single-worker trials only, so
+    far. Without it a trial saves its student with its last report only
+    (``student.checkpoint``; ``search.checkpoint_of`` finds it).
     ``reuse_processes``: whether a single-worker trial may run in the process a finished one
     leaves (saves ~2 s of start-up per trial). Default: yes on a one-node cluster and under
     PBT/PB2, no on a multi-node one, where a process reused on a node just lost fails its
@@ -428,10 +430,14 @@ class SweepSpec(StrictModel):
         )
 
     def student_config(self, teacher_bank: str) -> StudentConfig:
-        return self.student.model_copy(
-            update={"data": self.data, "task": self.task, "teacher_bank": teacher_bank,
-                    "repeats": self.repeats}
-        )  # fmt: skip
+        """The student config every trial starts from: ``student`` with the sweep's data,
+        task, teacher bank and repeats, saving with every report when the trials must be
+        able to continue from one (``resources.checkpoint``, PBT and PB2)."""
+        update = {"data": self.data, "task": self.task, "teacher_bank": teacher_bank,
+                  "repeats": self.repeats}  # fmt: skip
+        if self.resources.checkpoint or self.scheduler.population_based:
+            update["checkpoint"] = self.student.checkpoint.model_copy(update={"every": 1})
+        return self.student.model_copy(update=update)
 
 
 def load_spec(path: str | Path, overrides: list[str] = ()) -> SweepSpec:

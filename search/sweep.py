@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import ray
+from pydantic import ValidationError
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
@@ -43,19 +44,22 @@ from search.errors import (
     SweepStorageError,
     storage_problem,
 )
-from search.progress import ProgressPrinter, TensorBoardLogger
+from search.progress import (
+    ProgressPrinter,
+    TensorBoardLogger,
+    TrialDirname,
+    TuneConsole,
+    describe_schedule,
+    varying,
+)
 from search.schedulers import export_schedule, is_baseline, make_scheduler, population
 from search.sink import ParquetSink, recover_curves
-from search.spec import SweepSpec, redact
+from search.spec import SET_BY_THE_SWEEP, SweepSpec, redact
 from search.teacher import TeacherError, ensure_teacher, teacher_dir
-from trainables.config import StudentConfig
+from trainables.config import DataConfig, StudentConfig, TaskConfig, TeacherConfig
 from trainables.distill import open_bank
 from trainables.loops import missing_transition
-from trainables.student import (
-    distributed_student,
-    train_student,
-    train_student_checkpointed,
-)
+from trainables.student import distributed_student, train_student
 
 __all__ = [
     "RayConnectError",
@@ -66,6 +70,7 @@ __all__ = [
     "SweepStorageError",
     "connect",
     "run_sweep",
+    "teacher_bank",
 ]
 
 
@@ -78,23 +83,59 @@ def connect(address: str | None) -> bool:
     """Start embedded local Ray, or connect to ``address``; True if this call started Ray.
 
     An already-initialised Ray (a notebook, a test session, a user's job) is used as it is.
-    ``address=None`` honours ``RAY_ADDRESS`` and otherwise starts a local instance.
+    ``address=None`` honours ``RAY_ADDRESS`` and otherwise starts a local instance. A cluster
+    that refuses this machine's authentication token (or its absence) fails in one line
+    saying how to give it (:func:`search.errors.ray_auth_error`), within seconds: Ray itself
+    retries for ~20 s, printing a warning a second, then raises a chained traceback.
     """
+    from ray.exceptions import AuthenticationError
+
+    from search.errors import ray_auth_error
+
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     _check_reachable(address)
     try:
         ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
-    except ConnectionError as exc:
+    except (ConnectionError, RuntimeError, AuthenticationError) as exc:
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, AuthenticationError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:  # e.g. "auto", or RAY_AUTH_MODE=token with no token at all
+            raise ray_auth_error(f"the Ray cluster at {redact(address)!r}") from None
+        if not isinstance(exc, ConnectionError):
+            raise
         raise RayConnectError(
             f"address: cannot connect to Ray at {redact(address)!r}: {redact(str(exc))}"
         ) from None
     return True
 
 
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail fast on a ``host:port`` nobody listens on (ray.init may wait for minutes)."""
+# Run in a subprocess by _check_reachable: one GCS request, so a refused token shows in about a
+# second, and Ray's C++ warnings stay in the probe. (GcsClient is Ray's own internal client,
+# the one `ray status` uses; if it moves, the probe exits 1 and ray.init decides.)
+_GCS_PROBE = """
+import sys
+from ray._raylet import GcsClient
+from ray.exceptions import AuthenticationError
+try:
+    GcsClient(address=sys.argv[1]).cluster_id
+except AuthenticationError:
+    sys.exit(3)
+"""
+_PROBE_AUTH = 3
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0, answer_s: float = 15.0) -> None:
+    """Fail fast on a ``host:port`` nobody listens on (ray.init may wait for minutes), on a
+    cluster that refuses this machine's token (Ray retries that for ~20 s), and on a port that
+    is not a Ray head's (the dashboard's 8265: ray.init waits there for minutes)."""
+    import subprocess
+    import sys
+
+    from search.errors import ray_auth_error
+
     match = re.fullmatch(r"([\w.-]+):(\d+)", address)
     if not match:
         return  # "local", "auto", "ray://..." are Ray's to resolve
@@ -105,6 +146,19 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         raise RayConnectError(
             f"address: cannot connect to Ray at {redact(address)!r}: {reason}"
         ) from None
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", _GCS_PROBE, address],
+            capture_output=True, timeout=answer_s, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise RayConnectError(
+            f"address: {redact(address)!r} accepts connections but no Ray head answered "
+            f"within {answer_s:.0f} s: --address takes the head's GCS address (`ray start "
+            "--head --port`, default 6379), not the dashboard's (8265, for `submit`)"
+        ) from None
+    if probe.returncode == _PROBE_AUTH:
+        raise ray_auth_error(f"the Ray cluster at {redact(address)!r}")
 
 
 def _concurrency(spec: SweepSpec) -> int:
@@ -123,10 +177,8 @@ def _concurrency(spec: SweepSpec) -> int:
 def _trainable(spec: SweepSpec):
     res = spec.resources
     if res.workers == 1:  # the loop runs inline in the Tune trial
-        checkpointed = res.checkpoint or spec.scheduler.population_based
         return tune.with_resources(
-            train_student_checkpointed if checkpointed else train_student,
-            {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
+            train_student, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
         )
     trainable = distributed_student(
         res.workers, cpus_per_worker=res.cpus_per_trial, use_gpu=res.gpus_per_trial > 0,
@@ -188,6 +240,7 @@ def run_students(
             max_concurrent_trials=_concurrency(spec),
             time_budget_s=spec.time_budget_s,
             reuse_actors=_reuse_processes(spec),
+            trial_dirname_creator=TrialDirname(varying(spec.space)),
         ),
         run_config=tune.RunConfig(
             name=f"students-{plan.run}" if plan.run else "students",
@@ -203,10 +256,15 @@ def run_students(
             ),
             callbacks=[
                 sink,
-                ProgressPrinter(total, spec.selection[0]),
+                ProgressPrinter(total, spec.selection[0], searched=varying(spec.space)),
                 TensorBoardLogger(),
+                TuneConsole(
+                    verbose,
+                    *spec.selection,
+                    describe=functools.partial(describe_schedule, searched=varying(spec.space)),
+                ),  # fmt: skip
             ],
-            verbose=verbose,
+            verbose=0,  # Tune's own console: TuneConsole shows it, without config dumps
         ),
     )
     results = tuner.fit()
@@ -301,6 +359,48 @@ def build_teacher(spec: SweepSpec, *, address: str | None = None, verbose: int =
             raise
         except KeyboardInterrupt:
             raise SweepInterrupted(interrupts.phase) from None
+
+
+def teacher_bank(
+    teacher: TeacherConfig | dict,
+    *,
+    data: DataConfig | dict | None = None,
+    task: TaskConfig | dict | None = None,
+    storage: str | os.PathLike = "results",
+    address: str | None = None,
+    verbose: int = 0,
+) -> Path:
+    """Build, or find, the teacher bank of ``teacher`` trained on ``data`` under ``task``, and
+    return its directory: what ``trainables.train_student`` takes as ``teacher_bank``, so that
+    your own Tuner (or ``TorchTrainer``) can distil from it::
+
+        bank = search.teacher_bank(TeacherConfig(...), data=DataConfig(kind="digits"),
+                                   storage="/shared/results")
+        tune.Tuner(train_student, param_space=StudentConfig(teacher_bank=str(bank),
+                   data=DataConfig(kind="digits")).model_dump()).fit()
+
+    The bank is the one a sweep with the same ``storage`` (or ``teacher.bank.root``), data,
+    task and teacher settings uses: ``<storage>/_teachers/<content hash>/bank-<layout
+    hash>``, keyed by the data (the files' contents too), the task and the teacher's
+    settings. An intact bank is reused as it is; otherwise the teacher is trained (a Tune
+    trial) and the bank built (Ray Data) on the Ray this process uses (started here, and
+    stopped after, when none is; ``address`` for a cluster). ``data`` and ``task`` default to
+    the ones ``teacher`` holds; its ``output_dir`` and ``fold`` are the bank's to choose.
+    Raises :class:`SweepInputError` (one line) for bad data or settings."""
+    teacher = TeacherConfig.model_validate(teacher)
+    data = DataConfig.model_validate(data) if data is not None else teacher.data
+    task = TaskConfig.model_validate(task) if task is not None else teacher.task
+    own = teacher.model_dump(exclude_unset=True, exclude=set(SET_BY_THE_SWEEP["teacher"]))
+    try:
+        spec = SweepSpec.model_validate(
+            {"name": "teacher", "storage": str(storage), "data": data, "task": task,
+             "teacher": TeacherConfig.model_validate(own)}
+        )  # fmt: skip
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise SweepInputError(f"{where}: {error['msg']}") from None
+    return build_teacher(spec, address=address, verbose=verbose)
 
 
 def _run(

@@ -35,6 +35,7 @@ from analysis.tables import (
     write_parquet_atomic,
 )
 from search._lock import SweepLock, SweepLockedError
+from search.progress import TuneConsole
 from search.spec import SweepSpec
 from trainables.bank import build_bank
 from trainables.config import TeacherConfig
@@ -328,7 +329,12 @@ def _train(
     tuner = tune.Tuner(
         tune.with_resources(_teacher_job, need),
         param_space={"job": tune.grid_search(jobs)},
-        run_config=tune.RunConfig(name="teacher", storage_path=str(tune_dir), verbose=verbose),
+        run_config=tune.RunConfig(
+            name="teacher",
+            storage_path=str(tune_dir),
+            callbacks=[TuneConsole(verbose)],
+            verbose=0,  # Tune's console: TuneConsole shows it, naming the real directories
+        ),
     )
     results = tuner.fit()  # empty when stopped (Ctrl-C) before its trials were made
     failed = [r for r in results if r.error is not None]

@@ -49,6 +49,40 @@ def example_sweep(ray_session, tmp_path_factory):
     return run
 
 
+_OURS = ("search", "trainables", "spaces", "analysis")
+
+
+def private_imports(source: str) -> list[str]:
+    """The modules of this project with a ``_private`` part that Python ``source`` imports
+    (the user-flow tests use public names only)."""
+    import ast
+
+    names = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names += [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+    return [
+        name
+        for name in names
+        if name.split(".")[0] in _OURS and any(p.startswith("_") for p in name.split(".")[1:])
+    ]
+
+
+@pytest.fixture
+def public_only():
+    """A check that code imports only public names: ``public_only(__file__)`` for a test
+    module, ``public_only(code=...)`` for source text."""
+
+    def check(path: str | Path | None = None, *, code: str | None = None) -> None:
+        source = Path(path).read_text() if path is not None else code
+        found = private_imports(source)
+        assert found == [], f"{path or 'the code'} imports private modules: {found}"
+
+    return check
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 

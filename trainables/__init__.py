@@ -10,24 +10,30 @@ from __future__ import annotations
 from typing import Any
 
 from trainables.config import (
+    CheckpointConfig,
     CurriculumConfig,
     DataConfig,
     DistillConfig,
     ModelConfig,
     OptimConfig,
     StudentConfig,
+    TaskConfig,
     TeacherConfig,
 )
 
 __all__ = [
+    "CheckpointConfig",
     "CurriculumConfig",
     "DataConfig",
     "DistillConfig",
     "ModelConfig",
     "OptimConfig",
     "StudentConfig",
+    "TaskConfig",
     "TeacherConfig",
     "distributed_student",
+    "load_student",
+    "student_worker",
     "train_student",
     "train_student_checkpointed",
     "train_teacher",
@@ -35,10 +41,19 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("train_student", "train_student_checkpointed", "distributed_student"):
+    if name in (
+        "train_student",
+        "train_student_checkpointed",
+        "distributed_student",
+        "student_worker",
+    ):
         import trainables.student
 
         return getattr(trainables.student, name)
+    if name == "load_student":
+        from trainables.checkpoint import load_student
+
+        return load_student
     if name == "train_teacher":
         from trainables.teacher import train_teacher
 

@@ -925,6 +925,25 @@ class TeacherConfig(StrictModel):
         return self
 
 
+class CheckpointConfig(StrictModel):
+    """When :func:`trainables.train_student` saves the student with a report (a Tune
+    checkpoint; layout and loading: :mod:`trainables.checkpoint`).
+
+    ``every``: save with every ``every``-th report too (1: every report, which PBT needs and
+    which lets a retried trial continue from its last report instead of starting over; each
+    save writes the model, optimiser and sampler state of every seed). ``final``: save with
+    the last report, so that every finished trial leaves a student that
+    :func:`trainables.load_student` loads (one save per trial). With both off a trial saves
+    nothing."""
+
+    every: int | None = Field(default=None, ge=1)
+    final: bool = True
+
+    def due(self, report: int, last: bool) -> bool:
+        """Whether report number ``report`` (1-based) saves; ``last``: the run's last."""
+        return (last and self.final) or (self.every is not None and report % self.every == 0)
+
+
 class StudentConfig(StrictModel):
     """Configuration of :func:`trainables.train_student`.
 
@@ -941,7 +960,8 @@ class StudentConfig(StrictModel):
     marks its baselines with it). ``device``: ``auto`` is the GPU Ray gave the trial, if any,
     else the CPU. The model lives there; data and teacher outputs stay in host memory and each
     step's batch is gathered and copied there (pinned, non-blocking). ``precision: bf16`` runs
-    forward and loss under bfloat16 autocast.
+    forward and loss under bfloat16 autocast. ``checkpoint``: which reports save the student
+    (by default the last: :func:`trainables.load_student` loads it).
     """
 
     data: DataConfig = Field(default_factory=DataConfig)
@@ -960,6 +980,7 @@ class StudentConfig(StrictModel):
     stop_at_target: bool = False
     seed: int = 0
     teacher_bank: str | None = None
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
 
     @model_validator(mode="after")
     def _check_task(self) -> StudentConfig:

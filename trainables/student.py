@@ -4,15 +4,20 @@ and data-parallel (the same per-worker loop on several Ray Train workers under T
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import re
+import tempfile
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import ray
 from ray import tune
 
-from trainables.config import StudentConfig
+from trainables.checkpoint import read_state, save_checkpoint
+from trainables.config import StudentConfig, nest
 from trainables.loops import repeated_loop
 
 
@@ -34,41 +39,70 @@ def train_student(config: dict[str, Any]) -> None:
 
     Reports, every ``eval_every`` steps, the metrics listed in
     :func:`trainables.loops.student_loop` (the mean over seeds when ``repeats > 1``) and the
-    ``node_id`` of the Ray node it runs on.
+    ``node_id`` of the Ray node it runs on. Saves the student with the reports
+    ``checkpoint`` asks for (by default the last; layout: :mod:`trainables.checkpoint`,
+    loaded back by :func:`trainables.load_student`), and continues from Tune's checkpoint
+    when it has one: a trial restarted after a failure, or a PBT trial continuing from a
+    better one's state under its own, perturbed settings (PBT needs ``checkpoint.every: 1``).
+
+    Runs only as a Tune trial (``tune.Tuner(train_student, ...)``): called in a Ray Train
+    worker or outside Tune it raises :class:`RuntimeError` at once (inside your own
+    ``TorchTrainer`` use :func:`student_worker`).
     """
-    cfg = StudentConfig.model_validate(config)
-    node = ray.get_runtime_context().get_node_id()
-    for record, _ in repeated_loop(cfg):
-        tune.report({**record, "node_id": node})
-
-
-def train_student_checkpointed(config: dict[str, Any]) -> None:
-    """:func:`train_student` that saves its whole state (every seed's model, optimiser,
-    sampler, generators) with every report and resumes from Tune's checkpoint when it has one:
-    for Population Based Training (a trial continues from a better one's state under its own,
-    perturbed settings) and for trials restarted after a failure.
-
-    ``state.pt`` holds only tensors and plain Python values and is read with
-    ``weights_only=True``: a checkpoint on shared storage that names any other callable is
-    refused (``UnpicklingError``), never run."""
-    import tempfile
-
-    import torch
-
+    require_tune("train_student")
+    _quiet_checkpoint_lines("ray.train._internal.storage")
     cfg = StudentConfig.model_validate(config)
     node = ray.get_runtime_context().get_node_id()
     resume_from = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            resume_from = torch.load(f"{directory}/state.pt", weights_only=True, map_location="cpu")
-    for record, runs in repeated_loop(cfg, resume_from=resume_from):
-        with tempfile.TemporaryDirectory() as directory:  # state.pt: a list, one state per seed
-            torch.save([run.state_dict() for run in runs], f"{directory}/state.pt")
-            tune.report(
-                {**record, "node_id": node},
-                checkpoint=tune.Checkpoint.from_directory(directory),
-            )
+            resume_from = read_state(directory)
+    for report, (record, runs) in enumerate(repeated_loop(cfg, resume_from=resume_from), 1):
+        record = {**record, "node_id": node}
+        if not cfg.checkpoint.due(report, last=_last(record)):
+            tune.report(record)
+            continue
+        with tempfile.TemporaryDirectory() as directory:
+            states = [run.state_dict() for run in runs]
+            save_checkpoint(directory, cfg, states, runs[0].model_args, record)
+            tune.report(record, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def train_student_checkpointed(config: dict[str, Any]) -> None:
+    """:func:`train_student` saving with every report (``checkpoint.every: 1``), for
+    Population Based Training: kept for jobs written against earlier versions."""
+    train_student(nest({"checkpoint.every": 1}, into=config))
+
+
+def _quiet_checkpoint_lines(logger: str) -> None:
+    """Ray logs "Checkpoint successfully created at: ..." for every checkpoint, i.e. for every
+    trial (its last report saves one), and Ray Train a line for every report: noise in a
+    sweep's console. Its INFO lines off."""
+    logging.getLogger(logger).setLevel(logging.WARNING)
+
+
+def _last(record: dict[str, Any]) -> bool:
+    return "test_accuracy" in record  # only a run's last record has it
+
+
+def require_tune(
+    name: str,
+    *,
+    elsewhere: str = "inside your own TorchTrainer use trainables.student_worker as the train loop",
+) -> None:
+    """:class:`RuntimeError` unless this runs as a Ray Tune trial (not in a Ray Train worker,
+    where ``tune.report`` would only warn and the run would end with no metrics); the message
+    names ``elsewhere``, what to use instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Ray warns when there is no Tune session
+        in_tune = ray.is_initialized() and tune.get_context().get_trial_id() is not None
+    if in_tune:
+        return
+    raise RuntimeError(
+        f"{name} is a Ray Tune trainable: pass it to tune.Tuner({name}, param_space=...); "
+        f"{elsewhere}"
+    )
 
 
 def distributed_student(
@@ -108,13 +142,14 @@ def _run_distributed(
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    require_tune("distributed_student(...)")
     StudentConfig.model_validate(config)  # fail here, with the field named, not in a worker
     bundle = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     _wait_for_resources([bundle] * num_workers, start_timeout_s)
     context = tune.get_context()
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"student-{context.get_trial_id()}")
     trainer = TorchTrainer(
-        _student_worker,
+        student_worker,
         train_loop_config=config,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -144,16 +179,48 @@ def _wait_for_resources(bundles: list[dict[str, float]], timeout_s: float) -> No
         remove_placement_group(group)
 
 
-def _student_worker(config: dict[str, Any]) -> None:
-    """One Ray Train worker: the student loop on this rank's shard, reporting from every rank
-    (Ray Train forwards rank 0's metrics to Tune)."""
+def student_worker(config: dict[str, Any]) -> None:
+    """The student's per-worker train loop for your own Ray Train ``TorchTrainer``: DDP
+    (gloo on CPU, NCCL with one GPU per worker), every rank training on its shard of each
+    global batch of ``optim.batch_size * num_workers`` examples (the curriculum draws the
+    same global batch on every rank from the same seed), gradients averaged across ranks::
+
+        from ray.train import ScalingConfig
+        from ray.train.torch import TorchTrainer
+        from trainables import StudentConfig, student_worker
+
+        config = StudentConfig(teacher_bank="/path/to/teacher_bank").model_dump()
+        result = TorchTrainer(
+            student_worker, train_loop_config=config,
+            scaling_config=ScalingConfig(num_workers=2),
+        ).fit()
+        result.metrics["test_accuracy"], result.checkpoint  # rank 0's last report
+
+    Every rank reports every ``eval_every`` steps (Ray Train keeps rank 0's metrics); rank
+    0 attaches a checkpoint to the reports ``checkpoint`` asks for (by default the last), so
+    ``Result.metrics`` and ``Result.checkpoint`` hold the final student
+    (:func:`trainables.load_student`). A run restarted by Ray Train (``FailureConfig``)
+    continues from its latest checkpoint. Inside a Tune trial use :func:`train_student`
+    (one worker) or :func:`distributed_student` (several), which run this under Tune.
+    """
     import ray.train
     import torch
     from torch.nn.parallel import DistributedDataParallel
 
-    context = ray.train.get_context()
+    try:
+        context = ray.train.get_context()
+    except Exception:  # Ray raises RuntimeError or its own error outside a Train worker
+        raise RuntimeError(
+            "student_worker is a Ray Train train loop: pass it to TorchTrainer(student_worker, "
+            "train_loop_config=...); in a Tune trial use trainables.train_student"
+        ) from None
+    _quiet_checkpoint_lines("ray.train.v2._internal.execution.storage")
+    with contextlib.suppress(ImportError):  # "Reporting training result ..." of every report
+        from ray.train.v2._internal.execution import context as train_context
+
+        _quiet_checkpoint_lines(train_context.__file__)  # Ray names that logger by its file
     cfg = StudentConfig.model_validate(config)
-    node = ray.get_runtime_context().get_node_id()
+    rank, node = context.get_world_rank(), ray.get_runtime_context().get_node_id()
     device_ids = None
     if cfg.device != "cpu" and torch.cuda.is_available():
         device = ray.train.torch.get_device()  # this worker's GPU
@@ -166,7 +233,21 @@ def _student_worker(config: dict[str, Any]) -> None:
         own = cfg.model.kind in ("module", "hf")
         return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=own)
 
-    for record, _ in repeated_loop(
-        cfg, rank=context.get_world_rank(), world_size=context.get_world_size(), wrap_model=wrap
-    ):
-        ray.train.report({**record, "node_id": node})
+    resume_from = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            resume_from = read_state(directory)
+    loop = repeated_loop(
+        cfg, rank=rank, world_size=context.get_world_size(), wrap_model=wrap,
+        resume_from=resume_from,
+    )  # fmt: skip
+    for report, (record, runs) in enumerate(loop, 1):
+        record = {**record, "node_id": node}
+        if rank != 0 or not cfg.checkpoint.due(report, last=_last(record)):
+            ray.train.report(record)  # every rank reports: it is a barrier
+            continue
+        with tempfile.TemporaryDirectory() as directory:
+            states = [run.state_dict() for run in runs]
+            save_checkpoint(directory, cfg, states, runs[0].model_args, record)
+            ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(directory))

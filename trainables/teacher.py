@@ -8,6 +8,7 @@ from ray import tune
 
 from trainables.config import TeacherConfig
 from trainables.loops import teacher_loop
+from trainables.student import require_tune
 
 
 def train_teacher(config: dict[str, Any]) -> None:
@@ -18,7 +19,10 @@ def train_teacher(config: dict[str, Any]) -> None:
     ``eval_every`` steps; writes the run (weights at every kept checkpoint, history, scores)
     to ``output_dir`` at the end, from which :func:`trainables.bank.build_bank` builds the
     bank (or, with ``fold`` set, a cross-fitting run's scores of its held-out fold).
+    Runs only as a Tune trial: elsewhere it raises :class:`RuntimeError` at once (to train a
+    teacher in this process use :func:`trainables.bank.teacher_bank`).
     """
+    require_tune("train_teacher", elsewhere="trainables.bank.teacher_bank trains one here")
     cfg = TeacherConfig.model_validate(config)
     for record in teacher_loop(cfg):
         tune.report(record)

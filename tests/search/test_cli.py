@@ -124,43 +124,164 @@ def test_submit_without_the_jobs_sdk_or_server_exits_2_with_one_line(tmp_path):
     assert line.startswith("error: ") and ("Ray Jobs SDK" in line or "address:" in line)
 
 
+class FakeJobs:
+    """A Jobs client answering ``submit_job`` from ``answers`` (an exception is raised); every
+    job ends ``status`` with ``logs`` (the live server is covered in tests/integration)."""
+
+    def __init__(self, answers, logs="", status="SUCCEEDED"):
+        self.answers, self.logs, self.status, self.submitted = list(answers), logs, status, []
+
+    def __call__(self, address):
+        return self
+
+    def submit_job(self, **request):
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        self.submitted.append(request)
+        return answer
+
+    def get_job_status(self, job):
+        return self.status
+
+    def get_job_info(self, job):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(status=self.status, message="")
+
+    def get_job_logs(self, job):
+        return self.logs
+
+    def delete_job(self, job):
+        return True
+
+
+def _check_log(missing):
+    import json
+
+    from search.submit import _CHECK_MARK
+
+    return f"{_CHECK_MARK} {json.dumps({'python': '/opt/py/bin/python', 'missing': missing})}\n"
+
+
 def test_submit_waits_for_a_starting_job_agent_and_names_a_refusal_in_one_line(
     monkeypatch, tmp_path
 ):
-    """Fake Jobs client (the live server is covered by a slow test in test_sweep.py)."""
     import ray.job_submission
 
     from search import submit as submit_module
-    from search.errors import RayConnectError
+    from search.errors import RayAuthError
     from search.spec import load_spec
 
-    answers = [
-        RuntimeError("Request failed with status code 500: No available agent to submit job"),
-        RuntimeError("Request failed with status code 500: No available agent to submit job"),
-        "raysubmit_1",
-        RuntimeError("Request failed with status code 401: Authentication required\n\ndetails"),
-    ]
-
-    class FakeClient:
-        def __init__(self, address):
-            pass
-
-        def submit_job(self, **request):
-            answer = answers.pop(0)
-            if isinstance(answer, Exception):
-                raise answer
-            return answer
-
-    monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", FakeClient)
+    no_agent = RuntimeError("Request failed with status code 500: No available agent to submit job")
+    jobs = FakeJobs(
+        [no_agent, no_agent, "raysubmit_check", "raysubmit_1",
+         RuntimeError("Request failed with status code 401: Authentication required\n\nmore")],
+        logs=_check_log([]),
+    )  # fmt: skip
+    monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", jobs)
     monkeypatch.setattr(submit_module.time, "sleep", lambda s: None)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     spec = load_spec(QUICKSTART, [f"storage={tmp_path}"])
     assert submit_module.submit(spec, "http://head:8265") == "raysubmit_1"
-    with pytest.raises(RayConnectError) as refused:
+    check, sweep = jobs.submitted
+    assert check["entrypoint"].startswith("python -c ") and "optuna" in check["entrypoint"]
+    assert check["runtime_env"] == sweep["runtime_env"]  # the same packages, uploaded once
+    assert sweep["entrypoint"] == "python -m search run quickstart.yaml"
+    with pytest.raises(RayAuthError) as refused:
         submit_module.submit(spec, "http://head:8265")
-    assert str(refused.value) == (
-        "address: the Ray Jobs server at 'http://head:8265' refused the job: "
-        "Request failed with status code 401: Authentication required"
+    assert str(refused.value).startswith(
+        "address: the Ray Jobs server at 'http://head:8265' requires token authentication and "
+        "this machine sent no token (RAY_AUTH_MODE is not 'token'): export RAY_AUTH_MODE=token"
     )
+
+
+@pytest.mark.parametrize(
+    ("logs", "status", "expected"),
+    [
+        (_check_log(["optuna", "torch"]), "SUCCEEDED",
+         "python: '/opt/py/bin/python' on the cluster's head (/opt/py/bin/python) lacks "
+         "optuna, torch; install the project into the cluster's Python"),
+        ("/bin/sh: 1: /opt/py/bin/python: not found\n", "FAILED",
+         "python: '/opt/py/bin/python' did not run on the cluster's head (/bin/sh: 1: "
+         "/opt/py/bin/python: not found); install the project into the cluster's Python"),
+    ],
+)  # fmt: skip
+def test_submit_refuses_a_cluster_python_without_the_dependencies_before_the_sweep(
+    monkeypatch, tmp_path, logs, status, expected
+):
+    import ray.job_submission
+
+    from search.errors import ClusterPythonError
+    from search.spec import load_spec
+    from search.submit import submit
+
+    jobs = FakeJobs(["raysubmit_check", "raysubmit_sweep"], logs=logs, status=status)
+    monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", jobs)
+    spec = load_spec(QUICKSTART, [f"storage={tmp_path}"])
+    with pytest.raises(ClusterPythonError) as refused:
+        submit(spec, "http://head:8265", python="/opt/py/bin/python")
+    message = str(refused.value)
+    assert message.startswith(expected) and "\n" not in message
+    assert message.endswith("with --python /path/to/bin/python")
+    assert [job["entrypoint"].split()[:2] for job in jobs.submitted] == [
+        ["/opt/py/bin/python", "-c"]
+    ]  # the check only: the sweep's job was never submitted
+
+
+def test_ray_auth_error_says_where_ray_reads_the_token_and_how_to_get_it(monkeypatch, tmp_path):
+    from search.errors import ray_auth_error
+
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    how = "`ray get-auth-token` on the head node prints it"
+    assert "sent no token (RAY_AUTH_MODE is not 'token')" in str(ray_auth_error("X"))
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
+    message = str(ray_auth_error("the Ray cluster at 'h:1'"))
+    assert message.startswith(
+        f"address: RAY_AUTH_MODE=token but no token in RAY_AUTH_TOKEN_PATH ({tmp_path}"
+        "/missing) to send to the Ray cluster at 'h:1': "
+    )
+    (tmp_path / "token").write_text("abc\n")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "token"))
+    assert "refused the token in RAY_AUTH_TOKEN_PATH" in str(ray_auth_error("X"))
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "secret")
+    message = str(ray_auth_error("X"))
+    assert "refused the token in RAY_AUTH_TOKEN," in message and "secret" not in message
+    assert message.endswith(how) and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [("SUCCEEDED", 0), ("FAILED", 1), ("STOPPED", 1)]
+)  # fmt: skip
+def test_submit_wait_exits_by_how_the_job_ended_with_its_last_lines_on_failure(
+    monkeypatch, capsys, tmp_path, status, code
+):
+    from search import cli
+    from search import submit as submit_module
+
+    monkeypatch.setattr(submit_module, "submit", lambda spec, address, python: "raysubmit_7")
+    end = submit_module.JobEnd(status, "it ended" if code else "", ["line a", "error: boom"])
+    monkeypatch.setattr(submit_module, "follow_job", lambda address, job, write: end)
+    argv = ["submit", str(QUICKSTART), "--storage", str(tmp_path), "--address", "http://h:8265"]
+    assert cli.main([*argv, "--wait"]) == code
+    out, err = capsys.readouterr()
+    assert out.splitlines()[:3] == [
+        "submitted sweep 'quickstart' as job raysubmit_7; follow it with:",
+        "  ray job logs --follow raysubmit_7 --address http://h:8265",
+        "  ray job status raysubmit_7 --address http://h:8265",
+    ]
+    if code:
+        assert err.splitlines() == [
+            f"error: job raysubmit_7 {status}: it ended; its last log lines:",
+            "  line a",
+            "  error: boom",
+        ]
+    else:
+        assert out.splitlines()[-1] == "job raysubmit_7 succeeded" and err == ""
+    assert cli.main(argv) == 0  # without --wait: the job id and the commands only
+    assert "succeeded" not in capsys.readouterr().out
 
 
 def test_two_shot_from_a_flat_teachers_transition_exits_2_before_any_student(tmp_path):

@@ -2,6 +2,7 @@
 
 import functools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from analysis import load_curves, load_trials, pareto
 from analysis.tables import STUDY_NAME
 from search._resume import _settle_interrupted
 from search._study import baseline_configs, optuna_sampler
+from search.configs import config_of
 from search.spec import SpecError, load_spec, validate_spec
 from search.sweep import run_sweep
 from spaces import distillation_space
@@ -590,8 +592,17 @@ def test_pbt_sweep_exploits_carries_state_and_exports_its_schedule(ray_session, 
 
     from trainables.config import StudentConfig
 
-    replay = yaml.safe_load((results / "pbt_schedule.yaml").read_text())
+    text = (results / "pbt_schedule.yaml").read_text()
+    replay = yaml.safe_load(text)
     StudentConfig.model_validate(replay)
+    # the best trial's config from its results is the schedule the export replays
+    best = re.search(r"best trial \((\S+)\)", text)[1]
+    followed = config_of(best, results)
+    assert StudentConfig.model_validate({**followed.model_dump(), **replay}) == followed
+    assert (
+        followed.distill.temperature_schedule.kind
+        == replay["distill"]["temperature_schedule"]["kind"]
+    )
 
 
 def test_settling_never_tells_a_trial_without_parameters_another_trials_result():

@@ -191,3 +191,100 @@ def test_a_trial_failing_on_a_full_disk_is_stopped_not_failed(tmp_path):
     rows = {r["trial_id"]: r["status"] for r in load_trials(tmp_path).to_pylist()}
     assert rows == {"t1": "STOPPED", "t2": "ERROR"}
     assert str(sink.storage_error).startswith("storage: no space left writing '/s/ck.pt'")
+
+
+def _run_trials(sink, trial_ids, steps=(10, 20)):
+    for trial_id in trial_ids:
+        trial = _Trial(trial_id, BASE, {"step": steps[-1], "val_accuracy": 0.5})
+        for step in steps:
+            sink.on_trial_result(0, [], trial, {"step": step, "val_accuracy": step / 100})
+        sink.on_trial_complete(0, [], trial)
+
+
+def test_a_running_sweep_is_compacted_every_few_files(tmp_path):
+    sink = ParquetSink(tmp_path, "s", _Config, flush_every_s=3600, compact_every=4)
+    sink.setup()
+    _run_trials(sink, [f"t{i:02d}" for i in range(10)])  # the experiment has not ended
+    names = sorted(f.name for f in (tmp_path / "trials").glob("*.parquet"))
+    assert [n.split("-")[0] for n in names] == ["compact", "compact", "trial", "trial"]
+    assert sorted(load_trials(tmp_path)["trial_id"].to_pylist()) == [f"t{i:02d}" for i in range(10)]
+    assert load_curves(tmp_path).num_rows == 20
+    sink.on_experiment_end([])
+    assert len(list((tmp_path / "trials").glob("trial-*.parquet"))) == 0
+    assert sorted(load_trials(tmp_path)["trial_id"].to_pylist()) == [f"t{i:02d}" for i in range(10)]
+
+
+def test_merged_files_are_merged_again_eight_at_a_time_and_into_one_at_the_end(tmp_path):
+    sink = ParquetSink(tmp_path, "s", _Config, flush_every_s=3600, compact_every=2)
+    sink.setup()
+    trial_ids = [f"t{i:02d}" for i in range(41)]  # 20 full segments of 2 trials, and one
+    _run_trials(sink, trial_ids)
+    names = sorted(f.name for f in (tmp_path / "trials").glob("*.parquet"))
+    spans = [n.split(".")[1:3] for n in names if n.startswith("compact-")]
+    assert spans == [["000000", "000007"], ["000008", "000015"], ["000016", "000016"],
+                     ["000017", "000017"], ["000018", "000018"], ["000019", "000019"]]  # fmt: skip
+    assert len([n for n in names if n.startswith("trial-")]) == 1
+    assert sorted(load_trials(tmp_path)["trial_id"].to_pylist()) == trial_ids
+    sink.on_experiment_end([])
+    (only,) = (tmp_path / "trials").glob("*.parquet")
+    assert only.name.split(".")[1:3] == ["000000", "000020"]
+    assert sorted(load_trials(tmp_path)["trial_id"].to_pylist()) == trial_ids
+    assert load_curves(tmp_path).num_rows == 2 * len(trial_ids)
+
+
+def test_compact_every_below_two_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="compact_every must be >= 2, got 1"):
+        ParquetSink(tmp_path, "s", _Config, compact_every=1)
+
+
+def test_a_reader_during_compaction_sees_each_row_exactly_once(tmp_path):
+    """A reader looping while the sink writes and compacts (every 3 files, curve parts at
+    every report): every read holds each trial and each curve row once, never fewer rows than
+    the read before, and the last read all of them."""
+    import threading
+
+    trial_ids = [f"t{i:03d}" for i in range(150)]
+    sink = ParquetSink(tmp_path, "s", _Config, flush_every_s=0.0, compact_every=3)
+    sink.setup()
+    _run_trials(sink, trial_ids[:1])
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            _run_trials(sink, trial_ids[1:])
+            sink.on_experiment_end([])
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+        finally:
+            done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    reads, last = 0, (0, 0)
+    while not done.is_set() or reads == 0:
+        trials = load_trials(tmp_path)["trial_id"].to_pylist()
+        curves = load_curves(tmp_path).select(["trial_id", "step"]).to_pylist()
+        keys = [(r["trial_id"], r["step"]) for r in curves]
+        assert len(set(trials)) == len(trials), "a trials row read twice"
+        assert len(set(keys)) == len(keys), "a curve row read twice"
+        assert (len(trials), len(keys)) >= last, "rows read before went missing"
+        last, reads = (len(trials), len(keys)), reads + 1
+    writer.join()
+    assert not errors, errors
+    assert reads >= 5  # the reads overlapped the writes
+    assert sorted(load_trials(tmp_path)["trial_id"].to_pylist()) == trial_ids
+    assert load_curves(tmp_path).num_rows == 2 * len(trial_ids)
+    assert len(list((tmp_path / "trials").glob("*.parquet"))) == 1  # merged into one
+
+
+def test_a_compaction_that_fails_while_running_keeps_the_files_and_the_sweep_going(tmp_path):
+    sink = ParquetSink(tmp_path, "s", _Config, flush_every_s=3600, compact_every=3)
+    sink.setup()
+    _run_trials(sink, ["t0", "t1"])
+    (damaged,) = [f for f in (tmp_path / "trials").glob("trial-*-t1.parquet")]
+    damaged.write_bytes(b"not parquet")  # the third file's compaction cannot read it
+    _run_trials(sink, ["t2", "t3"])
+    assert damaged.exists() and len(list((tmp_path / "trials").glob("trial-*.parquet"))) == 4
+    damaged.unlink()
+    assert sorted(load_trials(tmp_path)["trial_id"].to_pylist()) == ["t0", "t2", "t3"]

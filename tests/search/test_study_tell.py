@@ -7,10 +7,16 @@ from pathlib import Path
 import optuna
 import pytest
 
-from analysis import load_trials
+from analysis import load_curves, load_trials
 from analysis.tables import STUDY_NAME
 from search._resume import plan_resume
-from search._study import WithBaselines, open_study, optuna_searcher, study_storage
+from search._study import (
+    TRIAL_ID_ATTR,
+    WithBaselines,
+    open_study,
+    optuna_searcher,
+    study_storage,
+)
 from search.sink import ParquetSink
 from search.spec import validate_spec
 from trainables.config import StudentConfig
@@ -24,12 +30,12 @@ class _Trial:  # stand-in for ray.tune.experiment.Trial (only what the sink read
         self.error_file = None
 
 
-def _sweep(tmp_path):
+def _sweep(tmp_path, storage=None):
     spec = validate_spec(
         {"name": "told", "storage": str(tmp_path), "num_samples": 2, "baselines": [],
          "search": {"algorithm": "random", "cover_curricula": False}}
     )  # fmt: skip
-    storage = study_storage(spec)
+    storage = storage or study_storage(spec)
     study = open_study(spec, storage)
     searcher = WithBaselines(optuna_searcher(spec, storage), [])
     searcher.set_search_properties(None, None, {})
@@ -75,6 +81,44 @@ def test_a_driver_killed_between_the_hooks_leaves_the_trial_to_run_again_once(tm
     assert len(complete) == spec.num_samples == load_trials(spec.sweep_dir).num_rows
 
 
+class _CountingBackend(optuna.storages.journal.JournalFileBackend):
+    """A journal file counting its writes (each one takes the file lock and fsyncs)."""
+
+    writes = 0
+
+    def append_logs(self, logs):
+        type(self).writes += 1
+        super().append_logs(logs)
+
+
+def test_intermediate_values_reach_the_study_in_one_write_when_the_trial_is_told(tmp_path):
+    storage = optuna.storages.JournalStorage(_CountingBackend(str(tmp_path / "j.log")))
+    spec, study, searcher, sink = _sweep(tmp_path, storage)
+    config = {**StudentConfig().model_dump(), **searcher.suggest("a")}
+    (trial,) = study.get_trials(deepcopy=False)
+    assert trial.user_attrs[TRIAL_ID_ATTR] == "a"  # set when suggested
+    before = _CountingBackend.writes
+    for step in (10, 20, 30):
+        searcher.on_trial_result("a", {"step": step, "val_accuracy": step / 100})
+    assert _CountingBackend.writes == before  # buffered, not one write per report
+    result = {"step": 30, "val_accuracy": 0.3}
+    searcher.on_trial_complete("a", result=result)
+    sink.on_trial_complete(0, [], _Trial("a", config, result))
+    (trial,) = study.get_trials(deepcopy=False)
+    assert trial.intermediate_values == {10: 0.1, 20: 0.2, 30: 0.3}
+    assert _CountingBackend.writes == before + 2  # the values in one write, then the result
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+
+
+def test_a_long_trials_values_are_written_every_report_batch(tmp_path):
+    spec, study, searcher, sink = _sweep(tmp_path)
+    searcher.suggest("a")
+    for step in range(1, searcher.report_batch + 2):
+        searcher.on_trial_result("a", {"step": step, "val_accuracy": 0.5})
+    (trial,) = study.get_trials(deepcopy=False)  # still running: the dashboard shows them
+    assert sorted(trial.intermediate_values) == list(range(1, searcher.report_batch + 1))
+
+
 @pytest.mark.ray
 def test_a_sweep_keeps_its_study_in_a_database_given_by_url(ray_session, tmp_path):
     """``search.study_storage``: the study lives in the database, and the URL (which may hold
@@ -86,12 +130,35 @@ def test_a_sweep_keeps_its_study_in_a_database_given_by_url(ray_session, tmp_pat
     spec = load_spec(
         ROOT / "examples" / "quickstart.yaml",
         [f"storage={tmp_path}", "name=db", "num_samples=2", "baselines=[]",
-         "teacher.optim.steps=100", "student.optim.steps=50", "student.eval_every=50",
+         "teacher.optim.steps=100", "student.optim.steps=60", "student.eval_every=20",
          "search.cover_curricula=false", f"search.study_storage={url}"],
     )  # fmt: skip
     run_sweep(spec)
     study = optuna.load_study(study_name=STUDY_NAME, storage=url)
-    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 2
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) == 2
+    # optuna-dashboard: each study trial names its Parquet row and carries its curve
+    rows = load_trials(spec.sweep_dir).to_pandas().set_index("trial_id")
+    curves = load_curves(spec.sweep_dir).to_pandas()
+    assert sorted(t.user_attrs[TRIAL_ID_ATTR] for t in complete) == sorted(rows.index)
+    for trial in complete:
+        trial_id = trial.user_attrs[TRIAL_ID_ATTR]
+        curve = curves[curves["trial_id"] == trial_id]
+        assert sorted(trial.intermediate_values) == sorted(curve["step"]) == [20, 40, 60]
+        for step, value in zip(curve["step"], curve["val_accuracy"], strict=True):
+            assert trial.intermediate_values[step] == pytest.approx(value)
+        assert trial.value == pytest.approx(rows.loc[trial_id, "val_accuracy"])
     assert not (spec.sweep_dir / "optuna.journal").exists()
     for pickled in (spec.sweep_dir / "tune").rglob("*.pkl"):
         assert b"studies.db" not in pickled.read_bytes(), pickled
+
+
+def test_a_value_the_study_refuses_is_logged_not_the_end_of_the_sweep(tmp_path, caplog):
+    spec, study, searcher, sink = _sweep(tmp_path)
+    searcher.suggest("a")
+    (trial,) = study.get_trials(deepcopy=False)
+    study.tell(trial.number, 0.5)  # finished behind the searcher's back: no more writes
+    for step in range(1, searcher.report_batch + 1):
+        searcher.on_trial_result("a", {"step": step, "val_accuracy": 0.5})
+    assert "study: not written for the dashboard" in caplog.text
+    assert study.get_trials(deepcopy=False)[0].intermediate_values == {}

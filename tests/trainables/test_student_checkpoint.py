@@ -7,9 +7,11 @@ import pytest
 import torch
 from ray import tune
 
-from trainables import StudentConfig, train_student_checkpointed
+from trainables import StudentConfig, train_student, train_student_checkpointed
 from trainables.bank import teacher_bank
+from trainables.checkpoint import read_state
 from trainables.config import (
+    CheckpointConfig,
     CurriculumConfig,
     DistillConfig,
     OptimConfig,
@@ -63,16 +65,46 @@ def test_a_state_saved_as_the_trainable_does_loads_weights_only_and_resumes_exac
 
 
 @pytest.mark.ray
-def test_the_checkpointed_trainables_state_loads_weights_only(ray_session, bank, tmp_path):
+@pytest.mark.parametrize(
+    "checkpoint, saved",
+    [({}, [30]), ({"every": 1}, [10, 20, 30]), ({"every": 2}, [20, 30]), ({"final": False}, [])],
+)
+def test_the_trainable_saves_the_reports_its_checkpoint_field_asks_for(
+    ray_session, bank, tmp_path, checkpoint, saved
+):
+    cfg = _student(
+        bank, curriculum=CurriculumConfig(kind="paced"), checkpoint=CheckpointConfig(**checkpoint)
+    )
     results = tune.Tuner(
-        train_student_checkpointed,
-        param_space=_student(bank, curriculum=CurriculumConfig(kind="paced")).model_dump(),
-        run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0),
+        train_student,
+        param_space=cfg.model_dump(),
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path / "tune"),
+            verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+        ),  # fmt: skip
     ).fit()
     assert results[0].error is None
-    with results[0].checkpoint.as_directory() as directory:
-        states = torch.load(f"{directory}/state.pt", weights_only=True, map_location="cpu")
-    assert [s["step"] for s in states] == [30]
+    steps = []
+    for checkpoint_, _ in results[0].best_checkpoints:
+        with checkpoint_.as_directory() as directory:
+            (state,) = read_state(directory)  # weights_only
+            steps.append(state["step"])
+    assert sorted(steps) == saved
+
+
+@pytest.mark.ray
+def test_the_old_checkpointed_name_saves_every_report(ray_session, bank, tmp_path):
+    results = tune.Tuner(
+        train_student_checkpointed,
+        param_space=_student(bank).model_dump(),
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path / "tune"),
+            verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+        ),  # fmt: skip
+    ).fit()
+    assert results[0].error is None and len(results[0].best_checkpoints) == 3
 
 
 class _Payload:
@@ -85,17 +117,13 @@ class _Payload:
         return exec, (f"open({self.marker!r}, 'w').write('ran')",)
 
 
-@pytest.mark.ray
-def test_a_crafted_checkpoint_is_refused_without_running_its_code(
-    ray_session, bank, tmp_path, monkeypatch
-):
+def test_a_crafted_checkpoint_is_refused_without_running_its_code(bank, tmp_path):
     checkpoint, marker = tmp_path / "checkpoint", tmp_path / "marker"
     checkpoint.mkdir()
     torch.save([{"step": 10, "model": _Payload(marker)}], checkpoint / "state.pt")
     torch.load(checkpoint / "state.pt", weights_only=False)  # the payload is live...
     assert marker.read_text() == "ran"
     marker.unlink()
-    monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(checkpoint))
     with pytest.raises(pickle.UnpicklingError, match="exec"):
-        train_student_checkpointed(_student(bank).model_dump())
+        read_state(checkpoint)  # what the trainables resume from
     assert not marker.exists()  # ...and was never run

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from trainables.config import ScoreKind, kinds
+from trainables.data import RowStore
 
 SCORE_KINDS = kinds(ScoreKind)
 IGNORE = -100
@@ -155,13 +156,15 @@ def forgetting_difficulty(correct_per_checkpoint: np.ndarray) -> np.ndarray:
     return events
 
 
-def length_difficulty(tokens, pad_id: int | None) -> np.ndarray:
+def length_difficulty(tokens: RowStore | np.ndarray, pad_id: int | None) -> np.ndarray:
     """A sequence's number of non-padding tokens (longer = harder; the length criterion of
     Platanios et al. 2019). ``tokens``: a row store of ``(n, L)`` ids, read in blocks."""
     return _token_blocks(tokens, lambda t: _real(t, pad_id).sum(axis=1).astype(np.float64))
 
 
-def rarity_difficulty(tokens, pad_id: int | None, vocab_size: int) -> np.ndarray:
+def rarity_difficulty(
+    tokens: RowStore | np.ndarray, pad_id: int | None, vocab_size: int
+) -> np.ndarray:
     """Word rarity (Platanios et al. 2019): ``-log p(w)`` of each token under the unigram
     distribution of ``tokens`` (this training split), averaged over the sequence's non-padding
     tokens. Platanios et al. sum over the sentence; the mean keeps rarity apart from

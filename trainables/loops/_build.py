@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -169,6 +170,7 @@ class StudentRun:
     holdout: np.ndarray | None = None  # training rows held out, never trained on (rho, gate)
     gate: SplitData | None = None  # a gated staged curriculum's holdout rows, evaluated
     gate_rank: torch.Tensor | None = None  # (n_gate,) their rank in the curriculum's order
+    model_args: dict[str, Any] = dataclasses.field(default_factory=dict)  # build_model's, bar cfg
 
     def state_dict(self) -> dict[str, Any]:
         """A copy of everything needed to continue after ``step`` exactly as if never stopped:
@@ -305,15 +307,24 @@ def build_student(
         noise=torch.Generator(device=device).manual_seed(cfg.seed + 1), autocast=autocast,
         alpha=cfg.distill.alpha, temperature=cfg.distill.temperature,
         sums=torch.zeros(3, device=device), holdout=holdout, gate=gate, gate_rank=gate_rank,
+        model_args=model_arguments(data, task),
     )  # fmt: skip
 
 
 def make_model(cfg: StudentConfig | TeacherConfig, data: Splits, task: Task) -> nn.Module:
     """``cfg.model`` built for this data and task (on the CPU)."""
-    return build_model(
-        cfg.model, task=task.kind, example_shape=tuple(data.example_shape),
-        num_classes=data.num_classes, vocab_size=data.vocab_size, pad_id=data.pad_id,
-    )  # fmt: skip
+    return build_model(cfg.model, **model_arguments(data, task))
+
+
+def model_arguments(data: Splits, task: Task) -> dict[str, Any]:
+    """:func:`~trainables.models.build_model`'s keyword arguments for this data and task:
+    plain values, kept with a checkpoint so the model is built again without the data."""
+    return {
+        "task": task.kind, "example_shape": [int(d) for d in data.example_shape],
+        "num_classes": int(data.num_classes),
+        "vocab_size": None if data.vocab_size is None else int(data.vocab_size),
+        "pad_id": None if data.pad_id is None else int(data.pad_id),
+    }  # fmt: skip
 
 
 def _val_summary(outputs: SplitOutputs, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
