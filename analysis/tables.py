@@ -47,14 +47,17 @@ pyarrow.dataset and pandas skip them, and as a temporary does not end in ``.parq
 Compaction: a run writes each table's files in segments of ``compact_every`` files (64 by
 default; token ``<run>.<segment>``). While the sweep runs, each full segment is merged into
 ``compact-<run>.<first>.<last>.parquet`` (:func:`merged_file`: the segments it holds), and
-every 8 merged files of one size into one 8 times larger, the files merged deleted
-afterwards; when the run ends, all its files of a table are merged into one. So a running
-sweep of 10,000 trials holds about 15 files per table, not 10,000, and a finished one a file
-per table and run. A file is skipped once a merged file of its run holds its segments
-(:func:`coverage`; a run of an earlier version wrote ``compact-<run>.parquet``, holding all
-its files), so no row is read twice or missed while merged files are deleted:
-:func:`table_files` lists again when a merge ran while it listed, and :func:`load_trials` and
-friends read again when a listed file was merged away meanwhile.
+every 8 merged files of one size that follow one another into one 8 times larger, the files
+merged deleted afterwards; when the run ends, all its files of a table are merged into one.
+A merged file's span names exactly the segments whose files it holds: a segment whose merge
+failed (a full disk, a damaged file) keeps its files, is merged on its own by a later merge,
+and no merged file spans it meanwhile. So a running sweep of 10,000 trials holds about 15
+files per table, not 10,000, and a finished one a file per table and run. A file is skipped
+once a merged file of its run holds its segments (:func:`coverage`; a run of an earlier
+version wrote ``compact-<run>.parquet``, holding all its files), so no row is read twice or
+missed while merged files are deleted: :func:`table_files` lists again when a merge ran
+while it listed, and :func:`load_trials` and friends read again when a listed file was
+merged away meanwhile.
 
 Your own queries (DuckDB, polars, pandas): the files of a table are
 ``<sweep>/<table>/*.parquet`` (``<storage>/*/<table>/*.parquet`` for every sweep under a

@@ -10,6 +10,8 @@ trials (inline single-worker path, reused actors) on embedded local Ray. Prints 
   last report (``checkpoint.final``, the default) / per trial saving nothing; and
   ``every_checkpoint_over_none_trial_time`` saving with every report (``checkpoint.every:
   1``, what PBT needs). Sweeps alternated, the best of two each.
+- ``final_checkpoint_kb_per_trial``: what the default checkpoint costs on disk per trial
+  (``state.pt`` and ``student.json`` of this digits MLP [32]; the optimiser's state included).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def main() -> None:
             ]:  # fmt: skip
                 per_trial[kind].append(_sweep(cfg, checkpoint, Path(tmp) / f"tune-{kind}"))
         ray.shutdown()
+        checkpoint_kb = _checkpoint_kb(Path(tmp) / "tune-final")
     per_trial_s = min(per_trial["final"])
     none_s, every_s = min(per_trial["none"]), min(per_trial["every"])
 
@@ -77,6 +80,10 @@ def main() -> None:
     record(
         "final_checkpoint_over_none_trial_time", per_trial_s / none_s, "ratio",
         f"{TRIALS} trials of {STEPS} steps, 6 reports each; {per_trial_s:.3f} vs {none_s:.3f} s",
+    )  # fmt: skip
+    record(
+        "final_checkpoint_kb_per_trial", checkpoint_kb, "KiB",
+        "the default checkpoint (last report) of a digits MLP [32] trial on disk",
     )  # fmt: skip
     record(
         "every_checkpoint_over_none_trial_time", every_s / none_s, "ratio",
@@ -96,6 +103,12 @@ def _sweep(cfg: StudentConfig, checkpoint: dict, storage: Path) -> float:
     started = time.perf_counter()
     tuner.fit()
     return (time.perf_counter() - started) / TRIALS
+
+
+def _checkpoint_kb(storage: Path) -> float:
+    """Kilobytes of checkpoint files per trial under a sweep's Tune ``storage``."""
+    files = [f for f in storage.rglob("checkpoint_*/*") if f.is_file()]
+    return sum(f.stat().st_size for f in files) / 1024 / (2 * TRIALS)  # two sweeps of TRIALS
 
 
 if __name__ == "__main__":

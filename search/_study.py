@@ -263,6 +263,7 @@ class WithBaselines(Searcher):
     when it is told."""
 
     report_batch = 16  # a trial's buffered intermediate values written together
+    _warned_no_study_trials = False  # set on the instance once said (see _study_trial)
 
     def __init__(self, inner: Searcher, baselines: list[dict[str, Any]]) -> None:
         super().__init__()
@@ -293,8 +294,20 @@ class WithBaselines(Searcher):
         return nest(suggested) if isinstance(suggested, dict) else suggested
 
     def _study_trial(self, trial_id: str) -> optuna.Trial | None:
-        """The Optuna trial Ray's OptunaSearch asked for ``trial_id`` (None for a baseline)."""
-        return getattr(self.inner, "_ot_trials", {}).get(trial_id)
+        """The Optuna trial Ray's OptunaSearch asked for ``trial_id`` (None for a baseline).
+        A Ray whose OptunaSearch keeps them elsewhere gets no dashboard attributes, said once
+        in the log."""
+        study_trials = getattr(self.inner, "_ot_trials", None)
+        if study_trials is None:
+            if not self._warned_no_study_trials:
+                self._warned_no_study_trials = True
+                logging.getLogger(__name__).warning(
+                    "study: %s has no `_ot_trials` (another Ray version?): study trials get "
+                    "no %r attribute and no intermediate values for the dashboard",
+                    type(self.inner).__name__, TRIAL_ID_ATTR,
+                )  # fmt: skip
+            return None
+        return study_trials.get(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the study's storage is the searcher's state (see ``_resume``)."""

@@ -100,11 +100,12 @@ def rebuild_config(
         try:
             model = StudentConfig.model_validate(tree)
         except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(part) for part in error["loc"]) or "config"
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc']) or 'config'}: {error['msg']}"
+                for error in exc.errors()
+            )
             raise RebuildError(
-                f"sweep: trial {trial}'s config cannot be rebuilt from its trials row: "
-                f"{where}: {error['msg']}"
+                f"sweep: trial {trial}'s config cannot be rebuilt from its trials row: {problems}"
             ) from None
         used = settings(model)
         unset = {p: None for p, v in values.items() if v is None and used.get(p) is not None}
@@ -127,14 +128,17 @@ def config_of(
 ) -> StudentConfig:
     """The :class:`~trainables.config.StudentConfig` a trial ran: pass it to
     ``trainables.train_student`` (``param_space=config_of(...).model_dump()``) to run the
-    trial again; on the CPU it reproduces the trial's metrics.
+    trial again; on the CPU it reproduces the trial's metrics (same seed, same settings).
 
     ``trial``: a trial id (then ``results``, the sweep's directory ``<storage>/<name>`` or a
     confirmation's ``<sweep>/confirm``, is required) or the trial's row of
     ``analysis.load_trials(...)`` (a dict, e.g. from ``.to_pylist()``, or a pandas row).
-    For a trial of a PBT or PB2 sweep (``results`` given) the config is the schedule the trial
-    followed: its settings' changes as ``step`` schedules, as ``pbt_schedule.yaml`` exports
-    the best trial's.
+
+    A PBT or PB2 trial is different: it changed its settings as it ran and continued from
+    other trials' weights, so no config reproduces its metrics. With ``results`` given, its
+    config is the schedule it followed (its settings' changes as ``step`` schedules, as
+    ``pbt_schedule.yaml`` exports the best trial's), to replay in a plain run; from a row
+    alone, its final settings.
 
     Raises :class:`KeyError` for an unknown trial id and :class:`RebuildError` when the row's
     settings no longer make a valid config (a sweep of another version).
@@ -193,7 +197,10 @@ def _followed(sweep_dir: Path, trial_id: str, cfg: StudentConfig) -> StudentConf
         return cfg
     from search.schedulers import pbt_replay
 
-    logs = sorted((sweep_dir / "tune").glob(f"students*/pbt_policy_{trial_id}.txt"))
+    logs = [
+        log for experiment in _experiments(sweep_dir)
+        if (log := experiment / f"pbt_policy_{trial_id}.txt").is_file()
+    ]  # fmt: skip
     experiment = logs[-1].parent if logs else sweep_dir / "tune" / "students"
     tree = cfg.model_dump()
     replay = pbt_replay(
@@ -210,8 +217,10 @@ def checkpoint_of(results: str | os.PathLike, trial_id: str) -> Path:
     ``student.checkpoint.final: false``)."""
     from trainables.checkpoint import latest_checkpoint
 
-    tune_dir = Path(results) / "tune"
-    trial_dirs = sorted(d for d in tune_dir.glob(f"*/*{trial_id}*") if d.is_dir())
+    trial_dirs = [
+        d for experiment in _experiments(Path(results)) for d in sorted(experiment.iterdir())
+        if d.is_dir() and _names_trial(d.name, trial_id)
+    ]  # fmt: skip
     for trial_dir in reversed(trial_dirs):  # a resumed sweep's later experiment first
         try:
             return latest_checkpoint(trial_dir)
@@ -221,3 +230,23 @@ def checkpoint_of(results: str | os.PathLike, trial_id: str) -> Path:
         f"trial_id: trial {trial_id!r} of {str(results)!r} has no student checkpoint (it "
         "failed or stopped before its end, or ran with student.checkpoint.final: false)"
     )
+
+
+def _experiments(sweep_dir: Path) -> list[Path]:
+    """The sweep's Tune experiments of student trials, in the order its runs made them
+    (``students``, ``students-1``, ..., or a confirmation's ``confirm-<n>``)."""
+    found = [
+        d for d in (sweep_dir / "tune").glob("*") if d.is_dir() and d.name != "teacher"
+    ]  # fmt: skip
+
+    def run(directory: Path) -> tuple[str, int]:
+        stem, _, number = directory.name.rpartition("-")
+        return (stem, int(number)) if number.isdigit() else (directory.name, 0)
+
+    return sorted(found, key=run)
+
+
+def _names_trial(name: str, trial_id: str) -> bool:
+    """Whether a trial directory's name is trial ``trial_id``'s (``<id>_<settings>`` as the
+    sweep names them, or Tune's ``<trainable>_<id>_<n>_...``)."""
+    return name == trial_id or name.startswith(f"{trial_id}_") or f"_{trial_id}_" in name

@@ -9,6 +9,8 @@ callbacks. The schemas are re-exported here for code written against earlier ver
 from __future__ import annotations
 
 import contextlib
+import itertools
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -33,7 +35,6 @@ from analysis.tables import (
     WAL_PREFIX,
     ResultsError,
     WriteAheadLog,
-    compact_file,
     config_column,
     config_fields,
     config_row,
@@ -44,7 +45,6 @@ from analysis.tables import (
     part_file,
     read_table_file,
     read_wal,
-    run_files,
     segment_token,
     stage_file,
     table_files,
@@ -62,7 +62,6 @@ __all__ = [
     "TRIAL_HEAD",
     "TRIAL_METRICS",
     "ParquetSink",
-    "compact",
     "merge_run",
     "merge_segment",
     "config_fields",
@@ -72,6 +71,8 @@ __all__ = [
     "trials_schema",
     "write_parquet_atomic",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def trial_settings(config: dict[str, Any], config_model: type[BaseModel]) -> dict[str, Any]:
@@ -108,7 +109,10 @@ class ParquetSink(tune.Callback):
         compact_every: while the sweep runs, every this many files of a table are merged into
             one, and every 8 merged files of one size into one (:func:`merge_segment`), so a
             running sweep reads as fast as a finished one; when the experiment ends, all of
-            the run's files of a table are merged into one (:func:`merge_run`).
+            the run's files of a table are merged into one (:func:`merge_run`). A merge
+            that fails (a full disk, a damaged file) leaves its files as they are, read as
+            they are: it is tried again at the next merge and at the end, where a failure
+            is logged, not raised.
         on_written: called with a trial's id once its ``trials`` row is on disk (the sweep
             tells its study the trial's result only then: see ``WithBaselines.tell``).
     """
@@ -185,9 +189,18 @@ class ParquetSink(tune.Callback):
                 self._write_trial(trial, status="STOPPED", error=None)
         self.flush()
         self._wal.remove()
+        unmerged = []
         for directory, (segment, _) in self._segments.items():
-            merge_run(directory, self._run, segment)
+            try:
+                merge_run(directory, self._run, segment)
+            except (OSError, ResultsError) as exc:  # the files stay readable as they are
+                unmerged.append(f"{directory.name} ({_first_line(exc)})")
         self._segments.clear()
+        if unmerged:
+            log.warning(
+                "results: the sweep's files of %s were not merged; each is read as it is",
+                ", ".join(unmerged),
+            )
 
     def flush(self) -> None:
         self._last_flush = time.monotonic()
@@ -213,7 +226,8 @@ class ParquetSink(tune.Callback):
             self._segments[directory] = (segment, count + 1)
             return
         self._segments[directory] = (segment + 1, 0)
-        # a merge that fails (a full disk) leaves the files readable as they are
+        # a merge that fails (a full disk) leaves the files readable as they are; the next
+        # merge tries them again
         with contextlib.suppress(OSError, ResultsError):
             merge_segment(directory, self._run, segment)
 
@@ -251,60 +265,90 @@ MERGE_FANOUT = 8  # merged files of one size that are merged into one
 
 def merge_segment(directory: Path, run: str, segment: int) -> None:
     """Merge run ``run``'s files of ``segment`` in a table directory into one
-    (:func:`analysis.tables.merged_file`), then, while the last :data:`MERGE_FANOUT` merged
-    files of the run hold equally many segments, those into one: a running sweep holds
-    about ``MERGE_FANOUT - 1`` files per size (each size 8 times the one before), and each
-    row is rewritten a few times (log 8 of the segments) in all."""
-    _merge(directory, run_files(directory, segment_token(run, segment)), (run, segment, segment))
+    (:func:`analysis.tables.merged_file`), and likewise the files of each earlier segment
+    whose merge failed (a full disk, a file unreadable for a while); then, while the
+    last :data:`MERGE_FANOUT` merged files of the run hold equally many segments, one after
+    the other, those into one: a running sweep holds about ``MERGE_FANOUT - 1`` files per
+    size (each size 8 times the one before), and each row is rewritten a few times (log 8 of
+    the segments) in all.
+
+    A merged file's name spans exactly the segments merged into it, never one left loose:
+    readers skip a loose file only once a merged file holds its rows
+    (:func:`analysis.tables.coverage`). The first merge that fails is raised once the others
+    ran; its segment's files stay as they are, read as they are."""
+    _, loose, _ = _run_files(directory, run)
+    by_segment: dict[int, list[Path]] = {}
+    for number, path in loose:
+        if number <= segment:
+            by_segment.setdefault(number, []).append(path)
+    failure: OSError | ResultsError | None = None
+    for number, files in sorted(by_segment.items()):
+        try:
+            _merge(directory, files, (run, number, number))
+        except (OSError, ResultsError) as exc:
+            failure = failure or exc
     while True:
-        merged = _merged_spans(directory, run)[-MERGE_FANOUT:]
+        merged = _run_files(directory, run)[0][-MERGE_FANOUT:]
         sizes = {last - first for first, last, _ in merged}
-        if len(merged) < MERGE_FANOUT or len(sizes) > 1:
-            return
+        gaps = [a for (_, a, _), (b, _, _) in itertools.pairwise(merged) if a + 1 != b]
+        if len(merged) < MERGE_FANOUT or len(sizes) > 1 or gaps:
+            break
         _merge(directory, [f for *_, f in merged], (run, merged[0][0], merged[-1][1]))
+    if failure is not None:
+        raise failure
 
 
 def merge_run(directory: Path, run: str, last_segment: int) -> None:
-    """Merge all of run ``run``'s files in a table directory (its merged files and the loose
-    files of its segments up to ``last_segment``) into one: a finished sweep's table is a
-    file per run."""
-    files = [f for *_, f in _merged_spans(directory, run)]
-    files += run_files(directory, segment_token(run, last_segment))
-    _merge(directory, files, (run, 0, last_segment))
+    """Merge all of run ``run``'s files in a table directory (its merged files and every
+    loose file of its segments, up to ``last_segment``, whichever merged earlier or not) into
+    one: a finished sweep's table is a file per run. Files a merged file already holds (a
+    merge whose deletions failed) are deleted."""
+    merged, loose, held = _run_files(directory, run)
+    files = [f for *_, f in merged] + [f for _, f in loose]
+    if len(files) > 1:
+        last = max([last_segment, *(b for _, b, _ in merged), *(n for n, _ in loose)])
+        _merge(directory, files, (run, 0, last))
+    for path in held:
+        path.unlink(missing_ok=True)
 
 
-def _merged_spans(directory: Path, run: str) -> list[tuple[float, float, Path]]:
-    """Run ``run``'s merged files in ``directory`` as ``(first, last, path)``, in order."""
-    spans = []
-    for path in Path(directory).glob(f"compact-{run}.*.parquet"):
+def _run_files(
+    directory: Path, run: str
+) -> tuple[list[tuple[int, int, Path]], list[tuple[int, Path]], list[Path]]:
+    """Run ``run``'s files in ``directory``: its merged files no other merged file holds, as
+    ``(first, last, path)``; its loose files no merged file holds, as ``(segment, path)``
+    (both in order); and the files a merged file holds (left by a merge whose deletions
+    failed)."""
+    spans, singles = [], []
+    for path in Path(directory).glob(f"*-{run}.*.parquet"):
         span = coverage(path)
-        if span is not None and is_compact(path) and span[0] == run:
-            spans.append((span[1], span[2], path))
-    return sorted(spans)
+        if span is None or span[0] != run:
+            continue
+        if is_compact(path):
+            spans.append((int(span[1]), int(span[2]), path))
+        else:
+            singles.append((int(span[1]), path))
+    spans.sort()
+    merged = [s for s in spans if not any(_holds(o, s[:2]) for o in spans if o is not s)]
+    loose = sorted(s for s in singles if not any(_holds(o, (s[0], s[0])) for o in merged))
+    held = [s[2] for s in spans if s not in merged]
+    kept = {path for _, path in loose}
+    held += [path for _, path in singles if path not in kept]
+    return merged, loose, held
+
+
+def _holds(merged: tuple[int, int, Path], span: tuple[int, int]) -> bool:
+    """Whether a merged file holds the segments of ``span``."""
+    return merged[0] <= span[0] and span[1] <= merged[1]
 
 
 def _merge(directory: Path, files: list[Path], span: tuple[str, int, int]) -> None:
     """``files`` into the merged file of ``span`` (written whole under a temporary name,
     then renamed), then deleted: readers skip them once it exists."""
-    if len(files) < 2:
+    if not files:
         return
     table = pa.concat_tables([read_table_file(f) for f in files], promote_options="default")
     write_parquet_atomic(table, Path(directory) / merged_file(*span))
-    for f in files:
-        f.unlink()
-
-
-def compact(directory: Path, token: str) -> None:
-    """Merge the files named with ``token`` in ``directory`` into its compact file
-    (:func:`analysis.tables.compact_file`), then delete them: readers open a few files, not
-    one per trial. Readers skip a token's files once its compact file exists
-    (:func:`analysis.tables.table_files`), so no row is seen twice or missed while the files
-    are deleted; a driver killed in between leaves both, and readers still skip the files."""
-    files = run_files(directory, token)
-    if len(files) < 2:
-        return
-    table = pa.concat_tables([read_table_file(f) for f in files], promote_options="default")
-    write_parquet_atomic(table, Path(directory) / compact_file(token))
     for f in files:
         f.unlink()
 
@@ -344,3 +388,8 @@ def _error_message(trial) -> str:
         text = Path(trial.error_file).read_text()
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "unknown error"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

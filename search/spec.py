@@ -221,7 +221,8 @@ class ResourcesSpec(StrictModel):
     last report instead of starting over: for long trials on clusters that lose nodes; costs
     one state save per report. PBT and PB2 trials always do. Single-worker trials only, so
     far. Without it a trial saves its student with its last report only
-    (``student.checkpoint``; ``search.checkpoint_of`` finds it).
+    (``student.checkpoint``; ``search.checkpoint_of`` finds it), and with every report
+    under ASHA and median stopping, which may stop it before its last.
     ``reuse_processes``: whether a single-worker trial may run in the process a finished one
     leaves (saves ~2 s of start-up per trial). Default: yes on a one-node cluster and under
     PBT/PB2, no on a multi-node one, where a process reused on a node just lost fails its
@@ -432,10 +433,11 @@ class SweepSpec(StrictModel):
     def student_config(self, teacher_bank: str) -> StudentConfig:
         """The student config every trial starts from: ``student`` with the sweep's data,
         task, teacher bank and repeats, saving with every report when the trials must be
-        able to continue from one (``resources.checkpoint``, PBT and PB2)."""
+        able to continue from one (``resources.checkpoint``, PBT and PB2) or may be stopped
+        before their last report (ASHA, median): every trial then leaves a student."""
         update = {"data": self.data, "task": self.task, "teacher_bank": teacher_bank,
                   "repeats": self.repeats}  # fmt: skip
-        if self.resources.checkpoint or self.scheduler.population_based:
+        if self.resources.checkpoint or self.scheduler.kind != "fifo":
             update["checkpoint"] = self.student.checkpoint.model_copy(update={"every": 1})
         return self.student.model_copy(update=update)
 

@@ -9,10 +9,11 @@ import os
 import re
 import socket
 from pathlib import Path
+from typing import Any
 
 import optuna
 import ray
-from pydantic import ValidationError
+from pydantic import BaseModel
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
@@ -54,7 +55,7 @@ from search.progress import (
 )
 from search.schedulers import export_schedule, is_baseline, make_scheduler, population
 from search.sink import ParquetSink, recover_curves
-from search.spec import SET_BY_THE_SWEEP, SweepSpec, redact
+from search.spec import SET_BY_THE_SWEEP, SpecError, SweepSpec, redact, validate_spec
 from search.teacher import TeacherError, ensure_teacher, teacher_dir
 from trainables.config import DataConfig, StudentConfig, TaskConfig, TeacherConfig
 from trainables.distill import open_bank
@@ -387,19 +388,22 @@ def teacher_bank(
     stopped after, when none is; ``address`` for a cluster). ``data`` and ``task`` default to
     the ones ``teacher`` holds; its ``output_dir`` and ``fold`` are the bank's to choose.
     Raises :class:`SweepInputError` (one line) for bad data or settings."""
-    teacher = TeacherConfig.model_validate(teacher)
-    data = DataConfig.model_validate(data) if data is not None else teacher.data
-    task = TaskConfig.model_validate(task) if task is not None else teacher.task
-    own = teacher.model_dump(exclude_unset=True, exclude=set(SET_BY_THE_SWEEP["teacher"]))
+
+    def given(value: Any) -> Any:  # as the user wrote it: a model's fields they set
+        return value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
+
+    raw_teacher = given(teacher)
+    raw = {"name": "teacher", "storage": str(storage), "teacher": raw_teacher}
+    if isinstance(raw_teacher, dict):  # data and task: given, else the teacher's own
+        raw["teacher"] = {
+            k: v for k, v in raw_teacher.items() if k not in SET_BY_THE_SWEEP["teacher"]
+        }
+        raw["data"] = given(data) if data is not None else raw_teacher.get("data", {})
+        raw["task"] = given(task) if task is not None else raw_teacher.get("task", {})
     try:
-        spec = SweepSpec.model_validate(
-            {"name": "teacher", "storage": str(storage), "data": data, "task": task,
-             "teacher": TeacherConfig.model_validate(own)}
-        )  # fmt: skip
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"])
-        raise SweepInputError(f"{where}: {error['msg']}") from None
+        spec = validate_spec(raw)
+    except SpecError as exc:  # every problem, by its field
+        raise SweepInputError("; ".join(exc.problems)) from None
     return build_teacher(spec, address=address, verbose=verbose)
 
 

@@ -57,7 +57,7 @@ def save_checkpoint(
         "model": model_args,
         "record": {k: _plain(v) for k, v in record.items()},
     }
-    (directory / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
+    (directory / INFO_FILE).write_text(json.dumps(info, indent=1, default=_scalar) + "\n")
 
 
 def _plain(value: Any) -> Any:
@@ -67,6 +67,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def _scalar(value: Any) -> Any:
+    """A NumPy or torch scalar as its Python value (anything else as its text)."""
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 def read_state(directory: str | os.PathLike) -> list[dict[str, Any]]:

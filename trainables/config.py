@@ -930,11 +930,12 @@ class CheckpointConfig(StrictModel):
     checkpoint; layout and loading: :mod:`trainables.checkpoint`).
 
     ``every``: save with every ``every``-th report too (1: every report, which PBT needs and
-    which lets a retried trial continue from its last report instead of starting over; each
-    save writes the model, optimiser and sampler state of every seed). ``final``: save with
-    the last report, so that every finished trial leaves a student that
+    which lets a retried trial continue from its last report instead of starting over, and
+    which leaves a student from a trial a scheduler stops early; each save writes the model,
+    optimiser and sampler state of every seed). ``final``: save with the run's last report,
+    so that every trial that runs to its end leaves a student that
     :func:`trainables.load_student` loads (one save per trial). With both off a trial saves
-    nothing."""
+    nothing. Sweeps set ``every: 1`` under PBT, PB2, ASHA and median stopping."""
 
     every: int | None = Field(default=None, ge=1)
     final: bool = True

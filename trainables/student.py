@@ -18,7 +18,7 @@ from ray import tune
 
 from trainables.checkpoint import read_state, save_checkpoint
 from trainables.config import StudentConfig, nest
-from trainables.loops import repeated_loop
+from trainables.loops import is_last, repeated_loop
 
 
 class WorkerStartTimeout(RuntimeError):
@@ -60,7 +60,7 @@ def train_student(config: dict[str, Any]) -> None:
             resume_from = read_state(directory)
     for report, (record, runs) in enumerate(repeated_loop(cfg, resume_from=resume_from), 1):
         record = {**record, "node_id": node}
-        if not cfg.checkpoint.due(report, last=_last(record)):
+        if not cfg.checkpoint.due(report, last=is_last(record)):
             tune.report(record)
             continue
         with tempfile.TemporaryDirectory() as directory:
@@ -80,10 +80,6 @@ def _quiet_checkpoint_lines(logger: str) -> None:
     trial (its last report saves one), and Ray Train a line for every report: noise in a
     sweep's console. Its INFO lines off."""
     logging.getLogger(logger).setLevel(logging.WARNING)
-
-
-def _last(record: dict[str, Any]) -> bool:
-    return "test_accuracy" in record  # only a run's last record has it
 
 
 def require_tune(
@@ -244,7 +240,7 @@ def student_worker(config: dict[str, Any]) -> None:
     )  # fmt: skip
     for report, (record, runs) in enumerate(loop, 1):
         record = {**record, "node_id": node}
-        if rank != 0 or not cfg.checkpoint.due(report, last=_last(record)):
+        if rank != 0 or not cfg.checkpoint.due(report, last=is_last(record)):
             ray.train.report(record)  # every rank reports: it is a barrier
             continue
         with tempfile.TemporaryDirectory() as directory:

@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -209,25 +208,25 @@ def test_submit_wait_follows_a_sweep_that_succeeds_and_exits_0(head, tmp_path):
 
 
 def test_submit_wait_of_a_job_that_fails_exits_1_with_its_last_log_lines(head, tmp_path):
-    """The data file is there when submit validates the spec and gone when the job runs."""
-    data = tmp_path / "data.npz"
-    rng = np.random.default_rng(0)
-    np.savez(data, x=rng.normal(size=(90, 4)).astype(np.float32), y=np.arange(90) % 3)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "search", "submit", str(QUICKSTART), "--storage",
-         str(head.storage), "--name", "nodata", "--address", head.jobs, "--wait",
-         "--set", "data.kind=file", "--set", f"data.path={data}", *TINY],
-        env=head.env(token=head.token), cwd=tmp_path, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+    """The job's interpreter (``--python``, a wrapper around this one) passes submit's check
+    of the dependencies and then fails the sweep's run: deterministically, at any speed."""
+    wrapper = tmp_path / "python-that-fails-runs"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *"-m search run"*) echo "wrapper: this job fails on purpose" >&2; '
+        "exit 3;; esac\n"
+        f'exec {sys.executable} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    submit = _cli(
+        "submit", str(QUICKSTART), "--storage", str(head.storage), "--name", "fails",
+        "--address", head.jobs, "--wait", "--python", str(wrapper), *TINY,
+        env=head.env(token=head.token), cwd=tmp_path,
     )  # fmt: skip
-    first = proc.stdout.readline()
-    data.unlink()  # the job's driver is still starting: it reads the spec's data later
-    rest, stderr = proc.communicate(timeout=300)
-    assert first.startswith("submitted sweep 'nodata' as job "), first + stderr
-    assert proc.returncode == 1, rest[-3000:] + stderr[-3000:]
-    assert "Traceback" not in stderr
-    lines = stderr.strip().splitlines()
+    assert submit.stdout.startswith("submitted sweep 'fails' as job "), submit.stderr
+    assert submit.returncode == 1, submit.stdout[-3000:] + submit.stderr[-3000:]
+    assert "Traceback" not in submit.stderr
+    lines = submit.stderr.strip().splitlines()
     assert lines[0].startswith("error: job ") and " FAILED: " in lines[0]
-    assert "exit code 2" in lines[0]  # the job's `run` refused the missing file
     assert lines[0].endswith("its last log lines:")
-    assert any("data.path" in line and str(data) in line for line in lines[1:]), stderr
+    assert any("wrapper: this job fails on purpose" in line for line in lines[1:]), submit.stderr

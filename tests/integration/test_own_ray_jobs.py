@@ -15,6 +15,7 @@ from ray.train.torch import TorchTrainer
 
 import search
 from analysis import load_trials
+from search.errors import SweepInputError
 from trainables import (
     CheckpointConfig,
     CurriculumConfig,
@@ -45,6 +46,16 @@ def bank(ray_session, tmp_path_factory):
     path = search.teacher_bank(teacher, data=DataConfig(kind="digits"), storage=storage)
     assert search.teacher_bank(teacher, storage=storage) == path  # found again by its hash
     return str(path)
+
+
+def test_a_bad_teacher_bank_request_names_every_problem_before_anything_starts(tmp_path):
+    with pytest.raises(SweepInputError) as caught:
+        search.teacher_bank(
+            {"optim": {"lr": -1.0}, "colour": "red"}, data={"kind": "nope"}, storage=tmp_path
+        )
+    message = str(caught.value)
+    assert "teacher.optim.lr" in message and "teacher.colour" in message and "data" in message
+    assert "\n" not in message and not any(tmp_path.iterdir())
 
 
 def _student(bank: str, **kw) -> StudentConfig:
@@ -110,6 +121,9 @@ def test_own_pbt_with_reused_actors_continues_from_checkpoints(bank, tmp_path):
     assert [r.error for r in results] == [None] * 3
     assert all(r.metrics["step"] == 200 for r in results)
     assert (tmp_path / "pbt" / "pbt_global.txt").read_text().strip()  # trials exploited others
+    for result in results:  # an exploit continued from the donor's step: never from scratch
+        steps = result.metrics_dataframe["step"].tolist()
+        assert steps == sorted(set(steps)) and steps[-1] == 200
 
 
 class _AllRanks(train.UserCallback):

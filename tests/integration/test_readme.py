@@ -39,6 +39,7 @@ def test_the_sections_code_runs_as_written(example_sweep, tmp_path, monkeypatch,
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "quickstart").symlink_to(sweep)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # Tune's default is ~/ray_results
     namespace: dict = {}
     for block in readme_blocks():
         exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
@@ -46,3 +47,4 @@ def test_the_sections_code_runs_as_written(example_sweep, tmp_path, monkeypatch,
     assert namespace["result"].metrics["step"] == 200
     row, rerun = namespace["row"], namespace["rerun"]
     assert rerun.metrics["val_accuracy"] == pytest.approx(row["val_accuracy"], abs=1e-9)
+    assert not (tmp_path / "home").exists()  # everything under ./results, as the code says

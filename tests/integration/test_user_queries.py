@@ -1,12 +1,11 @@
 """A user's own script over a real sweep's tables: DuckDB and polars read the Parquet files
 directly and agree with ``analysis``; the ready queries join curves with settings.
 
-Public names only: the module-level check below fails the whole file if it imports a
-``_private`` module or name (what a user's script could not rely on)."""
+Public names only: :func:`test_this_script_imports_public_names_only` fails if it imports a
+``_private`` module or name of ours (what a user's script could not rely on)."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import duckdb
@@ -15,28 +14,6 @@ import pytest
 
 import analysis
 from analysis.tables import table_files
-
-
-def _private_imports(source: str) -> list[str]:
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            module = node.module or ""
-            names = [module] + [f"{module}.{alias.name}" for alias in node.names]
-        else:
-            continue
-        found += [n for n in names if any(_is_private(part) for part in n.split("."))]
-    return found
-
-
-def _is_private(name: str) -> bool:
-    return name.startswith("_") and not name.startswith("__")
-
-
-_PRIVATE = _private_imports(Path(__file__).read_text())
-assert not _PRIVATE, f"a user's script imports public names only; this one imports {_PRIVATE}"
 
 OVERRIDES = [
     "num_samples=3", "teacher.optim.steps=100", "student.optim.steps=100",
@@ -49,6 +26,10 @@ def sweep(example_sweep) -> Path:
     """One tiny real sweep (Ray, Optuna, PyTorch, Parquet): 3 searched trials and the two
     default baselines, 4 reports each."""
     return example_sweep("quickstart.yaml", "queries", *OVERRIDES)
+
+
+def test_this_script_imports_public_names_only(public_only):
+    public_only(__file__)
 
 
 def _glob(sweep: Path, table: str) -> str:

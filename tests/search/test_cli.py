@@ -396,3 +396,16 @@ def test_with_absolute_paths_makes_every_input_path_absolute(tmp_path, monkeypat
     glob = validate_spec({"name": "g", "data": {"kind": "text", "path": "docs/*.txt"}, **lm})
     assert glob.with_absolute_paths().data.path == str(tmp_path / "docs" / "*.txt")
     assert validate_spec({"name": "d"}).with_absolute_paths().data.path is None
+
+
+def test_the_cluster_python_check_looks_for_every_declared_dependency():
+    import re
+
+    import tomllib
+
+    from search.submit import REQUIRED_MODULES
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    distributions = {re.match(r"[A-Za-z0-9_.-]+", d)[0].lower() for d in declared}
+    imported_as = {"pyyaml": "yaml", "scikit-learn": "sklearn"}
+    assert {imported_as.get(d, d) for d in distributions} == set(REQUIRED_MODULES)

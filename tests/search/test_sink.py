@@ -237,12 +237,25 @@ def test_compact_every_below_two_is_refused(tmp_path):
         ParquetSink(tmp_path, "s", _Config, compact_every=1)
 
 
-def test_a_reader_during_compaction_sees_each_row_exactly_once(tmp_path):
+@pytest.mark.parametrize("failing", [False, True], ids=["merges", "some_merges_fail"])
+def test_a_reader_during_compaction_sees_each_row_exactly_once(tmp_path, monkeypatch, failing):
     """A reader looping while the sink writes and compacts (every 3 files, curve parts at
-    every report): every read holds each trial and each curve row once, never fewer rows than
-    the read before, and the last read all of them."""
+    every report; ``failing``: every 4th merge fails to read its files while the sweep
+    runs): every read holds each trial and each curve row once, every row of the read
+    before, and the last read all of them; a glob of the files then reads the same."""
     import threading
 
+    import search.sink
+
+    read, reads_by_merges, ending = search.sink.read_table_file, [0], threading.Event()
+
+    def read_failing_now_and_then(path, columns=None):
+        reads_by_merges[0] += 1
+        if failing and not ending.is_set() and reads_by_merges[0] % 4 == 0:
+            raise OSError(5, "Input/output error", str(path))
+        return read(path, columns)
+
+    monkeypatch.setattr(search.sink, "read_table_file", read_failing_now_and_then)
     trial_ids = [f"t{i:03d}" for i in range(150)]
     sink = ParquetSink(tmp_path, "s", _Config, flush_every_s=0.0, compact_every=3)
     sink.setup()
@@ -253,6 +266,7 @@ def test_a_reader_during_compaction_sees_each_row_exactly_once(tmp_path):
     def write() -> None:
         try:
             _run_trials(sink, trial_ids[1:])
+            ending.set()
             sink.on_experiment_end([])
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             errors.append(exc)
@@ -261,21 +275,24 @@ def test_a_reader_during_compaction_sees_each_row_exactly_once(tmp_path):
 
     writer = threading.Thread(target=write)
     writer.start()
-    reads, last = 0, (0, 0)
+    reads, seen_trials, seen_keys = 0, set(), set()
     while not done.is_set() or reads == 0:
         trials = load_trials(tmp_path)["trial_id"].to_pylist()
         curves = load_curves(tmp_path).select(["trial_id", "step"]).to_pylist()
         keys = [(r["trial_id"], r["step"]) for r in curves]
         assert len(set(trials)) == len(trials), "a trials row read twice"
         assert len(set(keys)) == len(keys), "a curve row read twice"
-        assert (len(trials), len(keys)) >= last, "rows read before went missing"
-        last, reads = (len(trials), len(keys)), reads + 1
+        assert seen_trials <= set(trials), "trials rows read before went missing"
+        assert seen_keys <= set(keys), "curve rows read before went missing"
+        seen_trials, seen_keys, reads = set(trials), set(keys), reads + 1
     writer.join()
     assert not errors, errors
     assert reads >= 5  # the reads overlapped the writes
     assert sorted(load_trials(tmp_path)["trial_id"].to_pylist()) == trial_ids
     assert load_curves(tmp_path).num_rows == 2 * len(trial_ids)
     assert len(list((tmp_path / "trials").glob("*.parquet"))) == 1  # merged into one
+    for table in ("trials", "curves"):
+        assert _glob(tmp_path, table) == _keys(tmp_path, table)
 
 
 def test_a_compaction_that_fails_while_running_keeps_the_files_and_the_sweep_going(tmp_path):
@@ -288,3 +305,111 @@ def test_a_compaction_that_fails_while_running_keeps_the_files_and_the_sweep_goi
     assert damaged.exists() and len(list((tmp_path / "trials").glob("trial-*.parquet"))) == 4
     damaged.unlink()
     assert sorted(load_trials(tmp_path)["trial_id"].to_pylist()) == ["t0", "t2", "t3"]
+
+
+def _glob(tmp_path, table: str) -> list[tuple]:
+    """What a user's DuckDB glob reads of a table, as sorted (trial_id, step) keys."""
+    columns = "trial_id, step" if table == "curves" else "trial_id, steps"
+    query = f"select {columns} from read_parquet('{tmp_path}/{table}/*.parquet') order by 1, 2"
+    return duckdb.sql(query).fetchall()
+
+
+def _keys(tmp_path, table: str) -> list[tuple]:
+    loaded = load_curves(tmp_path) if table == "curves" else load_trials(tmp_path)
+    columns = ["trial_id", "step" if table == "curves" else "steps"]
+    return sorted(tuple(r.values()) for r in loaded.select(columns).to_pylist())
+
+
+def _spanning_loose_files(directory) -> list[str]:
+    """Loose files that a merged file of their run names in its span (readers skip them)."""
+    from analysis.tables import coverage, is_compact
+
+    spans = [coverage(f) for f in directory.glob("compact-*.parquet")]
+    loose = [(f.name, coverage(f)) for f in directory.glob("*.parquet") if not is_compact(f)]
+    return [
+        name for name, (run, segment, _) in loose
+        if any(r == run and a <= segment <= b for r, a, b in spans)
+    ]  # fmt: skip
+
+
+def test_a_segment_whose_merge_failed_is_never_spanned_by_a_later_merged_file(tmp_path):
+    """Segment 3's merge fails (one of its files unreadable for a while): its files stay
+    loose and read, the merged files after it do not claim it, the next merge takes it once
+    readable, and the end leaves one file that a glob reads as load_trials does."""
+    sink = ParquetSink(tmp_path, "s", _Config, flush_every_s=3600, compact_every=2)
+    sink.setup()
+    trial_ids = [f"t{i:02d}" for i in range(18)]
+    _run_trials(sink, trial_ids[:7])  # segments 0-2 merged, t06 alone in segment 3
+    (damaged,) = (tmp_path / "trials").glob("trial-*-t06.parquet")
+    good = damaged.read_bytes()
+    damaged.write_bytes(b"not parquet")
+    _run_trials(sink, trial_ids[7:8])  # segment 3 is full: its merge fails
+    assert damaged.exists()
+    damaged.write_bytes(good)
+    _run_trials(sink, trial_ids[8:])  # segments 4-8: segment 3 merged again, then 8 into one
+    for table in ("trials", "curves"):
+        assert _spanning_loose_files(tmp_path / table) == []
+    assert sorted(load_trials(tmp_path)["trial_id"].to_pylist()) == trial_ids
+    assert load_curves(tmp_path).num_rows == 2 * len(trial_ids)
+    sink.on_experiment_end([])
+    assert len(list((tmp_path / "trials").glob("*.parquet"))) == 1
+    assert sorted(load_trials(tmp_path)["trial_id"].to_pylist()) == trial_ids
+    for table in ("trials", "curves"):
+        assert _glob(tmp_path, table) == _keys(tmp_path, table)
+    assert len(_glob(tmp_path, "curves")) == 2 * len(trial_ids)
+
+
+def test_a_merge_failing_on_the_disk_for_a_while_loses_no_row(tmp_path, monkeypatch):
+    """Every merge of segment 0 fails (a full disk) until the disk has room again: its files
+    are read loose meanwhile, though later segments are merged; then merged like the rest."""
+    import search.sink
+
+    full = {"disk": True}
+    write = search.sink.write_parquet_atomic
+
+    def write_unless_full(table, path):
+        if full["disk"] and path.name.startswith("compact-") and ".000000." in path.name:
+            raise OSError(28, "No space left on device", str(path))
+        write(table, path)
+
+    monkeypatch.setattr(search.sink, "write_parquet_atomic", write_unless_full)
+    sink = ParquetSink(tmp_path, "s", _Config, flush_every_s=3600, compact_every=3)
+    sink.setup()
+    trial_ids = [f"t{i:02d}" for i in range(10)]
+    _run_trials(sink, trial_ids[:7])  # segment 0 failed twice, 1 merged, t06 in segment 2
+    names = sorted(f.name.split(".")[1:3] for f in (tmp_path / "trials").glob("compact-*"))
+    assert names == [["000001", "000001"]]
+    assert len(list((tmp_path / "trials").glob("trial-*.000000-*.parquet"))) == 3
+    assert sorted(load_trials(tmp_path)["trial_id"].to_pylist()) == trial_ids[:7]
+    full["disk"] = False
+    _run_trials(sink, trial_ids[7:])
+    assert _spanning_loose_files(tmp_path / "trials") == []
+    assert sorted(load_trials(tmp_path)["trial_id"].to_pylist()) == trial_ids
+    sink.on_experiment_end([])
+    (only,) = (tmp_path / "trials").glob("*.parquet")
+    assert only.name.split(".")[1:3] == ["000000", "000003"]
+    for table in ("trials", "curves"):
+        assert _glob(tmp_path, table) == _keys(tmp_path, table)
+    assert len(_glob(tmp_path, "curves")) == 2 * len(trial_ids)
+
+
+def test_a_damaged_file_at_the_end_is_logged_and_the_other_files_stay_readable(tmp_path, caplog):
+    from analysis.tables import CorruptResultsError
+
+    sink = ParquetSink(tmp_path, "s", _Config, flush_every_s=3600, compact_every=3)
+    sink.setup()
+    trial_ids = [f"t{i:02d}" for i in range(5)]
+    _run_trials(sink, trial_ids)  # segment 0 merged; t03, t04 loose in segment 1
+    (damaged,) = (tmp_path / "trials").glob("trial-*-t04.parquet")
+    damaged.write_bytes(b"not parquet")
+    sink.on_experiment_end([])  # no exception out of Tune's callback
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "trials" in warnings[0].getMessage()
+    assert "not merged" in warnings[0].getMessage()
+    with pytest.raises(CorruptResultsError, match="t04"):
+        load_trials(tmp_path)
+    damaged.unlink()  # what the error says to do
+    assert sorted(load_trials(tmp_path)["trial_id"].to_pylist()) == trial_ids[:4]
+    assert _glob(tmp_path, "trials") == _keys(tmp_path, "trials")
+    assert load_curves(tmp_path).num_rows == 2 * len(trial_ids)  # the curves were merged
+    assert len(list((tmp_path / "curves").glob("*.parquet"))) == 1

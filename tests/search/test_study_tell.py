@@ -6,6 +6,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from ray.tune.search import Searcher
 
 from analysis import load_curves, load_trials
 from analysis.tables import STUDY_NAME
@@ -162,3 +163,55 @@ def test_a_value_the_study_refuses_is_logged_not_the_end_of_the_sweep(tmp_path, 
         searcher.on_trial_result("a", {"step": step, "val_accuracy": 0.5})
     assert "study: not written for the dashboard" in caplog.text
     assert study.get_trials(deepcopy=False)[0].intermediate_values == {}
+
+
+def test_a_journal_written_in_batches_replays_the_same_values_in_a_fresh_storage(tmp_path):
+    """The batch is raw journal operations (Optuna's internals): a new storage on the same
+    file (a resumed sweep, optuna-dashboard) replays them as the values written."""
+    spec, study, searcher, sink = _sweep(tmp_path)
+    config = {**StudentConfig().model_dump(), **searcher.suggest("a")}
+    searcher.suggest("b")  # still running when the journal is read again
+    steps = range(1, searcher.report_batch + 4)
+    for step in steps:
+        for trial_id in ("a", "b"):
+            searcher.on_trial_result(trial_id, {"step": step, "val_accuracy": step / 64})
+    result = {"step": steps[-1], "val_accuracy": steps[-1] / 64}
+    searcher.on_trial_complete("a", result=result)
+    sink.on_trial_complete(0, [], _Trial("a", config, result))
+    written = {t.user_attrs[TRIAL_ID_ATTR]: t for t in study.get_trials(deepcopy=False)}
+    assert written["a"].intermediate_values == {s: s / 64 for s in steps}
+    assert sorted(written["b"].intermediate_values) == list(range(1, searcher.report_batch + 1))
+
+    backend = optuna.storages.journal.JournalFileBackend(str(spec.sweep_dir / "optuna.journal"))
+    fresh = optuna.load_study(
+        study_name=STUDY_NAME, storage=optuna.storages.JournalStorage(backend)
+    )
+    replayed = {t.user_attrs[TRIAL_ID_ATTR]: t for t in fresh.get_trials(deepcopy=False)}
+    for trial_id in ("a", "b"):
+        assert replayed[trial_id].intermediate_values == written[trial_id].intermediate_values
+        assert replayed[trial_id].state == written[trial_id].state
+    assert replayed["a"].value == pytest.approx(result["val_accuracy"])
+
+
+class _OtherOptunaSearch(Searcher):
+    """An OptunaSearch of another Ray version: it keeps its study trials elsewhere."""
+
+    def __init__(self) -> None:
+        super().__init__(metric="val_accuracy", mode="max")
+
+    def suggest(self, trial_id):
+        return {"distill.temperature": 2.0}
+
+    def on_trial_complete(self, trial_id, result=None, error=False) -> None:
+        pass
+
+
+def test_a_ray_without_its_study_trials_is_said_once_in_the_log(caplog):
+    searcher = WithBaselines(_OtherOptunaSearch(), [])
+    assert searcher.suggest("a") == {"distill": {"temperature": 2.0}}
+    searcher.suggest("b")
+    for step in range(1, searcher.report_batch + 1):
+        searcher.on_trial_result("a", {"step": step, "val_accuracy": 0.5})
+    said = [r for r in caplog.records if "_ot_trials" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "WARNING"
+    assert "no intermediate values for the dashboard" in said[0].getMessage()

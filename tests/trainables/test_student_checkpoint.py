@@ -127,3 +127,34 @@ def test_a_crafted_checkpoint_is_refused_without_running_its_code(bank, tmp_path
     with pytest.raises(pickle.UnpicklingError, match="exec"):
         read_state(checkpoint)  # what the trainables resume from
     assert not marker.exists()  # ...and was never run
+
+
+@pytest.mark.parametrize("entry", ["train_student", "student_worker"])
+def test_both_entry_points_refuse_a_crafted_checkpoint_to_resume_from(
+    bank, tmp_path, monkeypatch, entry
+):
+    import ray.train
+
+    import trainables.student
+
+    checkpoint, marker = tmp_path / "checkpoint", tmp_path / "marker"
+    checkpoint.mkdir()
+    torch.save([{"step": 10, "model": _Payload(marker)}], checkpoint / "state.pt")
+    # as if Tune (or Ray Train) handed the trial this checkpoint to resume from
+    monkeypatch.setattr(trainables.student, "require_tune", lambda *a, **k: None)
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(checkpoint))
+
+    class _Context:
+        def get_world_rank(self):
+            return 0
+
+        def get_world_size(self):
+            return 1
+
+    monkeypatch.setattr(ray.train, "get_context", _Context)
+    monkeypatch.setattr(
+        ray.train, "get_checkpoint", lambda: ray.train.Checkpoint.from_directory(checkpoint)
+    )
+    with pytest.raises(pickle.UnpicklingError, match="exec"):
+        getattr(trainables.student, entry)(_student(bank).model_dump())
+    assert not marker.exists()

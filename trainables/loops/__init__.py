@@ -41,7 +41,7 @@ audit of every place a loop evaluates on it, and what it does with the result:
 """
 
 from trainables.loops._build import StudentRun, build_student
-from trainables.loops._repeats import repeated_loop
+from trainables.loops._repeats import is_last, repeated_loop
 from trainables.loops._setup import carve_holdout, missing_transition, student_holdout
 from trainables.loops._student import evaluate_run, student_loop, train_step
 from trainables.loops._teacher import checkpoint_steps, teacher_loop
@@ -52,6 +52,7 @@ __all__ = [
     "carve_holdout",
     "checkpoint_steps",
     "evaluate_run",
+    "is_last",
     "missing_transition",
     "repeated_loop",
     "student_holdout",

@@ -42,17 +42,18 @@ def repeated_loop(
         for i in range(cfg.repeats)
     ]  # fmt: skip
     latest = [next(loop) for loop in loops]
-    while not all(_done(record) for record, _ in latest):
+    while not all(is_last(record) for record, _ in latest):
         yield mean_record([record for record, _ in latest]), [run for _, run in latest]
         latest = [
-            (record, run) if _done(record) else next(loop)
+            (record, run) if is_last(record) else next(loop)
             for (record, run), loop in zip(latest, loops, strict=True)
         ]
     yield mean_record([record for record, _ in latest]), [run for _, run in latest]
 
 
-def _done(record: dict[str, Any]) -> bool:
-    return "test_accuracy" in record  # only a run's last record has it
+def is_last(record: dict[str, Any]) -> bool:
+    """Whether ``record`` is a run's last (only it has ``test_accuracy``)."""
+    return "test_accuracy" in record
 
 
 def mean_record(records: list[dict[str, Any]]) -> dict[str, Any]:
