@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from typing import Any
@@ -78,8 +79,19 @@ def resolve_column(columns: list[str], name: str) -> str:
         return name
     if config_column(name) in columns:
         return config_column(name)
-    options = ", ".join(c for c in columns if c not in ("sweep", "trial_id", "error"))
-    raise ResultsError(f"column {name!r} is not in the trials table; columns: {options}")
+    options = [c for c in columns if c not in ("sweep", "trial_id", "error")]
+    if len(options) <= 12:
+        raise ResultsError(
+            f"column {name!r} is not in the trials table; columns: {', '.join(options)}"
+        )
+    paths = [config_path(c) or c for c in options]  # a setting by its dotted path
+    close = difflib.get_close_matches(name, paths, n=4, cutoff=0.6)
+    raise ResultsError(
+        f"column {name!r} is not in the trials table"
+        + (f"; did you mean {', '.join(close)}?" if close else "")
+        + f" ({len(options)} columns, e.g. {', '.join(options[:4])}: "
+        "analysis.load_trials(...).column_names lists them)"
+    )
 
 
 def frame(table: pa.Table | pd.DataFrame) -> pd.DataFrame:
@@ -187,3 +199,16 @@ def _varies(trials: pa.Table | pd.DataFrame, column: str) -> bool:
             return any(v != first for v in rest)
         return pc.count_distinct(values, mode="all").as_py() > 1
     return group_key(values).nunique(dropna=False) > 1
+
+
+def refuse_pooled_sweeps(df: pd.DataFrame, by: str, what: str) -> None:
+    """:class:`ResultsError` (one line) when ``df`` holds several sweeps' trials and grouping
+    ``by`` would pool their arms (a storage root: other budgets, other spaces, other data)."""
+    sweeps = sorted(set(df["sweep"].dropna())) if "sweep" in df.columns else []
+    if len(sweeps) > 1 and by != "sweep":
+        raise ResultsError(
+            f"results: the trials come from {len(sweeps)} sweeps "
+            f"({', '.join(map(str, sweeps[:4]))}"
+            f"{', ...' if len(sweeps) > 4 else ''}), whose arms would pool; {what} one sweep's "
+            f"directory at a time (or {what} the sweeps: by 'sweep')"
+        )

@@ -17,6 +17,7 @@ from analysis._best import (
     frame,
     group_key,
     ranked,
+    refuse_pooled_sweeps,
     resolve_column,
     searched_metric,
 )
@@ -243,14 +244,7 @@ def compare(
     select = resolve_column(columns, select) if select else None
     mode = direction(df, metric, mode)
     select_mode = direction(df, select, select_mode) if select else "max"
-    sweeps = sorted(set(df["sweep"].dropna())) if "sweep" in df.columns else []
-    if len(sweeps) > 1 and by != "sweep":
-        raise ResultsError(
-            f"results: the trials come from {len(sweeps)} sweeps "
-            f"({', '.join(map(str, sweeps[:4]))}"
-            f"{', ...' if len(sweeps) > 4 else ''}), whose arms would pool; compare one sweep's "
-            "directory at a time (or compare the sweeps: by 'sweep')"
-        )
+    refuse_pooled_sweeps(df, by, "compare")
     statuses = pd.Series(df["status"].to_numpy(), index=_labels(df[by]).to_numpy())
     df = df[df["status"] == "TERMINATED"]
     arms = arm_values(df, by=by, metric=metric, select=select, select_mode=select_mode)

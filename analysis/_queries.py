@@ -9,7 +9,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analysis._best import direction, frame, group_key, resolve_column, searched_metric
+from analysis._best import (
+    direction,
+    frame,
+    group_key,
+    refuse_pooled_sweeps,
+    resolve_column,
+    searched_metric,
+)
 from analysis.tables import CONFIG_PREFIX, ResultsError, load_curves, load_trials
 
 __all__ = ["arm_summary", "curves_with_settings", "trial_curve"]
@@ -24,6 +31,11 @@ def trial_curve(results: Source | pa.Table, trial_id: str) -> pd.DataFrame:
     (:func:`analysis.load_curves`). :class:`ResultsError` naming the trial when it has no
     rows."""
     curves = results if isinstance(results, pa.Table) else load_curves(results)
+    if "step" not in curves.column_names:
+        raise ResultsError(
+            "results: this table has no 'step' column (the trials table?); pass a sweep's "
+            "directory or analysis.load_curves(...)"
+        )
     rows = curves.filter(pc.equal(curves["trial_id"], trial_id))
     if rows.num_rows == 0:
         raise ResultsError(f"trial_id: {trial_id!r} has no rows in the curves table")
@@ -53,6 +65,7 @@ def arm_summary(
     metric = resolve_column(list(df.columns), metric or searched_metric(df))
     mode = direction(df, metric, mode)
     by = resolve_column(list(df.columns), by)
+    refuse_pooled_sweeps(df, by, "summarise")
     df = df[df["status"] == "TERMINATED"]
     if df.empty:
         raise ResultsError("results: no TERMINATED trial to summarise")
@@ -73,12 +86,20 @@ def arm_summary(
     return out.reset_index()
 
 
-def curves_with_settings(results: Source, *, columns: list[str] | None = None) -> pd.DataFrame:
+def curves_with_settings(
+    results: Source, *, columns: list[str] | str | None = None
+) -> pd.DataFrame:
     """Every row of the ``curves`` table with its trial's ``seed``, ``status``,
     ``config.arm`` and settings: every ``config.*`` column, or only ``columns`` (names or
-    dotted paths, e.g. ``["curriculum.kind", "distill.temperature"]``). Curve rows of a trial
-    not yet in the trials table (still running) have null settings. List and struct settings
-    are Python lists and dicts."""
+    dotted paths, e.g. ``["curriculum.kind", "distill.temperature"]``; one name alone is
+    fine). Curve rows of a trial not yet in the trials table (still running) have null
+    settings. List and struct settings are Python lists and dicts.
+
+    A PBT trial's curve holds every step it reported, also those of the trajectory it left
+    at an exploit (then continuing from another trial's weights); its settings are its final
+    ones (``search.config_of(trial_id, results)`` gives the schedule it followed)."""
+    if isinstance(columns, str):
+        columns = [columns]
     trials, curves = frame(load_trials(results)), load_curves(results).to_pandas()
     names = list(trials.columns)
     if columns is None:

@@ -106,7 +106,9 @@ def open_study(spec: SweepSpec, storage) -> optuna.Study:
     study = optuna.create_study(
         storage=storage, study_name=STUDY_NAME, directions=directions, load_if_exists=True
     )
-    if not study.trials:
+    if not study.trials and not spec.scheduler.population_based:
+        # PBT and PB2 draw their population themselves (Tune runs no search algorithm beside
+        # them): their study stays empty, not two enqueued trials waiting forever
         enqueue_first_trials(study, spec, spec.num_samples)
     return study
 

@@ -147,8 +147,15 @@ def config_of(
         if results is None:
             raise ValueError("results: a trial id needs the sweep's directory (results=...)")
         row = _row(Path(results), trial)
-    else:
+    elif isinstance(trial, Mapping) or (hasattr(trial, "to_dict") and hasattr(trial, "name")):
         row = _plain_row(trial.to_dict() if hasattr(trial, "to_dict") else dict(trial))
+    else:
+        raise TypeError(
+            f"trial: pass a trial id or one trials row (a dict or a pandas row), got "
+            f"{type(trial).__name__}"
+        )
+    if "trial_id" not in row:
+        raise TypeError("trial: a trials row has a trial_id; this mapping has none")
     own = {path: row.get(config_column(path)) for path in KEPT}
     own["seed"] = row.get("seed") if own["seed"] is None else own["seed"]
     base = nest({p: v for p, v in own.items() if v is not None}, StudentConfig().model_dump())
@@ -212,11 +219,13 @@ def _followed(sweep_dir: Path, trial_id: str, cfg: StudentConfig) -> StudentConf
 def checkpoint_of(results: str | os.PathLike, trial_id: str) -> Path:
     """The directory of the latest checkpoint of trial ``trial_id`` of the sweep at
     ``results`` (``<storage>/<name>``, or ``<sweep>/confirm``): by default the student its
-    last report saved. Load it with ``trainables.load_student``. :class:`FileNotFoundError`
-    naming the trial when it has none (it failed before its end, or ran with
-    ``student.checkpoint.final: false``)."""
+    last report saved. Load it with ``trainables.load_student``. :class:`KeyError` for a
+    trial the sweep does not have; :class:`FileNotFoundError` naming the trial when it has
+    no checkpoint (it failed before its end, or ran with ``student.checkpoint.final:
+    false``)."""
     from trainables.checkpoint import latest_checkpoint
 
+    _row(Path(results), trial_id)  # KeyError (one line) for a trial the sweep does not have
     trial_dirs = [
         d for experiment in _experiments(Path(results)) for d in sorted(experiment.iterdir())
         if d.is_dir() and _names_trial(d.name, trial_id)

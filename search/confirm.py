@@ -316,15 +316,10 @@ def _run_configs(
             storage_path=str(confirm_dir / "tune"),
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[
-                sink,
-                _Progress(len(configs), select, report),
-                TensorBoardLogger(),
-                TuneConsole(
-                    verbose,
-                    describe=functools.partial(describe_schedule, searched=varying(spec.space)),
-                ),
-            ],
+            callbacks=TuneConsole(
+                verbose,
+                describe=functools.partial(describe_schedule, searched=varying(spec.space)),
+            ).alongside([sink, _Progress(len(configs), select, report), TensorBoardLogger()]),
             verbose=0,  # Tune's own console: TuneConsole shows it, without config dumps
         ),
     )

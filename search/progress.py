@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from collections.abc import Callable, Collection
 from typing import Any, TextIO
 
 import numpy as np
 from pydantic import ValidationError
 from ray import tune
-from ray.tune.experimental.output import AirVerbosity, TuneTerminalReporter
+from ray.tune.experimental.output import AirVerbosity, ProgressReporter, TuneTerminalReporter
 from ray.tune.logger import TBXLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.utils.util import flatten_dict, unflatten_dict
@@ -225,6 +226,25 @@ class TuneConsole(TuneTerminalReporter):
     ) -> None:  # fmt: skip
         super().__init__(AirVerbosity(min(max(verbose, 0), 2)), metric=metric, mode=mode)
         self.describe = describe
+        self._callbacks: list = []
+
+    def alongside(self, callbacks: list) -> list:
+        """``callbacks`` with this console last, the list to give ``RunConfig(callbacks=)``.
+
+        Tune appends its own (silent) reporter to that very list and sets up only the first
+        reporter it finds, this one; its own is left without a start time, and its
+        ``on_trial_error`` (which prints at every verbosity) then fails the whole experiment
+        on the first failed trial. :meth:`setup` gives it this one's."""
+        callbacks.append(self)
+        self._callbacks = callbacks
+        return callbacks
+
+    def setup(self, start_time: float | None = None, **info: Any) -> None:
+        start_time = time.time() if start_time is None else start_time
+        super().setup(start_time=start_time, **info)
+        for other in self._callbacks:
+            if other is not self and isinstance(other, ProgressReporter):
+                other.setup(start_time=start_time, **info)
 
     def experiment_started(self, experiment_name, experiment_path, *args, **kwargs) -> None:
         if self.verbosity < AirVerbosity.DEFAULT:

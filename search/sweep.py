@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -238,7 +239,8 @@ def run_students(
             search_alg=searcher,
             scheduler=make_scheduler(spec),
             num_samples=total,
-            max_concurrent_trials=_concurrency(spec),
+            # Tune ignores it beside PBT's generator of points (and says so, once a sweep)
+            max_concurrent_trials=None if spec.scheduler.population_based else _concurrency(spec),
             time_budget_s=spec.time_budget_s,
             reuse_actors=_reuse_processes(spec),
             trial_dirname_creator=TrialDirname(varying(spec.space)),
@@ -255,23 +257,45 @@ def run_students(
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=None if spec.scheduler.population_based else 2
             ),
-            callbacks=[
-                sink,
-                ProgressPrinter(total, spec.selection[0], searched=varying(spec.space)),
-                TensorBoardLogger(),
-                TuneConsole(
-                    verbose,
-                    *spec.selection,
-                    describe=functools.partial(describe_schedule, searched=varying(spec.space)),
-                ),  # fmt: skip
-            ],
+            callbacks=TuneConsole(
+                verbose,
+                *spec.selection,
+                describe=functools.partial(describe_schedule, searched=varying(spec.space)),
+            ).alongside(
+                [
+                    sink,
+                    ProgressPrinter(total, spec.selection[0], searched=varying(spec.space)),
+                    TensorBoardLogger(),
+                ]
+            ),  # fmt: skip
             verbose=0,  # Tune's own console: TuneConsole shows it, without config dumps
         ),
     )
-    results = tuner.fit()
+    with _quiet(_TUNE_NOISE):
+        results = tuner.fit()
     if sink.storage_error is not None:  # trials failed on a full or read-only disk
         raise sink.storage_error
     return results
+
+
+# Tune's warnings that a sweep makes by design, one per trial or per exploit: a baseline's
+# `arm` differs from the searched trials' ("Pre-set value ... is not equal"), and a PBT trial
+# restored from another's checkpoint has no result file of its own yet ("Remote file not
+# found")
+_TUNE_NOISE = ("ray.tune.search.variant_generator", "ray.tune.logger.logger")
+
+
+@contextlib.contextmanager
+def _quiet(loggers: tuple[str, ...], level: int = logging.ERROR) -> Iterator[None]:
+    """``loggers`` at ``level`` meanwhile, their own levels restored after."""
+    before = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(level)
+    try:
+        yield
+    finally:
+        for name, old in before.items():
+            logging.getLogger(name).setLevel(old)
 
 
 def _stopped(spec: SweepSpec, plan: ResumePlan) -> int:

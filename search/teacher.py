@@ -332,7 +332,7 @@ def _train(
         run_config=tune.RunConfig(
             name="teacher",
             storage_path=str(tune_dir),
-            callbacks=[TuneConsole(verbose)],
+            callbacks=TuneConsole(verbose).alongside([]),
             verbose=0,  # Tune's console: TuneConsole shows it, naming the real directories
         ),
     )

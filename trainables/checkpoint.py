@@ -123,14 +123,21 @@ def _directory(checkpoint: Any) -> Iterator[Path]:
         with checkpoint.as_directory() as directory:
             yield Path(directory)
         return
-    path = Path(getattr(checkpoint, "path", checkpoint))
+    path = getattr(checkpoint, "path", checkpoint)
+    if not isinstance(path, (str, os.PathLike)):
+        raise FileNotFoundError(
+            f"checkpoint: {checkpoint!r} is no checkpoint (a Result of a trial that failed, or "
+            "saved none, has checkpoint None); pass a checkpoint directory, a trial's "
+            "directory or a Result's checkpoint"
+        )
     yield latest_checkpoint(path)
 
 
 def latest_checkpoint(path: str | os.PathLike) -> Path:
     """``path`` itself when it is a student checkpoint, else the newest one below it (by the
     number of its ``checkpoint_<n>`` directory, then its modification time).
-    :class:`FileNotFoundError` when there is none."""
+    :class:`FileNotFoundError` when there is none, or when the checkpoints below it are
+    several trials' (a sweep's directory: which trial's would be a guess)."""
     path = Path(path)
     if (path / INFO_FILE).is_file():
         return path
@@ -140,6 +147,12 @@ def latest_checkpoint(path: str | os.PathLike) -> Path:
             f"checkpoint: no student checkpoint ({INFO_FILE}) in {str(path)!r}; pass a "
             "checkpoint directory, a trial's directory or a Result's checkpoint (trials save "
             "one with their last report unless student.checkpoint.final is false)"
+        )
+    runs = {d.parent for d in found}  # one trial's (or one Train run's) checkpoints only
+    if len(runs) > 1:
+        raise FileNotFoundError(
+            f"checkpoint: {str(path)!r} holds the checkpoints of {len(runs)} trials; pass one "
+            "trial's directory, or for a sweep search.checkpoint_of(sweep_dir, trial_id)"
         )
     return max(found, key=lambda d: (_number(d.name), d.stat().st_mtime))
 

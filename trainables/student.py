@@ -51,6 +51,7 @@ def train_student(config: dict[str, Any]) -> None:
     """
     require_tune("train_student")
     _quiet_checkpoint_lines("ray.train._internal.storage")
+    _quiet_checkpoint_lines("ray.tune.trainable.trainable")  # "Restored on ... from checkpoint"
     cfg = StudentConfig.model_validate(config)
     node = ray.get_runtime_context().get_node_id()
     resume_from = None

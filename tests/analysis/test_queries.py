@@ -44,10 +44,10 @@ TRIALS = {
 }
 
 
-def _sweep(directory: Path, *, running: str | None = None) -> Path:
+def _sweep(directory: Path, *, running: str | None = None, name: str = "q") -> Path:
     """Each trial reports steps 10, 20, 30 (val_accuracy = final * step / 30), then ends;
     ``failed`` ends with an error; ``running`` only reports."""
-    sink = ParquetSink(directory, "q", _Config, flush_every_s=3600)
+    sink = ParquetSink(directory, name, _Config, flush_every_s=3600)
     sink.setup()
     for trial_id, (arm, kind, temperature, final, steps) in TRIALS.items():
         config = {"seed": 1, "arm": arm, "curriculum": {"kind": kind}, "temperature": temperature}
@@ -116,3 +116,22 @@ def test_curves_with_settings_joins_each_row_to_its_trial(tmp_path):
         "config.arm",
         "config.temperature",
     ]
+
+
+def test_misused_queries_say_what_to_pass_in_one_line(tmp_path):
+    sweep = _sweep(tmp_path / "q")
+    with pytest.raises(ResultsError, match="no 'step' column"):
+        trial_curve(analysis.load_trials(sweep), "a1")  # the trials table, not the curves
+    one = curves_with_settings(sweep, columns="curriculum.kind")  # a name alone, not its letters
+    assert "config.curriculum.kind" in one.columns
+    with pytest.raises(ResultsError, match="did you mean curriculum.kind"):
+        arm_summary(sweep, by="curriculum.knd")
+
+
+def test_arm_summary_refuses_to_pool_the_arms_of_several_sweeps(tmp_path):
+    _sweep(tmp_path / "one", name="one")
+    _sweep(tmp_path / "two", name="two")
+    with pytest.raises(ResultsError, match="2 sweeps.*summarise one sweep's directory"):
+        arm_summary(tmp_path)
+    per_sweep = arm_summary(tmp_path, by="sweep")
+    assert sorted(per_sweep["sweep"]) == ["one", "two"] and set(per_sweep["trials"]) == {4}

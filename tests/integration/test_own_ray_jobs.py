@@ -91,6 +91,10 @@ def test_own_tune_grid_then_each_student_loads_back_with_its_test_accuracy(bank,
         same, _ = load_student(result.path)  # a trial's directory: its latest checkpoint
         pairs = zip(model.state_dict().values(), same.state_dict().values(), strict=True)
         assert all(torch.equal(a, b) for a, b in pairs)
+    with pytest.raises(FileNotFoundError, match="checkpoints of 4 trials"):
+        load_student(tmp_path)  # the experiment's directory: whose student would be a guess
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_student(None)  # a failed trial's Result.checkpoint
 
 
 @pytest.mark.ray
@@ -204,6 +208,10 @@ def test_a_sweeps_trial_runs_again_from_its_config_and_its_student_loads(example
     assert cfg == search.config_of(load_trials(sweep).to_pandas().iloc[trials.index(row)])
     with pytest.raises(KeyError, match="trial_id: 'nope'"):
         search.config_of("nope", sweep)
+    with pytest.raises(KeyError, match="trial_id: 'nope'"):
+        search.checkpoint_of(sweep, "nope")
+    with pytest.raises(TypeError, match="a trial id or one trials row"):
+        search.config_of(5, sweep)
     again = tune.Tuner(
         train_student,
         param_space=cfg.model_dump(),

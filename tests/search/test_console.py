@@ -234,3 +234,27 @@ def test_a_sweep_shows_what_differs_against_the_step_and_stops_cleanly(tmp_path)
     text = log.read_text()
     _assert_clean_console(text, tmp_path)
     assert "interrupted; run the same command to resume (stopped in the student phase)" in text
+
+
+def test_tunes_own_reporter_beside_the_console_survives_a_failed_trial(capsys):
+    """Tune appends its own reporter to the callbacks and sets up only the first: without a
+    start time its on_trial_error raised and failed the whole sweep at the first bad trial."""
+    from ray.tune.experimental.output import AirVerbosity, TuneTerminalReporter
+
+    for verbose in (0, 1):
+        callbacks = TuneConsole(verbose).alongside([])
+        tunes_own = TuneTerminalReporter(AirVerbosity(0))
+        callbacks.append(tunes_own)  # what Tune does to the list it is given
+        for reporter in callbacks:
+            reporter.setup(total_samples=1)  # Tune's first round: no start time
+        callbacks[0].setup(start_time=123.0, total_samples=1)  # the reporter it found
+        assert tunes_own._start_time == 123.0
+
+        class _Trial:
+            last_result, error_file, trial_id, config = {}, "/error.txt", "t1", {}
+
+            def __str__(self):
+                return "t1"
+
+        tunes_own.on_trial_error(0, [], _Trial())  # raised TypeError before
+        assert "errored" in capsys.readouterr().out
