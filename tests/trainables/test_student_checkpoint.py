@@ -34,6 +34,18 @@ def _student(bank, **kw):
     return StudentConfig(**{**base, **kw})
 
 
+def _fit_keeping_every_checkpoint(trainable, config, tmp_path):
+    return tune.Tuner(
+        trainable,
+        param_space=config,
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path / "tune"),
+            verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+        ),  # fmt: skip
+    ).fit()
+
+
 def _curve(record):
     return {k: v for k, v in record.items() if k != "wall_time_s"}
 
@@ -75,15 +87,7 @@ def test_the_trainable_saves_the_reports_its_checkpoint_field_asks_for(
     cfg = _student(
         bank, curriculum=CurriculumConfig(kind="paced"), checkpoint=CheckpointConfig(**checkpoint)
     )
-    results = tune.Tuner(
-        train_student,
-        param_space=cfg.model_dump(),
-        run_config=tune.RunConfig(
-            storage_path=str(tmp_path / "tune"),
-            verbose=0,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-        ),  # fmt: skip
-    ).fit()
+    results = _fit_keeping_every_checkpoint(train_student, cfg.model_dump(), tmp_path)
     assert results[0].error is None
     steps = []
     for checkpoint_, _ in results[0].best_checkpoints:
@@ -95,15 +99,8 @@ def test_the_trainable_saves_the_reports_its_checkpoint_field_asks_for(
 
 @pytest.mark.ray
 def test_the_old_checkpointed_name_saves_every_report(ray_session, bank, tmp_path):
-    results = tune.Tuner(
-        train_student_checkpointed,
-        param_space=_student(bank).model_dump(),
-        run_config=tune.RunConfig(
-            storage_path=str(tmp_path / "tune"),
-            verbose=0,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-        ),  # fmt: skip
-    ).fit()
+    config = _student(bank).model_dump()
+    results = _fit_keeping_every_checkpoint(train_student_checkpointed, config, tmp_path)
     assert results[0].error is None and len(results[0].best_checkpoints) == 3
 
 
