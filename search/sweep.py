@@ -121,6 +121,7 @@ _GCS_PROBE = """
 import sys
 from ray._raylet import GcsClient
 from ray.exceptions import AuthenticationError
+print("imported", flush=True)  # the request's own time is counted from here
 try:
     GcsClient(address=sys.argv[1]).cluster_id
 except AuthenticationError:
@@ -148,12 +149,19 @@ def _check_reachable(address: str, timeout_s: float = 5.0, answer_s: float = 15.
         raise RayConnectError(
             f"address: cannot connect to Ray at {redact(address)!r}: {reason}"
         ) from None
-    try:
-        probe = subprocess.run(
-            [sys.executable, "-c", _GCS_PROBE, address],
-            capture_output=True, timeout=answer_s, check=False,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
+    with subprocess.Popen(
+        [sys.executable, "-c", _GCS_PROBE, address],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    ) as probe:  # fmt: skip
+        probe.stdout.readline()  # Ray imported, however loaded the machine (or the probe died)
+        try:
+            probe.wait(timeout=answer_s)
+        except subprocess.TimeoutExpired:
+            probe.kill()
+            answered = False
+        else:
+            answered = True
+    if not answered:
         raise RayConnectError(
             f"address: {redact(address)!r} accepts connections but no Ray head answered "
             f"within {answer_s:.0f} s: --address takes the head's GCS address (`ray start "

@@ -409,3 +409,21 @@ def test_the_cluster_python_check_looks_for_every_declared_dependency():
     distributions = {re.match(r"[A-Za-z0-9_.-]+", d)[0].lower() for d in declared}
     imported_as = {"pyyaml": "yaml", "scikit-learn": "sklearn"}
     assert {imported_as.get(d, d) for d in distributions} == set(REQUIRED_MODULES)
+
+
+def test_an_address_that_is_no_ray_head_is_refused_naming_the_gcs_port():
+    """A port that accepts connections but is no Ray head (the dashboard's, given to `run`):
+    refused after the probe's own time, however long importing Ray took on a loaded machine."""
+    import http.server
+    import threading
+
+    from search.errors import RayConnectError
+    from search.sweep import _check_reachable
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(RayConnectError, match="no Ray head answered within 5 s.*GCS address"):
+            _check_reachable(f"127.0.0.1:{server.server_port}", answer_s=5)
+    finally:
+        server.shutdown()
