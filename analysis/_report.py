@@ -2,8 +2,9 @@
 
 Plots (PNG, embedded as data URIs): learning curves per curriculum kind with CI bands,
 accuracy against temperature and alpha, the teacher's curve with its phase transition and the
-checkpoints students used, the Pareto front, parameter importance, and stage-wise accuracy on
-the easy and hard halves of the validation set. Tables: best schedules and the comparison
+checkpoints students used, the Pareto front, parameter importance, stage-wise accuracy on
+the easy and hard halves of the validation set, and the probability of drawing each arm over the
+run for bandit curricula and mixtures of sources. Tables: best schedules and the comparison
 against a baseline arm.
 """
 
@@ -170,6 +171,64 @@ def fig_stages(curves: pd.DataFrame, trials: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+# The curriculum kinds that report ``arm_names`` / ``arm_probs``, with their panel's title.
+ARM_KINDS = {"bandit": "Bandit arm probabilities", "mixture": "Mixture weights over the run"}
+_MAX_ARMS = 10  # lines per panel: the arms drawn most on average
+
+
+def arm_probabilities(curves: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """Per curriculum kind of :data:`ARM_KINDS`, arm name and step: the ``mean`` over the kind's
+    trials of the probability of drawing the arm, its 25th and 75th percentiles (``q25``,
+    ``q75``) and ``n``, the trials that had the arm at that step. Arms are matched by name (trials
+    of a kind may have different arms). Empty when no such trial reported arms, or the curves
+    predate the columns."""
+    columns = ["kind", "arm", "step", "mean", "q25", "q75", "n"]
+    if not {"arm_names", "arm_probs"} <= set(curves.columns):
+        return pd.DataFrame(columns=columns)
+    keys = trials[["sweep", "trial_id"]].assign(kind=_kind(trials))
+    keys = keys[keys["kind"].isin(ARM_KINDS)]
+    rows = curves[["sweep", "trial_id", "step", "arm_names", "arm_probs"]]
+    rows = rows.merge(keys, on=["sweep", "trial_id"])
+    rows = rows[rows["arm_names"].notna()].explode(["arm_names", "arm_probs"])
+    rows = rows.dropna(subset=["arm_names", "arm_probs"])  # an empty list explodes to NaN
+    rows = rows.astype({"arm_probs": float}).rename(columns={"arm_names": "arm"})
+    grouped = rows.groupby(["kind", "arm", "step"])["arm_probs"]
+    out = grouped.agg(mean="mean", n="count")
+    out["q25"], out["q75"] = grouped.quantile(0.25), grouped.quantile(0.75)
+    return out.reset_index()[columns]
+
+
+def fig_arms(curves: pd.DataFrame, trials: pd.DataFrame) -> plt.Figure | None:
+    """Bandit arm probabilities and mixture weights against the student step: one panel per
+    kind, one line per arm (mean over trials; 25th-75th percentile band where >= 3 trials).
+    None when no trial is a bandit or a mixture, or the curves predate the arm columns."""
+    table = arm_probabilities(curves, trials)
+    if table.empty:
+        return None
+    kinds = [kind for kind in ARM_KINDS if kind in set(table["kind"])]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds) + 0.8, 3.8), sharey=True,
+                             squeeze=False)  # fmt: skip
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        rows = table[table["kind"] == kind]
+        order = rows.groupby("arm")["mean"].mean().sort_values(ascending=False, kind="stable")
+        title = ARM_KINDS[kind]
+        if len(order) > _MAX_ARMS:
+            title += f"\n({_MAX_ARMS} most drawn of {len(order)} arms)"
+        for i, arm in enumerate(order.index[:_MAX_ARMS]):
+            line = rows[rows["arm"] == arm].sort_values("step")
+            color = COLORS[i % len(COLORS)]
+            ax.plot(line["step"], line["mean"], "o-", ms=3, color=color, label=arm)
+            if (line["n"] >= 3).any():
+                wide = line["n"] >= 3  # a quartile of one or two trials says nothing
+                ax.fill_between(line["step"], line["q25"].where(wide), line["q75"].where(wide),
+                                color=color, alpha=0.2)  # fmt: skip
+        ax.set(xlabel="student step", title=title, ylim=(0, 1))
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("probability of drawing the arm")
+    return fig
+
+
 def figures(results: str | os.PathLike, *, metric: str | None = None) -> dict[str, plt.Figure]:
     """Every plot the report holds that the results support, by name; ``metric`` defaults to
     the one the sweep searched on."""
@@ -191,6 +250,9 @@ def figures(results: str | os.PathLike, *, metric: str | None = None) -> dict[st
     objectives = {metric: direction(trials, metric), other: direction(trials, other)}
     if trials[list(objectives)].notna().all(axis=1).sum() >= 2:
         out["pareto"] = fig_pareto(trials, objectives)
+    arms = fig_arms(curves, trials)
+    if arms is not None:  # bandit and mixture curricula only
+        out["arms"] = arms
     # Not for several sweeps, too few trials, or a space without shared parameters.
     with contextlib.suppress(ResultsError, RuntimeError, ValueError):
         out["importance"] = fig_importance(param_importance(results))

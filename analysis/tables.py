@@ -335,6 +335,10 @@ _CURVE_REPORTED = [
     ("hard_accuracy", pa.float64()),
     ("teacher_agreement", pa.float64()),
     ("val_perplexity", pa.float64()),  # the language-model tasks only
+    # bandit and mixture curricula only: the arms (difficulty buckets or sources) and the
+    # probability of drawing each at this evaluation
+    ("arm_names", pa.list_(pa.string())),
+    ("arm_probs", pa.list_(pa.float64())),
 ]
 CURVE_SCHEMA = pa.schema(_KEYS + _CURVE_REPORTED)
 CURVE_REPORTED = tuple(name for name, _ in _CURVE_REPORTED)  # taken from each report

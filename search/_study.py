@@ -21,7 +21,7 @@ from ray.tune.search.optuna import OptunaSearch
 from analysis.tables import STUDY_JOURNAL, STUDY_NAME
 from search.errors import SweepInputError
 from search.spec import SweepSpec, redact
-from spaces import distillation_space
+from spaces import distillation_space, supported
 from trainables.config import nest
 
 
@@ -122,7 +122,8 @@ def enqueue_first_trials(study: optuna.Study, spec: SweepSpec, size: int) -> Non
     """One trial per curriculum kind (``cover_curricula``, at most ``size``), then the user's
     ``points``; their other parameters are sampled."""
     if spec.search.cover_curricula and len(spec.space.curricula) > 1:
-        for kind in spec.space.curricula[:size]:
+        kinds = supported("curriculum.kind", spec.space.curricula, {}, spec.space_base)
+        for kind in kinds[:size]:
             study.enqueue_trial({"curriculum.kind": kind})
     for point in spec.search.points:
         study.enqueue_trial(point)
@@ -134,9 +135,7 @@ def optuna_searcher(spec: SweepSpec, storage, run: int = 0) -> OptunaSearch:
     metrics, modes = spec.objective_metrics, spec.objective_modes
     multi = len(metrics) > 1
     return OptunaSearch(
-        space=functools.partial(
-            distillation_space, bounds=spec.space, base=spec.student.model_dump()
-        ),
+        space=functools.partial(distillation_space, bounds=spec.space, base=spec.space_base),
         metric=metrics if multi else metrics[0],
         mode=modes if multi else modes[0],
         sampler=optuna_sampler(spec, run),

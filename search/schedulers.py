@@ -104,7 +104,7 @@ def population(spec: SweepSpec, size: int, run: int = 0) -> list[dict[str, Any]]
     study = optuna.create_study(sampler=sampler)
     if run == 0:
         enqueue_first_trials(study, spec, size)
-    base = spec.student.model_dump()
+    base = spec.space_base
     return [nest(suggestion(study.ask(), spec.space, base)) for _ in range(size)]
 
 

@@ -29,6 +29,7 @@ from spaces import PARAMETER_PATHS, SpaceBounds
 from trainables.config import (
     OOF_SCORES,
     SEQUENCE_SCORES,
+    SWEEP_SETS_DATA,
     DataConfig,
     ModelConfig,
     OptimConfig,
@@ -38,6 +39,7 @@ from trainables.config import (
     StudentConfig,
     TaskConfig,
     TeacherConfig,
+    check_curriculum,
     check_task,
     kinds,
 )
@@ -289,6 +291,27 @@ class SweepSpec(StrictModel):
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 
+    def _check_space_needs(self) -> None:
+        """Choices the space lists explicitly that this data or task cannot run (from the
+        ``all`` preset's defaults they are left out instead)."""
+        listed = self.space.model_fields_set
+        if self.data.sources is None:
+            if "curricula" in listed and "mixture" in self.space.curricula:
+                raise ValueError(
+                    "space.curricula: 'mixture' needs data with sources: set data.source_column "
+                    "(kind file) or data.noisy_source, or leave mixture out"
+                )
+            if self.space.mixture_sources is not None:
+                raise ValueError(
+                    f"space.mixture_sources: {self.space.mixture_sources} but the data has no "
+                    "sources: set data.source_column (kind file) or data.noisy_source"
+                )
+        if self.task.kind != "classify" and "scores" in listed and "shapley" in self.space.scores:
+            raise ValueError(
+                f"space.scores: 'shapley' (KNN-Shapley) values classification examples; "
+                f"task.kind is {self.task.kind!r}"
+            )
+
     @model_validator(mode="after")
     def _check_combinations(self) -> SweepSpec:
         multi = len(self.objectives) > 1
@@ -319,6 +342,10 @@ class SweepSpec(StrictModel):
             raise ValueError("objectives: each metric at most once")
         for role in ("teacher", "student"):
             check_task(self.task, self.data, getattr(self, role).model, f"{role}.")
+        try:
+            check_curriculum(self.student.curriculum, self.data, self.task)
+        except ValueError as exc:
+            raise ValueError(f"student.{exc}") from None
         stored = self.teacher.bank.top_k
         wanted = [self.student.distill.top_k, *(self.space.top_ks or [])]
         wanted = [k for k in wanted if k is not None]
@@ -333,6 +360,7 @@ class SweepSpec(StrictModel):
                 f"space.scores / student.curriculum.score: {oof[0]!r} is a cross-fitted score; "
                 "set teacher.score_folds (2 or more folds) to compute it"
             )
+        self._check_space_needs()
         if self.data.is_tokens is False:  # a module dataset's items are known once read
             by_data = [s for s in SEQUENCE_SCORES if s in self.space.scores]
             if self.student.curriculum.score in SEQUENCE_SCORES:
@@ -430,6 +458,13 @@ class SweepSpec(StrictModel):
             update={"data": self.data, "task": self.task, "output_dir": output_dir}
         )
 
+    @property
+    def space_base(self) -> dict[str, Any]:
+        """The nested student config the space draws over: ``student`` with the sweep's data
+        and task, which decide what can run (a ``mixture`` needs data with sources)."""
+        return {**self.student.model_dump(), "data": self.data.model_dump(),
+                "task": self.task.model_dump()}  # fmt: skip
+
     def student_config(self, teacher_bank: str) -> StudentConfig:
         """The student config every trial starts from: ``student`` with the sweep's data,
         task, teacher bank and repeats, saving with every report when the trials must be
@@ -523,7 +558,7 @@ def validate_spec(raw: dict[str, Any]) -> SweepSpec:
         raise SpecError([f"spec: {too_big}; {_LIMITS}"])
     raw, problems = _without_sweep_fields(raw)
     try:
-        spec = SweepSpec.model_validate(raw)
+        spec = SweepSpec.model_validate(raw, context={SWEEP_SETS_DATA: True})
     except ValidationError as exc:
         problems += [_describe(err) for err in exc.errors()]
     if problems:

@@ -76,16 +76,22 @@ def teacher_key(spec: SweepSpec) -> str:
     """Content hash of everything that determines the teacher's training: data (the files'
     contents too), task and teacher settings, but not how its outputs are stored
     (``teacher.bank``) or whether folds are cross-fitted (``score_folds``)."""
-    teacher = spec.teacher.model_dump(exclude={"bank", "score_folds"})
+    # data.paths and data.split_column: left out while unset (the data's own split); so are
+    # data.source_column and data.noisy_source (no sources), here and in the teacher's copy
+    # of the data, so adding them kept every key.
+    unset = {
+        n
+        for n in ("paths", "split_column", "source_column", "noisy_source")
+        if getattr(spec.data, n) is None
+    }
+    new = unset & {"source_column", "noisy_source"}  # the copy has always held the others
+    teacher = spec.teacher.model_dump(exclude={"bank": True, "score_folds": True, "data": new})
     parts = {
         "format": RUN_FORMAT,  # the teacher's run, not the bank: a new bank format keeps it
-        # data.paths and data.split_column: left out while unset (the data's own split).
         # A new teacher field changes every key (this version's transition_min_rise and
         # transition_holdout_fraction did: banks built before detected the transition on
         # validation), so the teachers of earlier versions are trained again, once.
-        "data": spec.data.model_dump(
-            exclude={n for n in ("paths", "split_column") if getattr(spec.data, n) is None}
-        ),
+        "data": spec.data.model_dump(exclude=unset),
         "task": spec.task.model_dump(),
         "teacher": teacher,
     }

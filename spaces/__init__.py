@@ -16,6 +16,7 @@ from spaces._distillation import (
     preset,
     suggest_config,
     suggestion,
+    supported,
 )
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "preset",
     "suggest_config",
     "suggestion",
+    "supported",
 ]

@@ -19,6 +19,8 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from trainables.config import (
     CTKD_TEMPERATURE,
     OOF_SCORES,
+    BanditPolicy,
+    BanditReward,
     CurriculumKind,
     LossForm,
     Order,
@@ -34,6 +36,7 @@ from trainables.config import (
     nest,
     settings,
 )
+from trainables.config import MixtureSchedule as MixtureScheduleKind
 
 Range = tuple[float, float]
 
@@ -42,7 +45,8 @@ Range = tuple[float, float]
 class Parameter:
     """One setting the space can draw: its config ``path``, the :class:`SpaceBounds` field
     holding its choices or range, and how it is drawn (``choice`` of the config's kinds,
-    ``values``: a choice of plain values, ``float``, ``int``)."""
+    ``values``: a choice of plain values, ``float``, ``int``, ``weights``: one float per
+    source named in :attr:`SpaceBounds.mixture_sources`, drawn at ``<path>.<source>``)."""
 
     path: str
     bounds: str
@@ -67,6 +71,17 @@ PARAMETERS = (
     Parameter("curriculum.progression", "progressions", "choice"),
     Parameter("curriculum.gate_threshold", "gate_threshold"),
     Parameter("curriculum.gate_patience", "gate_patience", "int"),
+    Parameter("curriculum.bandit.policy", "bandit_policies", "choice"),
+    Parameter("curriculum.bandit.reward", "bandit_rewards", "choice"),
+    Parameter("curriculum.bandit.buckets", "bandit_buckets", "int"),
+    Parameter("curriculum.bandit.step_size", "bandit_step_size", log=True),
+    Parameter("curriculum.bandit.exploration", "bandit_exploration"),
+    Parameter("curriculum.bandit.window", "bandit_window", "int"),
+    Parameter("curriculum.mixture.schedule", "mixture_schedules", "choice"),
+    Parameter("curriculum.mixture.weights", "mixture_weight", "weights", log=True),
+    Parameter("curriculum.mixture.end_weights", "mixture_weight", "weights", log=True),
+    Parameter("curriculum.mixture.tau", "mixture_tau", log=True),
+    Parameter("curriculum.mixture.tau_end", "mixture_tau", log=True),
     Parameter("curriculum.prune_fraction", "prune_fraction"),
     Parameter("distill.loss", "losses", "choice"),
     Parameter("teacher_schedule.kind", "teacher_schedules", "choice"),
@@ -79,11 +94,12 @@ PARAMETERS = (
     Parameter("distill.top_k", "top_ks", "values"),
 )
 PARAMETER_PATHS = tuple(p.path for p in PARAMETERS)
-_BY_BOUNDS = {p.bounds: p for p in PARAMETERS}
+_BY_BOUNDS = {p.bounds: p for p in PARAMETERS}  # a shared range: its last parameter
 
 # Kinds the config has but the space cannot draw, and why.
 NOT_SEARCHABLE = {
     "teacher_schedule.kind": {"explicit": "needs its own steps and switches"},
+    "curriculum.mixture.schedule": {"stages": "needs its own stages"},
     "distill.temperature_schedule.kind": {
         "step": "needs its own boundaries and values",
         "stage": "needs stage values",
@@ -120,6 +136,7 @@ class SpaceBounds(StrictModel):
     orders: list[Order] = _choices("curriculum.order", Order)
     # column, length and rarity exist for some data only, the oof_* scores with
     # teacher.score_folds only: a space lists them explicitly
+    # shapley values classification examples: left out where the task is a language model
     scores: list[ScoreKind] = _choices(
         "curriculum.score", ScoreKind, leave_out=("column", "length", "rarity", *OOF_SCORES)
     )
@@ -152,6 +169,23 @@ class SpaceBounds(StrictModel):
     exp_steps_inc: Range = (1.2, 3.0)
     gate_threshold: Range = (0.7, 0.95)
     gate_patience: tuple[int, int] = (1, 4)
+    bandit_policies: list[BanditPolicy] = _choices("curriculum.bandit.policy", BanditPolicy)
+    bandit_rewards: list[BanditReward] = _choices("curriculum.bandit.reward", BanditReward)
+    bandit_buckets: tuple[int, int] = (3, 8)
+    bandit_step_size: Range = (0.005, 0.5)
+    bandit_exploration: Range = (0.01, 0.3)
+    bandit_window: tuple[int, int] = (100, 1000)
+    # linear needs weights to anneal between: drawn where mixture_sources names the sources
+    mixture_schedules: list[MixtureScheduleKind] = _choices(
+        "curriculum.mixture.schedule", MixtureScheduleKind, only=["temperature", "constant"]
+    )
+    mixture_tau: Range = (0.5, 10.0)
+    # The sources whose mixture weights are searched (the data's source names): each weight
+    # is drawn log-uniformly in ``mixture_weight`` and the config normalises them (the point
+    # p_s = w_s / sum w on the simplex). Unset: weights are not searched (the base config's
+    # stay: by default the natural mix).
+    mixture_sources: list[str] | None = Field(default=None, min_length=2)
+    mixture_weight: Range = (0.01, 1.0)
     # the teacher's top-k the student learns from (null: all the bank keeps); unset: not
     # searched, the student's own distill.top_k stays
     top_ks: list[Annotated[int, Field(ge=1, le=65536)] | None] | None = None
@@ -186,6 +220,21 @@ class SpaceBounds(StrictModel):
             if problem:
                 raise ValueError(f"{value} is not a valid {path}: {problem}")
         return bounds
+
+    @field_validator("mixture_weight")
+    @classmethod
+    def _positive_weights(cls, bounds: Range) -> Range:
+        low, high = bounds
+        if not 0 < low <= high:
+            raise ValueError(f"must be [low, high] with 0 < low <= high, got [{low}, {high}]")
+        return bounds
+
+    @field_validator("mixture_sources")
+    @classmethod
+    def _distinct_sources(cls, sources: list[str] | None) -> list[str] | None:
+        if sources is not None and len(set(sources)) != len(sources):
+            raise ValueError(f"has duplicates: {sources}")
+        return sources
 
     def choices(self, parameter: Parameter) -> list[Any] | None:
         values = getattr(self, parameter.bounds)
@@ -240,12 +289,27 @@ def distillation_space(
         if parameter.draw == "values":
             values = [v for v in bounds.choices(parameter) or [] if v is not None]
             probe = {parameter.path: values[0]} if values else {}
+        if parameter.draw == "weights":
+            if bounds.mixture_sources is None:  # not searched: the base config's stay
+                continue
+            probe = {parameter.path: dict.fromkeys(bounds.mixture_sources, 1.0)}
         if not _used(parameter.path, {**fixed, **drawn, **probe}, base):
+            continue
+        if parameter.draw == "weights":
+            low, high = bounds.mixture_weight
+            for source in bounds.mixture_sources:
+                path = f"{parameter.path}.{source}"
+                if low == high:
+                    fixed[path] = low
+                else:
+                    drawn[path] = trial.suggest_float(path, low, high, log=True)
             continue
         if parameter.draw in ("choice", "values"):
             choices = bounds.choices(parameter)
             if choices is None:  # not searched: the base config's value stays
                 continue
+            if parameter.path in ("curriculum.kind", "curriculum.score"):
+                choices = supported(parameter.path, choices, {**fixed, **drawn}, base)
             if len(choices) == 1:
                 fixed[parameter.path] = choices[0]
             else:
@@ -261,6 +325,28 @@ def distillation_space(
                 parameter.path, low, high, log=parameter.log
             )
     return fixed
+
+
+def supported(
+    path: str, choices: list[str], chosen: dict[str, Any], base: dict[str, Any] | None
+) -> list[str]:
+    """The ``choices`` at ``path`` that the base config's data and task can run with the
+    settings ``chosen`` so far (a ``mixture`` curriculum needs data with sources, the
+    ``shapley`` score classification); all of them where the config does not validate
+    without them either. The sweep refuses such a choice listed explicitly
+    (:class:`search.spec.SweepSpec`); from the ``all`` preset it is left out."""
+    try:
+        StudentConfig.model_validate(nest(chosen, into=base))
+    except ValidationError:
+        return choices
+    out = []
+    for choice in choices:
+        try:
+            StudentConfig.model_validate(nest({**chosen, path: choice}, into=base))
+        except ValidationError:
+            continue
+        out.append(choice)
+    return out or choices
 
 
 def _range(parameter: Parameter, bounds: SpaceBounds, chosen: dict[str, Any]) -> tuple:

@@ -17,6 +17,7 @@ not use; the search space, the trials table and the progress line derive from bo
 from __future__ import annotations
 
 import copy
+import math
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -33,12 +34,13 @@ from pydantic import (
 # The vocabulary: every kind is named once, here. Space bounds, PBT mutations, column
 # translations, the progress line and the docs derive from these (``kinds(CurriculumKind)``).
 CurriculumKind = Literal[
-    "none", "paced", "confidence", "self_paced", "focal", "importance", "rho", "staged"
+    "none", "paced", "confidence", "self_paced", "focal", "importance", "rho", "staged", "bandit",
+    "mixture",
 ]  # fmt: skip
 Order = Literal["easy_first", "hard_first", "random"]
 ScoreKind = Literal[
     "confidence", "margin", "loss", "entropy", "el2n", "forgetting", "column", "length", "rarity",
-    "oof_confidence", "oof_margin", "oof_loss", "oof_entropy",
+    "oof_confidence", "oof_margin", "oof_loss", "oof_entropy", "shapley",
 ]  # fmt: skip
 PacingKind = Literal[
     "constant", "linear", "quadratic", "root", "exp", "log", "step", "competence", "exp_steps"
@@ -46,7 +48,10 @@ PacingKind = Literal[
 SPLRegularizer = Literal["hard", "linear", "log", "mixture"]
 SPLGrowth = Literal["mu", "pacing"]
 Progression = Literal["fixed", "threshold", "plateau"]
-PruneBy = Literal["score", "forgetting"]
+PruneBy = Literal["score", "forgetting", "shapley"]
+BanditPolicy = Literal["exp3s", "thompson"]
+BanditReward = Literal["prediction_gain", "self_prediction_gain", "target_prediction_gain"]
+MixtureSchedule = Literal["constant", "stages", "linear", "temperature"]
 LossForm = Literal["hinton", "progressive"]
 TeacherScheduleKind = Literal["final", "lockstep", "two_shot", "uniform_k", "explicit"]
 ScheduleKind = Literal["constant", "linear", "cosine", "step", "stage", "ctkd"]
@@ -175,6 +180,19 @@ class DataConfig(StrictModel):
         description="kind=file or tokens, a .parquet path: a string column naming each row's "
         "split (train, val, test or holdout)",
     )
+    source_column: str | None = Field(
+        default=None,
+        description="kind=file: a column (Parquet) or array (.npz) naming each row's source, "
+        "for mixture and bandit curricula over sources",
+    )
+    noisy_source: float | None = Field(
+        default=None,
+        gt=0.0,
+        lt=1.0,
+        description="classification data: this fraction of the training rows becomes a source "
+        "'noisy' with uniformly random labels, the rest source 'clean' (seeded by split_seed; "
+        "validation and test stay clean): a constructed task for data-mix curricula",
+    )
     tokens_column: str = "tokens"
     shape: list[int] | None = Field(default=None, min_length=1, max_length=4)
     vocab_size: int | None = Field(default=None, ge=2, le=1_000_000)
@@ -279,7 +297,39 @@ class DataConfig(StrictModel):
         ):
             raise ValueError(f"pad_id: {self.pad_id} must be < vocab_size {self.vocab_size}")
         self._check_user_split()
+        self._check_sources()
         return self
+
+    def _check_sources(self) -> None:
+        """``source_column`` where a column can be read; ``noisy_source`` on labelled data."""
+        if self.source_column is not None:
+            if self.kind != "file":
+                raise ValueError(
+                    f"source_column: only allowed when kind is 'file' (kind is {self.kind!r})"
+                )
+            if self.noisy_source is not None:
+                raise ValueError(
+                    "noisy_source: not allowed together with source_column (noisy_source makes "
+                    "the sources 'clean' and 'noisy' itself); use one or the other"
+                )
+            if self.source_column in (self.label_column, self.difficulty_column):
+                raise ValueError(
+                    f"source_column: {self.source_column!r} is the label or difficulty column; "
+                    "name a separate column of source names"
+                )
+        if self.noisy_source is not None and self.kind in TOKEN_DATA:
+            raise ValueError(
+                f"noisy_source: needs labelled data; data.kind {self.kind!r} has token "
+                "sequences only"
+            )
+
+    @property
+    def sources(self) -> str | None:
+        """The name of the data's source column: ``source_column``, ``"source"`` with
+        ``noisy_source``, else None (the data has no sources)."""
+        if self.source_column is not None:
+            return self.source_column
+        return "source" if self.noisy_source is not None else None
 
     def _check_user_split(self) -> None:
         """``split_column`` where it can be read; no fraction set beside a user's split."""
@@ -301,7 +351,8 @@ class DataConfig(StrictModel):
                     "columns: use data.paths (one file per split) or a Parquet file"
                 )
             taken = {"label_column": self.label_column, "difficulty_column":
-                     self.difficulty_column} if self.kind == "file" else {
+                     self.difficulty_column, "source_column": self.source_column,
+                     } if self.kind == "file" else {
                      "tokens_column": self.tokens_column}  # fmt: skip
             for name, value in taken.items():
                 if value == column:
@@ -328,10 +379,12 @@ class DataConfig(StrictModel):
     def unused(self) -> set[str]:
         every = set(type(self).model_fields) - {"kind", "split_seed"}
         uses = {
-            "digits": {"val_fraction", "test_fraction", "standardize", "shape"},
+            "digits": {"val_fraction", "test_fraction", "standardize", "shape", "noisy_source"},
             "file": {"path", "label_column", "difficulty_column", "val_fraction", "test_fraction",
-                     "standardize", "shape", "paths", "split_column"},
-            "sparse_parity": {"n_bits", "k", "train_size", "holdout_size", "label_noise"},
+                     "standardize", "shape", "paths", "split_column", "source_column",
+                     "noisy_source"},
+            "sparse_parity": {"n_bits", "k", "train_size", "holdout_size", "label_noise",
+                              "noisy_source"},
             "tokens": {"path", "tokens_column", "vocab_size", "pad_id", "max_examples",
                        "val_fraction", "test_fraction", "paths", "split_column"},
             "text": {"path", "seq_len", "whole_lines", "max_examples", "val_fraction",
@@ -339,7 +392,7 @@ class DataConfig(StrictModel):
             "pcfg": {"vocab_size", "seq_len", "train_size", "holdout_size", "pcfg_levels",
                      "pcfg_symbols", "pcfg_rules", "pcfg_seed"},
             "module": {"factory", "kwargs", "vocab_size", "pad_id", "val_fraction",
-                       "test_fraction", "standardize", "shape"},
+                       "test_fraction", "standardize", "shape", "noisy_source"},
         }[self.kind]  # fmt: skip
         if self.paths is not None or self.split_column is not None:  # the user's split
             uses = uses - {"val_fraction", "test_fraction"}
@@ -688,6 +741,138 @@ class StageConfig(StrictModel):
         return band
 
 
+class BanditConfig(StrictModel):
+    """``curriculum.bandit``: an automated curriculum that learns online which part of the
+    data to train on (Graves et al. 2017, "Automated Curriculum Learning for Neural
+    Networks").
+
+    Arms: ``buckets`` difficulty buckets (equal-size quantiles of ``curriculum.score``,
+    easiest first), or with ``arms_column`` the values of the data's source column (it must
+    be ``data.source_column``, or ``source`` with ``data.noisy_source``). Each step the policy
+    picks one arm and the batch is drawn from its rows.
+
+    ``policy``: ``exp3s`` (Exp3.S, Graves et al.'s Algorithm 1: ``step_size`` eta,
+    ``exploration`` epsilon, weight ``sharing`` alpha, unset: 1 / steps as in Auer et al.
+    2002) or ``thompson`` (discounted Thompson sampling over Beta posteriors, discount
+    ``1 - 1/window``, with ``exploration``).
+
+    ``reward``: the learning progress the step made (Graves et al.'s signals), rescaled to
+    [-1, 1] by the 20th and 80th percentiles of the last ``window`` rewards:
+
+    - ``prediction_gain``: the loss of the batch before minus after the update (one more
+      forward pass a step);
+    - ``self_prediction_gain``: the same on a fresh batch of the arm's held-out rows;
+    - ``target_prediction_gain``: the same on a batch of all held-out rows (the target).
+
+    The held-out rows (``holdout_fraction`` of the training split, or the data's own
+    ``holdout`` rows) are never trained on; validation stays for selection. Graves et al. use
+    eta = 1e-3 over 10^5+ steps; runs here are 10^2 to 10^4 steps, so the default 0.05 is
+    about Exp3's sqrt(2 ln N / (T N)) for 5 arms and 500 steps.
+    """
+
+    policy: BanditPolicy = "exp3s"
+    arms_column: str | None = Field(default=None, min_length=1)
+    buckets: int = Field(default=5, ge=2, le=64)
+    reward: BanditReward = "prediction_gain"
+    step_size: float = Field(default=0.05, gt=0.0, le=10.0)
+    exploration: float = Field(default=0.05, ge=0.0, le=1.0)
+    sharing: float | None = Field(default=None, ge=0.0, le=1.0)
+    window: int = Field(default=1000, ge=2, le=1_000_000)
+    holdout_fraction: float = Field(default=0.1, gt=0.0, le=0.5)
+
+    def unused(self) -> set[str]:
+        out = set()
+        if self.policy == "thompson":
+            out |= {"step_size", "sharing"}
+        if self.arms_column is not None:
+            out.add("buckets")
+        if self.reward == "prediction_gain":
+            out.add("holdout_fraction")
+        return out
+
+
+class MixtureStage(StrictModel):
+    """One stage of a staged data mix: from progress ``at`` on, sample sources by
+    ``weights``."""
+
+    at: float = Field(ge=0.0, lt=1.0)
+    weights: dict[str, float]
+
+    @field_validator("weights")
+    @classmethod
+    def _check_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        return _check_source_weights(weights)
+
+
+def _check_source_weights(weights: dict[str, float] | None) -> dict[str, float] | None:
+    if weights is None:
+        return weights
+    bad = {k: v for k, v in weights.items() if not (v >= 0 and math.isfinite(v))}
+    if bad:
+        raise ValueError(f"source weights must be finite and >= 0, got {bad}")
+    if not weights or sum(weights.values()) <= 0:
+        raise ValueError(f"need at least one source with a weight > 0, got {weights}")
+    return weights
+
+
+class MixtureConfig(StrictModel):
+    """``curriculum.mixture``: a data-mix curriculum over the data's sources
+    (``data.source_column``, or ``data.noisy_source``), as pretraining and multilingual
+    mixes schedule them. Each step's batch is split among the sources by the schedule's
+    probabilities at that point of the run (a multinomial draw), then drawn uniformly from
+    each source's rows.
+
+    ``schedule``:
+
+    - ``constant``: ``weights`` throughout;
+    - ``stages``: piecewise constant, ``weights`` from the start, then each of ``stages`` from
+      its ``at`` (a fraction of the run) on;
+    - ``linear``: annealed linearly from ``weights`` to ``end_weights``;
+    - ``temperature``: temperature sampling ``p_s ∝ n_s^(1/tau)`` over the sources' sizes
+      ``n_s`` (Arivazhagan et al. 2019; tau 1 is the natural mix, large tau tends to
+      uniform), tau linear from ``tau`` to ``tau_end`` (unset: constant).
+
+    Weights name sources (``{clean: 0.8, noisy: 0.2}``) and are normalised; a source not
+    named gets weight 0; unset ``weights``: the natural mix (proportional to size). A search
+    draws each listed source's weight log-uniformly (the space's ``mixture_sources``) and
+    normalises: every point of the simplex with ratios up to the range's (100:1 by default)
+    is reachable.
+    """
+
+    schedule: MixtureSchedule = "temperature"
+    weights: dict[str, float] | None = None
+    end_weights: dict[str, float] | None = None
+    stages: list[MixtureStage] = Field(default_factory=list, max_length=16)
+    tau: float = Field(default=1.0, gt=0.0, le=100.0)
+    tau_end: float | None = Field(default=None, gt=0.0, le=100.0)
+
+    @field_validator("weights", "end_weights")
+    @classmethod
+    def _check_weights(cls, weights: dict[str, float] | None) -> dict[str, float] | None:
+        return _check_source_weights(weights)
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> MixtureConfig:
+        if self.schedule == "linear" and (self.weights is None or self.end_weights is None):
+            raise ValueError("schedule 'linear' needs both weights and end_weights")
+        if self.schedule == "stages":
+            if not self.stages:
+                raise ValueError("schedule 'stages' needs stages: [{at: ..., weights: ...}, ...]")
+            at = [s.at for s in self.stages]
+            if at != sorted(set(at)) or at[0] <= 0:
+                raise ValueError(f"stages: each at must be > 0 and increasing, got {at}")
+        return self
+
+    def unused(self) -> set[str]:
+        uses = {
+            "constant": {"weights"},
+            "stages": {"weights", "stages"},
+            "linear": {"weights", "end_weights"},
+            "temperature": {"tau", "tau_end"},
+        }[self.schedule]
+        return set(type(self).model_fields) - {"schedule"} - uses
+
+
 def _default_stages() -> list[StageConfig]:
     """Easy -> medium -> hard, each stage keeping the easier data, augmentation fading out."""
     return [
@@ -716,6 +901,8 @@ CURRICULUM_USES: dict[str, tuple[str, ...]] = {
         "gate_patience",
         "gate_holdout_fraction",
     ),
+    "bandit": ("score", "bandit"),
+    "mixture": ("mixture",),
 }
 assert set(CURRICULUM_USES) == set(kinds(CurriculumKind)), "every curriculum kind says its uses"
 
@@ -757,7 +944,9 @@ class CurriculumConfig(StrictModel):
     ``score`` (``confidence``, ``margin``, ``loss``, ``entropy``, ``el2n``, ``forgetting``, or
     ``column``: the data's own difficulty column) orders examples for ``paced`` and ``staged``
     and picks what ``prune_fraction`` drops first (``prune_by: score``) unless ``prune_by`` is
-    ``forgetting`` (drop the least-forgotten examples).
+    ``forgetting`` (drop the least-forgotten examples) or ``shapley`` (drop the examples of
+    lowest KNN-Shapley value: harmful or mislabelled ones). ``shapley`` as a score orders by
+    value, most valuable first under ``easy_first`` (classification only).
     """
 
     kind: CurriculumKind = "none"
@@ -778,9 +967,13 @@ class CurriculumConfig(StrictModel):
     gate_threshold: float = Field(default=0.9, gt=0.0, le=1.0)
     gate_patience: int = Field(default=3, ge=1)
     gate_holdout_fraction: float = Field(default=0.1, gt=0.0, le=0.5)
+    bandit: BanditConfig = Field(default_factory=BanditConfig)
+    mixture: MixtureConfig = Field(default_factory=MixtureConfig)
 
     def unused(self) -> set[str]:
         uses = set(CURRICULUM_USES[self.kind])
+        if self.kind == "bandit" and self.bandit.arms_column is not None:
+            uses.discard("score")  # arms are sources, not difficulty buckets
         if self.kind == "self_paced" and self.self_paced.growth == "mu":
             uses.discard("pacing")
         if self.kind == "staged":
@@ -945,6 +1138,40 @@ class CheckpointConfig(StrictModel):
         return (last and self.final) or (self.every is not None and report % self.every == 0)
 
 
+SWEEP_SETS_DATA = "sweep_sets_data"  # validation context: data and task come from the sweep
+
+
+def check_curriculum(cur: CurriculumConfig, data: DataConfig, task: TaskConfig) -> None:
+    """Refuse a curriculum the data or task cannot run (``ValueError`` naming the fields): a
+    ``mixture`` or a bandit over sources needs data with sources, ``shapley`` values
+    classification examples."""
+    sources = data.sources
+    if cur.kind == "mixture" and sources is None:
+        raise ValueError(
+            "curriculum.kind: 'mixture' needs data with sources: set data.source_column "
+            "(kind file) or data.noisy_source"
+        )
+    column = cur.bandit.arms_column
+    if cur.kind == "bandit" and column is not None and column != sources:
+        have = f"the data's source column is {sources!r}" if sources else "the data has none"
+        raise ValueError(
+            f"curriculum.bandit.arms_column: {column!r} is not the data's source column "
+            f"({have}); set data.source_column: {column} (kind file), or use source with "
+            "data.noisy_source, or leave it unset for difficulty buckets"
+        )
+    used = {k for k, v in settings(cur).items() if v is not None}
+    wants_shapley = ("score" in used and cur.score == "shapley") or (
+        "prune_by" in used and cur.prune_by == "shapley"
+    )
+    if wants_shapley and task.kind != "classify":
+        raise ValueError(
+            "curriculum.score / prune_by: 'shapley' (KNN-Shapley) values classification "
+            f"examples; task.kind is {task.kind!r}"
+        )
+    if data.noisy_source is not None and task.kind != "classify":
+        raise ValueError(f"data.noisy_source: needs task.kind classify, got {task.kind!r}")
+
+
 class StudentConfig(StrictModel):
     """Configuration of :func:`trainables.train_student`.
 
@@ -984,8 +1211,10 @@ class StudentConfig(StrictModel):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
 
     @model_validator(mode="after")
-    def _check_task(self) -> StudentConfig:
+    def _check_task(self, info: ValidationInfo) -> StudentConfig:
         check_task(self.task, self.data, self.model)
+        if not (info.context or {}).get(SWEEP_SETS_DATA):  # a sweep checks its own data
+            check_curriculum(self.curriculum, self.data, self.task)
         return self
 
     @property
@@ -1050,6 +1279,8 @@ def nest(flat: dict[str, Any], into: dict[str, Any] | None = None) -> dict[str, 
         *parents, leaf = path.split(".")
         node = tree
         for part in parents:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # a mapping left unset (``mixture.weights: null``)
+                node[part] = {}
+            node = node[part]
         node[leaf] = value
     return tree

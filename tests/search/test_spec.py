@@ -38,7 +38,7 @@ def _problems(raw):
         ),
         (
             {"name": "a", "student": {"curriculum": {"kind": "cosine"}}},
-            "student.curriculum.kind: Input should be 'none', 'paced', 'confidence', 'self_paced', 'focal', 'importance', 'rho' or 'staged' (got 'cosine')",
+            "student.curriculum.kind: Input should be 'none', 'paced', 'confidence', 'self_paced', 'focal', 'importance', 'rho', 'staged', 'bandit' or 'mixture' (got 'cosine')",
         ),
         (
             {"name": "a", "data": {"kind": "file", "path": "/no/such.parquet"}},

@@ -119,7 +119,47 @@ def test_sampled_configs_are_valid_and_temperature_is_log_scale():
         kinds.add(cfg.curriculum.kind)
         assert cfg.curriculum.prune_fraction <= 0.3
         study.tell(trial, 0.0)
-    assert kinds == set(CURRICULUM_KINDS)
+    # digits have no sources: the all preset leaves the mixture out
+    assert kinds == set(CURRICULUM_KINDS) - {"mixture"}
+
+
+def test_mixture_weights_are_searched_per_source_and_normalised_by_the_config():
+    """With sources, the all preset draws the mixture; ``mixture_sources`` adds one
+    log-uniform weight per source at ``curriculum.mixture.weights.<source>``."""
+    base = {**BASE, "data": {"kind": "digits", "noisy_source": 0.5}}
+    bounds = SpaceBounds(mixture_sources=["clean", "noisy"], mixture_schedules=["constant"])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    mixtures = 0
+    for _ in range(80):
+        trial = study.ask()
+        distillation_space(trial, bounds, base)
+        cfg = StudentConfig.model_validate(
+            suggest_config(optuna.trial.FixedTrial(trial.params), bounds, base)
+        )
+        if cfg.curriculum.kind == "mixture":
+            mixtures += 1
+            weights = cfg.curriculum.mixture.weights
+            assert set(weights) == {"clean", "noisy"}
+            for source in ("clean", "noisy"):
+                dist = trial.distributions[f"curriculum.mixture.weights.{source}"]
+                assert dist.log and (dist.low, dist.high) == (0.01, 1.0)
+                assert weights[source] == trial.params[f"curriculum.mixture.weights.{source}"]
+        else:
+            assert not any("mixture" in name for name in trial.params)
+        study.tell(trial, 0.0)
+    assert mixtures >= 3
+
+
+def test_shapley_is_left_out_of_a_language_model_space():
+    base = {**BASE, "data": {"kind": "pcfg"}, "task": {"kind": "causal_lm"},
+            "model": {"kind": "transformer"}}  # fmt: skip
+    assert "shapley" in SpaceBounds().scores
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(40):
+        trial = study.ask()
+        distillation_space(trial, SpaceBounds(curricula=["paced"], orders=["easy_first"]), base)
+        assert "shapley" not in trial.distributions["curriculum.score"].choices
+        study.tell(trial, 0.0)
 
 
 @pytest.mark.parametrize(

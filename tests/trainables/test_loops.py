@@ -46,7 +46,15 @@ def teacher_dir(tmp_path_factory):
     assert [r["step"] for r in records] == list(range(10, 301, 10))
     assert records[-1]["val_accuracy"] > 0.93
     scores = open_bank(out).scores
-    assert set(scores) == {"confidence", "margin", "loss", "entropy", "el2n", "forgetting"}
+    assert set(scores) == {
+        "confidence",
+        "margin",
+        "loss",
+        "entropy",
+        "el2n",
+        "forgetting",
+        "shapley",
+    }
     assert all(len(v) == 1079 for v in scores.values())
     assert len(set(scores["forgetting"])) > 1  # the trajectory saw examples learned and forgotten
     return str(out)

@@ -1,6 +1,16 @@
 """Curricula: difficulty scores, pacing functions, samplers, loss weightings and stages
 (plain NumPy / PyTorch; no Ray)."""
 
+from trainables.curriculum._bandit import (
+    BanditSampler,
+    Exp3S,
+    RewardScaler,
+    Thompson,
+    bucket_arms,
+    bucket_of,
+    source_arms,
+)
+from trainables.curriculum._mixture import MixtureSampler, MixtureSchedule
 from trainables.curriculum._pacing import (
     PACING_KINDS,
     CompetencePacing,
@@ -40,10 +50,20 @@ from trainables.curriculum._scores import (
     softmax,
     to_ranks,
 )
+from trainables.curriculum._shapley import knn_shapley, shapley_values
 from trainables.curriculum._stages import StageController
 from trainables.curriculum._weights import SPL_KINDS, SelfPacedWeighting, focal_weights, spl_weights
 
 __all__ = [
+    "BanditSampler",
+    "Exp3S",
+    "MixtureSampler",
+    "MixtureSchedule",
+    "RewardScaler",
+    "Thompson",
+    "bucket_arms",
+    "bucket_of",
+    "source_arms",
     "PACING_KINDS",
     "SCORE_KINDS",
     "SPL_KINDS",
@@ -72,6 +92,7 @@ __all__ = [
     "focal_weights",
     "forgetting_difficulty",
     "importance_probabilities",
+    "knn_shapley",
     "length_difficulty",
     "loss_difficulty",
     "make_pacing",
@@ -79,6 +100,7 @@ __all__ = [
     "prune",
     "rarity_difficulty",
     "rho_select",
+    "shapley_values",
     "softmax",
     "spl_weights",
     "to_ranks",

@@ -3,7 +3,9 @@
 One entry point per side: :func:`load_splits` in a trial, :func:`check_data` on the driver
 before anything starts. Kinds: ``digits``, ``file``, ``sparse_parity`` (features or images
 with class labels), ``tokens``, ``text``, ``pcfg`` (token sequences) and ``module`` (a user's
-dataset of either).
+dataset of either). Each training row's source (``data.source_column``,
+``data.noisy_source``): :attr:`Splits.source_train`, :attr:`Splits.source_names`
+(:mod:`trainables.data._sources`).
 """
 
 from trainables.data._base import DataError, DataInfo, Splits

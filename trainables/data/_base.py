@@ -34,7 +34,11 @@ class Splits:
     the data has none). ``holdout``: int64 positions *within the training split* of the rows
     the user reserved for training-time decisions (``data.split_column`` value ``holdout``,
     or ``data.paths.holdout``; they come after the training rows), None when the user
-    reserved none.
+    reserved none. ``source_train``: int64 ``(n_train,)``, each training row's source (holdout
+    rows included) as an index into ``source_names``, the sources' names (sorted: strings by
+    name, integers by value written as ``str(value)``; ``("clean", "noisy")`` with
+    ``data.noisy_source``); both None when the data has no sources (see
+    :mod:`trainables.data._sources`).
     """
 
     x_train: Any
@@ -52,6 +56,8 @@ class Splits:
     vocab_size: int | None = None
     pad_id: int | None = None
     holdout: np.ndarray | None = None
+    source_train: np.ndarray | None = None
+    source_names: tuple[str, ...] | None = None
 
     @property
     def example_shape(self) -> tuple[int, ...]:
@@ -73,7 +79,9 @@ class DataInfo:
     (for tokens ``(L,)``, the padded length), whether examples are token sequences, the
     classes (or ``V``), the vocabulary and padding id of token data, the examples in all
     (train + validation + test, holdout rows included), notes on what the loader leaves
-    out, and the rows the user reserved as holdout (None: none; see :attr:`Splits.holdout`)."""
+    out, the rows the user reserved as holdout (None: none; see :attr:`Splits.holdout`), and
+    the names of the training rows' sources (None: the data has none; see
+    :attr:`Splits.source_names`)."""
 
     example_shape: tuple[int, ...]
     tokens: bool
@@ -83,6 +91,7 @@ class DataInfo:
     rows: int
     notes: tuple[str, ...] = ()  # what the loader leaves out, for the driver to print
     holdout: int | None = None
+    source_names: tuple[str, ...] | None = None
 
 
 def split_sizes(rows: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
@@ -141,11 +150,14 @@ def split_features(
     seed: int,
     standardize: bool,
     given: Any = None,
+    sources: tuple[np.ndarray, list[Any]] | None = None,
 ) -> Splits:
     """Split features ``x`` (``(n, d)``) and labels ``y`` (``(n,)``) by the seeded split, or
     by ``given`` (a :class:`~trainables.data._given.UserSplit`) when the user gave one;
-    standardise each feature with the training split's mean and standard deviation only
-    (holdout rows included: they are training rows); reshape each example to ``shape``
+    ``sources``: each row's source code ``(n,)`` and the values the codes stand for
+    (``data.source_column``), which give the training rows' sources; standardise each
+    feature with the training split's mean and standard deviation only (holdout rows
+    included: they are training rows); reshape each example to ``shape``
     (``prod(shape) == d``)."""
     if given is None:
         train, val, test = seeded_split(len(y), val_fraction, test_fraction, seed)
@@ -158,6 +170,9 @@ def split_features(
         std[std == 0] = 1.0
         x = (x - mean) / std
     x = x.astype(np.float32).reshape(len(x), *shape)
+    source_train, source_names = None, None
+    if sources is not None:
+        source_train, source_names = training_sources(*sources, train)
     return Splits(
         x_train=x[train],
         y_train=y[train],
@@ -170,7 +185,25 @@ def split_features(
         difficulty_val=None if difficulty is None else difficulty[val],
         difficulty_test=None if difficulty is None else difficulty[test],
         holdout=holdout,
+        source_train=source_train,
+        source_names=source_names,
     )
+
+
+def training_sources(
+    codes: np.ndarray, values: list[Any], train: np.ndarray
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """``(source_train, source_names)`` of the training rows ``train`` (indices into
+    ``codes``, each row's code into ``values``): the sources the training rows hold, sorted
+    (strings by name, integers by value), and each training row's index among them (int64).
+    A value no training row holds is no source."""
+    held = codes[train].astype(np.int64)
+    assert (held >= 0).all(), "a training row without a source: the check refuses its file"
+    used = np.unique(held)
+    order = sorted(used.tolist(), key=lambda code: values[code])
+    lookup = np.full(len(values), -1, dtype=np.int64)
+    lookup[order] = np.arange(len(order), dtype=np.int64)
+    return lookup[held], tuple(str(values[code]) for code in order)
 
 
 def evenly(total: int, at_most: int | None) -> np.ndarray:

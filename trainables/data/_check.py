@@ -21,6 +21,9 @@ What a data file must look like:
   ``__index_level_N__``, as ``DataFrame.to_parquet`` writes a filtered frame's index) is
   not a feature: a row's original position must not become a model input. It may still be
   the label, difficulty or split column.
+- ``data.source_column`` (optional): in a ``.npz`` a 1-D array of one value per row, in a
+  Parquet file a column, not a feature, of strings or integers (no nulls) naming each row's
+  source (:mod:`trainables.data._sources`); at most ``MAX_SOURCES`` distinct values.
 - Features are finite and within float32's range (they are trained as float32); difficulty
   values are finite.
 - Labels are the class indices ``0..C-1``, each present at least once, with
@@ -39,18 +42,23 @@ Splits the user gives (:mod:`trainables.data._given`):
   together (a val or test file may lack a class). The files must agree: the same format,
   the same feature columns (or array ``x`` example shape) and the same kind of values
   (bool, integer or float) in each; no file may be given for two splits (the same resolved
-  path, or the same bytes).
+  path, or the same bytes). The train and holdout files need ``data.source_column`` when it
+  is set; a val or test file may lack it, and every file holding it holds the same kind of
+  values (strings or integers).
 - Either way every label of the val and test rows occurs in the ``train`` rows (holdout rows
   do not count); a training label missing from val or test is fine.
 
 The check keeps nothing: its memory is one batch of rows (for Parquet, one row group) and a
 ``MAX_CLASSES`` table of the labels seen (one per split: per file of ``data.paths``, four
-with ``data.split_column``), whatever the file's size or its labels' values.
+with ``data.split_column``), whatever the file's size or its labels' values; with
+``data.source_column``, also a table of the distinct sources and an int32 code per row (and
+an int8 split code per row with ``data.split_column``), to name the training rows' sources.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import re
 import zipfile
@@ -62,7 +70,15 @@ from typing import Any
 
 import numpy as np
 
-from trainables.data._base import MIN_ROWS, DataError, DataInfo, example_shape, split_sizes
+from trainables.data._base import (
+    MIN_ROWS,
+    DataError,
+    DataInfo,
+    example_shape,
+    seeded_split,
+    split_sizes,
+    training_sources,
+)
 from trainables.data._given import (
     SPLITS,
     SplitColumn,
@@ -72,6 +88,14 @@ from trainables.data._given import (
     distinct_files,
     empty_file,
     paths_of,
+)
+from trainables.data._sources import (
+    SourceTable,
+    noisy_names,
+    npz_source_codes,
+    npz_source_type,
+    parquet_source_codes,
+    parquet_source_type,
 )
 
 __all__ = ["MIN_ROWS", "DataError", "FileData", "file_info", "read_file", "split_sizes"]
@@ -89,8 +113,10 @@ class FileData:
     """What :func:`read_file` returns: features (float32, ``(n, d)``), labels (int64,
     ``(n,)``), difficulty (float64 ``(n,)`` or None), the number of classes, each
     example's own shape (``.npz``: ``x.shape[1:]``; Parquet: ``(d,)``), and the split the
-    user gave (``data.split_column`` or ``data.paths``; None: the loader's seeded split).
-    With ``data.paths`` the rows are the files' rows one after another."""
+    user gave (``data.split_column`` or ``data.paths``; None: the loader's seeded split), and
+    (``data.source_column``) each row's source code (int32 ``(n,)``; -1 in a val or test
+    file without the column) with the values the codes stand for. With ``data.paths`` the
+    rows are the files' rows one after another."""
 
     x: np.ndarray
     y: np.ndarray
@@ -98,6 +124,7 @@ class FileData:
     num_classes: int
     example_shape: tuple[int, ...]
     split: UserSplit | None = None
+    source: tuple[np.ndarray, list[Any]] | None = None
 
 
 def file_info(data: Any) -> DataInfo:
@@ -112,6 +139,7 @@ def file_info(data: Any) -> DataInfo:
         pad_id=None,
         rows=checked.rows,
         holdout=checked.holdout,
+        source_names=checked.source_names or noisy_names(data, checked.train_rows),
     )
 
 
@@ -131,6 +159,7 @@ def read_file(data: Any) -> FileData:
         ),
         example_shape=tallies[0].example_shape,
         split=checked.split,
+        source=checked.source,
     )
 
 
@@ -142,8 +171,11 @@ class _Checked:
     num_classes: int
     rows: int
     example_shape: tuple[int, ...]
-    split: UserSplit | None  # the user's split (with ``keep``)
+    split: UserSplit | None  # the user's split (with ``keep``, or ``data.source_column``)
     holdout: int | None  # rows the user reserved as holdout
+    train_rows: int  # rows of the training split, holdout rows included
+    source: tuple[np.ndarray, list[Any]] | None = None  # see FileData.source
+    source_names: tuple[str, ...] | None = None  # the training rows' sources
 
 
 def _check(data: Any, *, keep: bool) -> _Checked:
@@ -151,14 +183,23 @@ def _check(data: Any, *, keep: bool) -> _Checked:
     each file of ``data.paths``."""
     if data.paths is not None:
         return _check_paths(data, keep=keep)
+    table = SourceTable(data.source_column) if data.source_column is not None else None
     tally = _pass(
         Path(data.path), data.label_column, data.difficulty_column, keep=keep,
-        split_column=data.split_column,
+        split_column=data.split_column, sources=table,
     )  # fmt: skip
     num_classes = tally.num_classes()
     if tally.splits is None:
-        split_sizes(tally.rows, data.val_fraction, data.test_fraction)
-        return _Checked([tally], num_classes, tally.rows, tally.example_shape, None, None)
+        train_rows, _, _ = split_sizes(tally.rows, data.val_fraction, data.test_fraction)
+        checked = _Checked(
+            [tally], num_classes, tally.rows, tally.example_shape, None, None, train_rows
+        )
+        if table is None:
+            return checked
+        train, _, _ = seeded_split(
+            tally.rows, data.val_fraction, data.test_fraction, data.split_seed
+        )
+        return _with_sources(checked, table, train)
     codes = tally.splits.finish()
     check_trained(
         dict(zip(SPLITS, tally.by_split, strict=True)),
@@ -170,7 +211,19 @@ def _check(data: Any, *, keep: bool) -> _Checked:
     )
     split = UserSplit.from_codes(codes) if codes is not None else None
     holdout = tally.splits.holdout
-    return _Checked([tally], num_classes, tally.rows, tally.example_shape, split, holdout)
+    train_rows = int(tally.splits.counts[SPLITS.index("train")]) + (holdout or 0)
+    checked = _Checked(
+        [tally], num_classes, tally.rows, tally.example_shape, split, holdout, train_rows
+    )
+    return checked if table is None else _with_sources(checked, table, split.train)
+
+
+def _with_sources(checked: _Checked, table: SourceTable, train: np.ndarray) -> _Checked:
+    """``checked`` with the sources of ``data.source_column``: each row's code and the
+    training rows' (``train``: their indices) source names."""
+    codes = np.concatenate([c for t in checked.tallies for c in t.source_codes])
+    _, names = training_sources(codes, table.values, train)
+    return dataclasses.replace(checked, source=(codes, table.values), source_names=names)
 
 
 def _check_paths(data: Any, *, keep: bool) -> _Checked:
@@ -179,10 +232,14 @@ def _check_paths(data: Any, *, keep: bool) -> _Checked:
     ``0..C-1``, each present in some file, and every val and test label in the training file;
     no file twice."""
     distinct_files(data.paths)
+    table = SourceTable(data.source_column) if data.source_column is not None else None
     tallies: list[_Tally] = []
     for name, file in paths_of(data.paths):
         field = f"data.paths.{name}"
-        tally = _pass(Path(file), data.label_column, data.difficulty_column, keep=keep, field=field)
+        tally = _pass(
+            Path(file), data.label_column, data.difficulty_column, keep=keep, field=field,
+            sources=table, sources_required=name in ("train", "holdout"),
+        )  # fmt: skip
         if tally.rows == 0:
             raise empty_file(field, tally.file)
         if tallies:
@@ -205,9 +262,13 @@ def _check_paths(data: Any, *, keep: bool) -> _Checked:
         "data.paths.train",
     )
     sizes = [(t.field.removeprefix("data.paths."), t.rows) for t in tallies]
-    split = UserSplit.from_codes(codes_of_files(sizes)) if keep else None
+    split = UserSplit.from_codes(codes_of_files(sizes)) if keep or table else None
     holdout = dict(sizes).get("holdout")
-    return _Checked(tallies, num_classes, rows, tallies[0].example_shape, split, holdout)
+    train_rows = dict(sizes)["train"] + (holdout or 0)
+    checked = _Checked(
+        tallies, num_classes, rows, tallies[0].example_shape, split, holdout, train_rows
+    )
+    return checked if table is None else _with_sources(checked, table, split.train)
 
 
 def _agree(train: _Tally, other: _Tally) -> None:
@@ -259,6 +320,11 @@ class _Tally:
         self.x: list[np.ndarray] = []
         self.y: list[np.ndarray] = []
         self.difficulty: list[np.ndarray] = []
+        # data.source_column: the table of its values (shared by the files of data.paths),
+        # whether this file holds the column, and each row's code (kept even without keep)
+        self.sources: SourceTable | None = None
+        self.has_source = False
+        self.source_codes: list[np.ndarray] = []
 
     @staticmethod
     def features(subject: str, values: np.ndarray, start: int) -> np.ndarray:
@@ -308,9 +374,17 @@ class _Tally:
             raise DataError(f"{subject} has {values[row]} at row {start + row}: must be finite")
         return values
 
-    def add(self, x: np.ndarray, y: np.ndarray, difficulty: np.ndarray | None) -> None:
-        """Count a checked batch, and keep it if asked to."""
+    def add(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        difficulty: np.ndarray | None,
+        source: np.ndarray | None = None,
+    ) -> None:
+        """Count a checked batch, and keep it if asked to (its source codes always)."""
         self.rows += len(x)
+        if source is not None:
+            self.source_codes.append(source)
         if self.keep:
             self.x.append(x)
             self.y.append(y)
@@ -355,22 +429,31 @@ def _pass(
     keep: bool,
     field: str = "data.path",
     split_column: str | None = None,
+    sources: SourceTable | None = None,
+    sources_required: bool = True,
 ) -> _Tally:
     """One file's pass; ``field`` names it in messages; ``split_column`` (Parquet only: the
-    configuration refuses it elsewhere) is read into :attr:`_Tally.splits`."""
+    configuration refuses it elsewhere) is read into :attr:`_Tally.splits`; ``sources``:
+    the table of ``data.source_column``'s values (the column is read into it, and must be
+    there when ``sources_required``)."""
     file = repr(str(path))
     if path.suffix == ".npz":
         tally = _Tally(file, f"{field}: {file} array 'y'", keep, field, npz=True)
-        _npz_pass(path, file, difficulty_column, tally)
+        tally.sources = sources
+        _npz_pass(path, file, difficulty_column, tally, sources_required)
     elif path.suffix == ".parquet":
         label_subject = f"data.label_column: column {label_column!r} of {file}"
         tally = _Tally(file, label_subject, keep, field, npz=False)
+        tally.sources = sources
         if split_column is not None:
-            tally.splits = SplitColumn(split_column, file, keep=keep)
+            # its codes are kept with sources too: they say which rows' sources are named
+            tally.splits = SplitColumn(split_column, file, keep=keep or sources is not None)
             tally.by_split = np.zeros((len(SPLITS), MAX_CLASSES), dtype=bool)
-        _parquet_pass(path, file, label_column, difficulty_column, tally)
+        _parquet_pass(path, file, label_column, difficulty_column, tally, sources_required)
     else:
         raise DataError(f"{field}: {file} must end in .npz or .parquet")
+    if sources is not None and not tally.has_source:  # a val or test file without it
+        tally.source_codes = [np.full(tally.rows, -1, dtype=np.int32)]
     return tally
 
 
@@ -402,7 +485,9 @@ class _Npy:
     fortran_order: bool
 
 
-def _npz_pass(path: Path, file: str, difficulty_column: str | None, tally: _Tally) -> None:
+def _npz_pass(
+    path: Path, file: str, difficulty_column: str | None, tally: _Tally, sources_required: bool
+) -> None:
     try:
         with zipfile.ZipFile(path) as archive, contextlib.ExitStack() as streams:
             arrays = {
@@ -411,32 +496,42 @@ def _npz_pass(path: Path, file: str, difficulty_column: str | None, tally: _Tall
                 if name.endswith(".npy")
             }
             _npz_schema(file, arrays, difficulty_column, tally.field)
+            table = tally.sources
+            tally.has_source = table is not None and npz_source_type(
+                table, arrays, file, arrays["x"].shape[0], sources_required
+            )
             tally.example_shape = arrays["x"].shape[1:] or (1,)
             tally.layout = {
                 "x": (_family(arrays["x"].dtype), f"examples of shape {tally.example_shape}")
             }
-            difficulty = arrays.get(difficulty_column) if difficulty_column else None
+            difficulty = arrays[difficulty_column] if difficulty_column else None
             x_subject = f"{tally.field}: {file} array 'x'"
             d_subject = f"data.difficulty_column: array {difficulty_column!r} of {file}"
             x_array, rows = arrays["x"], arrays["x"].shape[0]
-            no_difficulty = itertools.repeat((0, None), -(-rows // _batch_rows(x_array)))
+            steps = -(-rows // _batch_rows(x_array))
 
-            def batches(array: _Npy) -> Iterator[tuple[int, np.ndarray]]:
+            def batches(array: _Npy | None) -> Iterator[tuple[int, np.ndarray | None]]:
+                if array is None:  # an optional array the file does not hold: None per batch
+                    return itertools.repeat((0, None), steps)
                 stream = streams.enter_context(archive.open(array.member))
                 return _npy_batches(stream, array, like=x_array)
 
+            source = arrays[table.name] if tally.has_source else None
             both = zip(
                 batches(x_array),
                 batches(arrays["y"]),
-                batches(difficulty) if difficulty else no_difficulty,
+                batches(difficulty),
+                batches(source),
                 strict=True,
             )
-            for (start, x), (_, y), (_, d) in both:
+            for (start, x), (_, y), (_, d), (_, s) in both:
                 x = tally.features(x_subject, x, start)
                 y = tally.labels(y, start)
                 if d is not None:
                     d = tally.difficulty_values(d_subject, d, start)
-                tally.add(x, y, d)
+                if s is not None:
+                    s = npz_source_codes(table, s, file, start)
+                tally.add(x, y, d, s)
     except DataError:
         raise
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
@@ -558,7 +653,12 @@ def _batch_rows(array: _Npy) -> int:
 
 
 def _parquet_pass(
-    path: Path, file: str, label_column: str, difficulty_column: str | None, tally: _Tally
+    path: Path,
+    file: str,
+    label_column: str,
+    difficulty_column: str | None,
+    tally: _Tally,
+    sources_required: bool,
 ) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -573,13 +673,18 @@ def _parquet_pass(
     splits = tally.splits
     if splits is not None:  # first: a wrong column here makes the real one look a feature
         splits.check_schema(schema)
+    table = tally.sources  # the same, for the source column
+    tally.has_source = table is not None and parquet_source_type(
+        table, schema, file, sources_required
+    )
     features = _parquet_schema(
         file, schema, label_column, difficulty_column, tally.field,
-        splits.name if splits else None,
+        splits.name if splits else None, table.name if table else None,
     )  # fmt: skip
     read = [*features, label_column]  # not the pandas index: nothing reads it
     read += [difficulty_column] if difficulty_column is not None else []
     read += [splits.name] if splits is not None else []
+    read += [table.name] if tally.has_source else []
     subjects = {name: f"{tally.field}: {file} feature column {name!r}" for name in features} | {
         label_column: tally.label_subject
     }
@@ -591,11 +696,14 @@ def _parquet_pass(
     try:
         for batch in reader.iter_batches(batch_size=_parquet_batch_rows(reader), columns=read):
             start = tally.rows
-            columns, codes = {}, None
+            columns, codes, source = {}, None, None
             for name in read:
                 column = batch.column(name)
                 if splits is not None and name == splits.name:
                     codes = splits.add(column)
+                    continue
+                if tally.has_source and name == table.name:
+                    source = parquet_source_codes(table, column, file, start)
                     continue
                 if column.null_count:
                     row = int(np.argmax(column.is_null().to_numpy(zero_copy_only=False)))
@@ -617,7 +725,7 @@ def _parquet_pass(
                 d = tally.difficulty_values(
                     subjects[difficulty_column], columns[difficulty_column], start
                 )
-            tally.add(x, y, d)
+            tally.add(x, y, d, source)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(
             f"{tally.field}: {file} is not a readable Parquet file ({_reason(exc)})"
@@ -690,6 +798,7 @@ def _parquet_schema(
     difficulty_column: str | None,
     field: str,
     split_column: str | None,
+    source_column: str | None = None,
 ) -> list[str]:
     """The rules a Parquet schema answers; return the feature columns' names."""
     names = list(schema.names)
@@ -723,11 +832,12 @@ def _parquet_schema(
                 f"numeric (int, uint, float or bool), got {difficulty_type}"
             )
     index = _pandas_index(schema)
-    taken = (label_column, difficulty_column, split_column)
+    taken = (label_column, difficulty_column, split_column, source_column)
     features = [n for n in names if n not in taken and n not in index]
     others = ", ".join(
         ["data.label_column", "data.difficulty_column"]
         + (["data.split_column"] if split_column is not None else [])
+        + (["data.source_column"] if source_column is not None else [])
         + (["the pandas index"] if index else [])
     )
     others = " and ".join(others.rsplit(", ", 1))

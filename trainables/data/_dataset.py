@@ -42,6 +42,7 @@ from trainables.data._base import (
     too_few_rows,
 )
 from trainables.data._rows import DatasetRows
+from trainables.data._sources import noisy_names, unlabelled
 
 
 @dataclass(frozen=True)
@@ -60,14 +61,19 @@ def dataset_info(data: Any) -> DataInfo:
     """Import and call the factory, read item 0 (and, when the count of classes or ids is not
     declared, every item's label or ids, one at a time)."""
     items = _open(data)
-    split_sizes(items.rows, data.val_fraction, data.test_fraction)
+    train_rows, _, _ = split_sizes(items.rows, data.val_fraction, data.test_fraction)
     if items.tokens:
+        if data.noisy_source is not None:
+            raise unlabelled(data)
         vocab = _vocabulary(items, data)
         pad = _pad_id(items, data, vocab)
         return DataInfo(items.shape, True, vocab, vocab, pad, items.rows)
     labels = np.fromiter((label for _, _, label in _pairs(items)), np.int64, count=items.rows)
     shape = example_shape(data.shape, items.shape)
-    return DataInfo(shape, False, _classes(items, labels), None, None, items.rows)
+    return DataInfo(
+        shape, False, _classes(items, labels), None, None, items.rows,
+        source_names=noisy_names(data, train_rows),
+    )  # fmt: skip
 
 
 def load_dataset(data: Any) -> Splits:

@@ -11,11 +11,19 @@ from typing import Any
 
 import numpy as np
 
-from trainables.data._base import DataError, DataInfo, Splits, example_shape, split_features
+from trainables.data._base import (
+    DataError,
+    DataInfo,
+    Splits,
+    example_shape,
+    split_features,
+    split_sizes,
+)
 from trainables.data._check import file_info, read_file
 from trainables.data._dataset import dataset_info, load_dataset
 from trainables.data._given import paths_of
 from trainables.data._pcfg import load_pcfg, pcfg_info
+from trainables.data._sources import noisy_names, with_noisy_source
 from trainables.data._text import load_text, text_files, text_info
 from trainables.data._tokens import load_tokens, tokens_info
 
@@ -32,8 +40,15 @@ def load_splits(cfg: Any) -> Splits:
     split (``file`` and ``tokens``: ``data.split_column`` or ``data.paths``; see
     :mod:`trainables.data._given`); generated kinds draw each split from ``split_seed``.
     Standardisation uses the training split's mean and standard deviation only. Files are
-    checked on the way, by the rules of :func:`check_data`.
+    checked on the way, by the rules of :func:`check_data`. The training rows' sources
+    (``data.source_column``, ``data.noisy_source``; :mod:`trainables.data._sources`) are
+    set here, so every consumer sees the same rows, sources and (noisy) labels.
     """
+    return with_noisy_source(_load(cfg), cfg)
+
+
+def _load(cfg: Any) -> Splits:
+    """The splits of ``cfg``'s kind, before ``data.noisy_source``."""
     kind = cfg.kind
     if kind == "sparse_parity":
         return sparse_parity(
@@ -46,17 +61,17 @@ def load_splits(cfg: Any) -> Splits:
     if kind == "digits":
         _no_difficulty(cfg)
         x, y = _load_digits()
-        difficulty, natural, given = None, DIGITS.example_shape, None
+        difficulty, natural, given, sources = None, DIGITS.example_shape, None, None
     elif kind == "file":
         table = read_file(cfg)  # checks it
         x, y, difficulty, natural = table.x, table.y, table.difficulty, table.example_shape
-        given = table.split
+        given, sources = table.split, table.source
     else:
         raise ValueError(f"data.kind: {kind!r} is not a data kind")
     return split_features(
         x, y, difficulty, shape=example_shape(cfg.shape, natural),
         val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.split_seed,
-        standardize=cfg.standardize, given=given,
+        standardize=cfg.standardize, given=given, sources=sources,
     )  # fmt: skip
 
 
@@ -70,10 +85,17 @@ def check_data(data: Any) -> DataInfo:
     if kind == "digits":
         _no_difficulty(data)
         shape = example_shape(data.shape, DIGITS.example_shape)
-        return DataInfo(shape, False, DIGITS.num_classes, None, None, DIGITS.rows)
+        train_rows, _, _ = split_sizes(DIGITS.rows, data.val_fraction, data.test_fraction)
+        return DataInfo(
+            shape, False, DIGITS.num_classes, None, None, DIGITS.rows,
+            source_names=noisy_names(data, train_rows),
+        )  # fmt: skip
     if kind == "sparse_parity":
         rows = data.train_size + 2 * data.holdout_size
-        return DataInfo((data.n_bits,), False, 2, None, None, rows)
+        return DataInfo(
+            (data.n_bits,), False, 2, None, None, rows,
+            source_names=noisy_names(data, data.train_size),
+        )  # fmt: skip
     checks = {"file": file_info, "tokens": tokens_info, "text": text_info, "pcfg": pcfg_info,
               "module": dataset_info}  # fmt: skip
     if kind not in checks:

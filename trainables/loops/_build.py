@@ -17,10 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables.config import StageConfig, StudentConfig, TeacherConfig
+from trainables.config import CurriculumConfig, StageConfig, StudentConfig, TeacherConfig
 from trainables.curriculum import (
+    BanditSampler,
     Sampler,
     StageController,
+    bucket_of,
     confidence_difficulty,
     to_ranks,
 )
@@ -171,6 +173,7 @@ class StudentRun:
     gate: SplitData | None = None  # a gated staged curriculum's holdout rows, evaluated
     gate_rank: torch.Tensor | None = None  # (n_gate,) their rank in the curriculum's order
     model_args: dict[str, Any] = dataclasses.field(default_factory=dict)  # build_model's, bar cfg
+    reward_rows: list[np.ndarray] | None = None  # a bandit's held-out rows (per arm, or all)
 
     def state_dict(self) -> dict[str, Any]:
         """A copy of everything needed to continue after ``step`` exactly as if never stopped:
@@ -271,14 +274,21 @@ def build_student(
             lambda: make_model(cfg, data, task), splits["train"], holdout,
             steps=cur.rho_holdout_steps, seed=cfg.seed, batch_size=cfg.optim.batch_size,
         )  # fmt: skip
-    elif holdout is not None:  # a staged curriculum's gate
+    elif holdout is not None and staged:  # a staged curriculum's gate
         gate = splits["train"].subset(holdout)
         ranks = band_ranks(cur, train_difficulty(cur, teacher), holdout, seed=cfg.seed)
         gate_rank = torch.from_numpy(ranks).to(device)
+    sources = None if data.source_train is None else (data.source_train, tuple(data.source_names))
     sampler = batch_sampler(
         cur, teacher, batch_size=cfg.optim.batch_size, total_steps=steps, seed=cfg.seed,
-        irreducible_loss=irreducible, holdout=holdout, rank=rank, world_size=world_size,
+        irreducible_loss=irreducible, holdout=holdout, sources=sources, rank=rank,
+        world_size=world_size,
     )  # fmt: skip
+    reward_rows = (
+        bandit_reward_rows(cur, sampler, holdout, train_difficulty(cur, teacher), sources)
+        if cur.kind == "bandit"
+        else None
+    )
     stages = cur.stages if staged else cur.stages[:1]
     controller = StageController(
         [s.length for s in stages], progression=cur.progression,
@@ -307,8 +317,40 @@ def build_student(
         noise=torch.Generator(device=device).manual_seed(cfg.seed + 1), autocast=autocast,
         alpha=cfg.distill.alpha, temperature=cfg.distill.temperature,
         sums=torch.zeros(3, device=device), holdout=holdout, gate=gate, gate_rank=gate_rank,
-        model_args=model_arguments(data, task),
+        model_args=model_arguments(data, task), reward_rows=reward_rows,
     )  # fmt: skip
+
+
+def bandit_reward_rows(
+    cfg: CurriculumConfig,
+    sampler: BanditSampler,
+    holdout: np.ndarray | None,
+    difficulty: np.ndarray,
+    sources: tuple[np.ndarray, tuple[str, ...]] | None,
+) -> list[np.ndarray] | None:
+    """The held-out rows a bandit's reward is measured on: per arm for
+    ``self_prediction_gain`` (each held-out row in the bucket its difficulty falls in, or its
+    source), all of them for ``target_prediction_gain``; None for ``prediction_gain`` (the
+    step's own batch)."""
+    reward = cfg.bandit.reward
+    if reward == "prediction_gain":
+        return None
+    assert holdout is not None, "the bandit's reward needs held-out rows"
+    if reward == "target_prediction_gain":
+        return [holdout]
+    if cfg.bandit.arms_column is None:
+        arm_of = bucket_of(difficulty[holdout], difficulty[sampler.pool], cfg.bandit.buckets)
+    else:
+        arm_of = sources[0][holdout]
+    rows = [holdout[arm_of == arm] for arm in range(len(sampler.names))]
+    empty = [name for name, r in zip(sampler.names, rows, strict=True) if len(r) == 0]
+    if empty:
+        raise ValueError(
+            f"curriculum.bandit.holdout_fraction: no held-out rows fall in arm(s) "
+            f"{', '.join(map(repr, empty))}, so self_prediction_gain cannot be measured "
+            f"there ({len(holdout)} rows held out); raise it or use another reward"
+        )
+    return rows
 
 
 def make_model(cfg: StudentConfig | TeacherConfig, data: Splits, task: Task) -> nn.Module:

@@ -61,8 +61,11 @@ def mean_record(records: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in records[0].items():
         values = [r.get(key) for r in records]
-        if key in _FIRST:
+        if key in _FIRST or key == "arm_names":
             out[key] = value
+        elif key == "arm_probs":  # per arm, the mean over seeds (the same arms in every seed)
+            arms = zip(*values, strict=True) if None not in values else None
+            out[key] = None if arms is None else [statistics.fmean(p) for p in arms]
         elif key == "steps_to_target":
             out[key] = None if None in values else round(statistics.fmean(values))
         elif key == "steps_to_target_capped":

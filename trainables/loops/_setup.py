@@ -16,19 +16,27 @@ from trainables.config import (
     TeacherScheduleConfig,
 )
 from trainables.curriculum import (
+    BanditSampler,
     BandSampler,
     ConfidenceSampler,
+    Exp3S,
     ImportanceSampler,
+    MixtureSampler,
+    MixtureSchedule,
     PacedSampler,
     PiecewisePacing,
+    RewardScaler,
     RhoSampler,
     Sampler,
     SelfPacedWeighting,
     ShuffleSampler,
+    Thompson,
+    bucket_arms,
     easy_first_order,
     focal_weights,
     make_pacing,
     prune,
+    source_arms,
     to_ranks,
 )
 from trainables.distill import TeacherBank
@@ -165,6 +173,11 @@ def student_holdout(
             n_train, cfg.rho_holdout_fraction, seed=seed, given=given,
             field="curriculum.rho_holdout_fraction",
         )  # fmt: skip
+    if cfg.kind == "bandit" and cfg.bandit.reward != "prediction_gain":
+        return carve_holdout(
+            n_train, cfg.bandit.holdout_fraction, seed=seed, given=given,
+            field="curriculum.bandit.holdout_fraction",
+        )  # fmt: skip
     if cfg.kind == "staged" and cfg.progression != "fixed":
         return carve_holdout(
             n_train, cfg.gate_holdout_fraction, seed=seed, given=given,
@@ -226,6 +239,7 @@ def batch_sampler(
     seed: int,
     irreducible_loss: np.ndarray | None = None,
     holdout: np.ndarray | None = None,
+    sources: tuple[np.ndarray, tuple[str, ...]] | None = None,
     rank: int = 0,
     world_size: int = 1,
 ) -> Sampler:
@@ -234,7 +248,7 @@ def batch_sampler(
     pool is a function of the config, the bank and the seed alone, so a resumed sampler
     (``load_state_dict``) continues over the same rows."""
     difficulty = train_difficulty(cfg, teacher)
-    prune_scores = teacher.scores["forgetting"] if cfg.prune_by == "forgetting" else difficulty
+    prune_scores = _prune_scores(cfg, teacher, difficulty)
     if holdout is None:  # every row (no copies of a large split's scores)
         pool = prune(prune_scores, cfg.prune_fraction)
     else:
@@ -273,7 +287,111 @@ def batch_sampler(
     if cfg.kind == "rho":
         assert irreducible_loss is not None, "rho needs the irreducible loss"
         return RhoSampler(pool, irreducible_loss, batch_size, pool_factor=cfg.pool_factor, **common)
+    if cfg.kind == "bandit":
+        arms, names = bandit_arms(cfg, difficulty, pool, sources)
+        b = cfg.bandit
+        policy = (
+            Exp3S(
+                len(arms), step_size=b.step_size, exploration=b.exploration,
+                sharing=1.0 / total_steps if b.sharing is None else b.sharing,
+            )
+            if b.policy == "exp3s"
+            else Thompson(len(arms), discount=1.0 - 1.0 / b.window, exploration=b.exploration)
+        )  # fmt: skip
+        scaler = RewardScaler(b.window)
+        return BanditSampler(arms, policy, scaler, batch_size, names=names, **common)
+    if cfg.kind == "mixture":
+        assert sources is not None, "mixture needs the data's sources"
+        codes, names = sources
+        rows = source_arms(pool, codes, len(names))
+        schedule = mixture_schedule(cfg, [len(r) for r in rows], names)
+        return MixtureSampler(
+            rows, schedule, batch_size, total_steps=total_steps, names=list(names), **common
+        )
     raise ValueError(f"curriculum.kind {cfg.kind!r} is not known")
+
+
+def _prune_scores(
+    cfg: CurriculumConfig, teacher: TeacherBank, difficulty: np.ndarray
+) -> np.ndarray:
+    """What ``prune_fraction`` drops the lowest of: the difficulty, the forgetting score, or
+    the KNN-Shapley value (the negated ``shapley`` difficulty: the least valuable go)."""
+    if cfg.prune_by == "score":
+        return difficulty
+    if cfg.prune_by not in teacher.scores:
+        raise ValueError(
+            f"curriculum.prune_by: {cfg.prune_by!r} is not available in this teacher bank; "
+            f"available: {', '.join(sorted(teacher.scores))}"
+        )
+    scores = teacher.scores[cfg.prune_by]
+    return -scores if cfg.prune_by == "shapley" else scores
+
+
+def bandit_arms(
+    cfg: CurriculumConfig,
+    difficulty: np.ndarray,
+    pool: np.ndarray,
+    sources: tuple[np.ndarray, tuple[str, ...]] | None,
+) -> tuple[list[np.ndarray], list[str]]:
+    """The bandit's arms over the training ``pool``: ``bandit.buckets`` equal-size difficulty
+    buckets (easiest first, named ``<score>:<i>/<n>``), or one arm per data source."""
+    b = cfg.bandit
+    if b.arms_column is None:
+        if b.buckets > len(pool):
+            raise ValueError(
+                f"curriculum.bandit.buckets: {b.buckets} buckets of {len(pool)} training rows; "
+                f"use at most {len(pool)}"
+            )
+        arms = bucket_arms(pool, difficulty, b.buckets)
+        return arms, [f"{cfg.score}:{i + 1}/{b.buckets}" for i in range(b.buckets)]
+    assert sources is not None, "a bandit over sources needs the data's sources"
+    codes, names = sources
+    arms = source_arms(pool, codes, len(names))
+    empty = [name for name, rows in zip(names, arms, strict=True) if len(rows) == 0]
+    if empty:
+        raise ValueError(
+            f"curriculum.bandit.arms_column: source(s) {', '.join(map(repr, empty))} have no "
+            "training rows left (after the holdout and prune_fraction)"
+        )
+    return arms, list(names)
+
+
+def mixture_schedule(
+    cfg: CurriculumConfig, sizes: list[int], names: tuple[str, ...]
+) -> MixtureSchedule:
+    """``curriculum.mixture``'s schedule over the sources ``names`` of ``sizes`` training
+    rows each (unset weights: the natural mix, proportional to size)."""
+    m = cfg.mixture
+
+    def vector(weights: dict[str, float] | None, field: str) -> list[float]:
+        if weights is None:
+            return [float(n) for n in sizes]
+        unknown = sorted(set(weights) - set(names))
+        if unknown:
+            raise ValueError(
+                f"curriculum.mixture.{field}: unknown source(s) {', '.join(map(repr, unknown))}; "
+                f"the data's sources: {', '.join(names)}"
+            )
+        vec = [float(weights.get(name, 0.0)) for name in names]
+        if not any(w > 0 and n > 0 for w, n in zip(vec, sizes, strict=True)):
+            raise ValueError(
+                f"curriculum.mixture.{field}: {weights} gives no weight to a source with "
+                "training rows"
+            )
+        return vec
+
+    if m.schedule == "constant":
+        return MixtureSchedule.constant(vector(m.weights, "weights"))
+    if m.schedule == "linear":
+        return MixtureSchedule.linear(
+            vector(m.weights, "weights"), vector(m.end_weights, "end_weights")
+        )
+    if m.schedule == "stages":
+        return MixtureSchedule.stages(
+            [0.0, *(s.at for s in m.stages)],
+            [vector(m.weights, "weights"), *(vector(s.weights, "stages") for s in m.stages)],
+        )
+    return MixtureSchedule.temperature(sizes, m.tau, m.tau if m.tau_end is None else m.tau_end)
 
 
 def make_weighting(cfg: CurriculumConfig, num_classes: int) -> Weighting | None:

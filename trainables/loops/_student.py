@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from trainables.config import StudentConfig
-from trainables.curriculum import ConfidenceSampler
+from trainables.curriculum import BanditSampler, ConfidenceSampler, MixtureSampler
 from trainables.distill import KDLoss, kd_loss_from_log_probs, kd_token_parts
 from trainables.distill._topk import sparse_kd_from_log_probs, sparse_kd_token_parts
 from trainables.loops._batches import cross_entropy_per_example, evaluate, mean_loss, to_device
@@ -54,18 +54,86 @@ def train_step(run: StudentRun, step: int) -> None:
     loss = mean_loss(per.total * weights if weights is not None else per.total, counts)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    run.optimizer.step()
-    if isinstance(run.sampler, ConfidenceSampler):
-        confidence = torch.exp(-per.ce.detach()).mean()
-        if run.world_size > 1:  # every rank must draw the same global batch
-            torch.distributed.all_reduce(confidence)
-            confidence /= run.world_size
-        run.sampler.observe(confidence.item())  # a host sync every step
+    _update(run, step, loss.detach(), per.ce.detach(), x, targets, batch.indices)
     run.sums += torch.stack(
         [loss.detach(), mean_loss(per.ce.detach(), counts), mean_loss(per.kd.detach(), counts)]
     )
     run.count, run.samples = run.count + 1, run.samples + len(batch.indices) * run.world_size
     run.step = step
+
+
+def _update(
+    run: StudentRun,
+    step: int,
+    loss: torch.Tensor,
+    ce: torch.Tensor,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    rows: np.ndarray,
+) -> None:
+    """The optimiser's step, and what the samplers that follow the student learn from it: a
+    bandit its reward (:func:`_bandit_step`), the confidence sampler the student's mean
+    probability of the true label on the batch (``ce`` per example; a host sync a step)."""
+    if isinstance(run.sampler, BanditSampler):
+        _bandit_step(run, step, loss, x, targets, rows)
+    else:
+        run.optimizer.step()
+    if isinstance(run.sampler, ConfidenceSampler):
+        confidence = torch.exp(-ce).mean()
+        if run.world_size > 1:  # every rank must draw the same global batch
+            torch.distributed.all_reduce(confidence)
+            confidence /= run.world_size
+        run.sampler.observe(confidence.item())
+
+
+REWARD_BATCHES = 4  # a held-out reward is measured on up to this many batches' rows
+
+
+def _bandit_step(
+    run: StudentRun,
+    step: int,
+    loss: torch.Tensor,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    rows: np.ndarray,
+) -> None:
+    """Update the model and feed the bandit the step's learning progress (Graves et al.
+    2017): the loss before minus after the update, on the step's own batch
+    (``prediction_gain``: its training loss, then one more forward) or on held-out rows, up
+    to :data:`REWARD_BATCHES` batches of them, so the gain is measured with less noise than
+    one batch gives (``self_prediction_gain``: the chosen arm's; ``target_prediction_gain``:
+    all of them; two more forwards). The held-out batch is drawn from ``(seed, step)`` alone, the
+    same on every rank and again on a resume; several workers average their gains, so every
+    rank updates the bandit alike. One host sync a step."""
+    if run.reward_rows is None:
+        before = loss
+        run.optimizer.step()
+        after = _mean_loss_of(run, x, targets, rows)
+    else:
+        arms = run.reward_rows
+        pool = arms[0] if len(arms) == 1 else arms[run.sampler.arm]
+        draw = np.random.default_rng([run.cfg.seed, step, 0x5E1F])
+        size = min(len(pool), REWARD_BATCHES * run.cfg.optim.batch_size)
+        held = pool[draw.choice(len(pool), size, replace=False)]
+        held_x, held_targets = run.train.gather(held)
+        before = _mean_loss_of(run, held_x, held_targets, held)
+        run.optimizer.step()
+        after = _mean_loss_of(run, held_x, held_targets, held)
+    gain = (before - after).float()
+    if run.world_size > 1:
+        torch.distributed.all_reduce(gain)
+        gain /= run.world_size
+    run.sampler.feedback(gain.item())
+
+
+def _mean_loss_of(
+    run: StudentRun, x: torch.Tensor, targets: torch.Tensor, rows: np.ndarray
+) -> torch.Tensor:
+    """The student's mean training loss (per token for the language-model tasks) of the
+    inputs ``x`` (training rows ``rows``), without gradient."""
+    with torch.no_grad(), run.autocast:
+        per, counts = kd_parts(run, run.model, x, targets, rows)
+        return mean_loss(per.total, counts).detach()
 
 
 def kd_parts(
@@ -148,11 +216,21 @@ def evaluate_run(run: StudentRun, step: int, started: float) -> dict[str, Any]:
         "easy_accuracy": val.correct[run.val_rank <= 0.5].nanmean().item(),
         "hard_accuracy": val.correct[run.val_rank > 0.5].nanmean().item(),
         "teacher_agreement": val.agreement(run.teacher_val_pred),
+        **_arm_record(run),
         "best_val_accuracy": run.best,
         "steps_to_target": run.steps_to_target,
         "steps_to_target_capped": run.steps_to_target or cfg.optim.steps + cfg.eval_every,
         **lm,
     }
+
+
+def _arm_record(run: StudentRun) -> dict[str, Any]:
+    """A bandit's or mixture's arms (difficulty buckets or sources) and the probability of
+    drawing each at this point: ``arm_names`` and ``arm_probs``; nothing for other kinds."""
+    if not isinstance(run.sampler, BanditSampler | MixtureSampler):
+        return {}
+    probs = run.sampler.probabilities()
+    return {"arm_names": list(run.sampler.names), "arm_probs": [float(p) for p in probs]}
 
 
 def _test_metrics(run: StudentRun) -> dict[str, float]:

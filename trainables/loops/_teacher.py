@@ -20,6 +20,7 @@ from trainables.curriculum import (
     loss_difficulty,
     margin_difficulty,
     rarity_difficulty,
+    shapley_values,
 )
 from trainables.distill._checkpoints import (
     detect_transition,
@@ -55,8 +56,11 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
     :func:`trainables.bank.build_bank`, runs them over the data), the detected phase
     transition, and per-training-example difficulty scores from the final teacher
     (confidence, margin, loss, entropy; per sequence the mean over its counted tokens), from
-    its trajectory of evaluations (EL2N, forgetting events) and, for token data, from the data
-    (length, rarity).
+    its trajectory of evaluations (EL2N, forgetting events), for the ``classify`` task the
+    negated cross-fitted KNN-Shapley value of each row on the final teacher's penultimate
+    features (``shapley``, :func:`penultimate_features`, :func:`shapley_values`: low-value
+    rows, e.g. mislabelled ones, are hard) and, for token data, from the data (length,
+    rarity).
 
     The phase transition (:func:`find_transition`) is detected on the teacher's mean
     per-example accuracy over training rows at each evaluation, recorded as
@@ -159,6 +163,9 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
         if transition is not None:
             transition["checkpoint"] = transition_checkpoint(transition, writer.checkpoints)
         scores = trajectory.scores(final, data.difficulty_train)
+        if task.kind == "classify":  # KNN-Shapley values a classifier's utility: not for LMs
+            features = penultimate_features(model, splits["train"], data.num_classes)
+            scores["shapley"] = -shapley_values(features, train_targets, seed=cfg.seed)
         if data.tokens:
             scores["length"] = length_difficulty(data.x_train, data.pad_id)
             scores["rarity"] = rarity_difficulty(data.x_train, data.pad_id, data.vocab_size)
@@ -255,6 +262,38 @@ def per_example(
             parts.setdefault(name, []).append(values)
     model.train(was_training)
     return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+@torch.no_grad()
+def penultimate_features(model: torch.nn.Module, split: SplitData, classes: int) -> np.ndarray:
+    """``(n, width)`` float32: what the classifier's head reads for every row of ``split``,
+    for a ``classify`` model. The head is the last ``torch.nn.Linear`` (in ``model.modules()``
+    order) with ``out_features == classes``; a forward hook keeps its input (its last call of
+    each forward, flattened per row). A model with no such layer (or whose head input is not
+    one row per example) gives its logits instead. Computed a chunk at a time (eval mode)."""
+    was_training = model.training
+    model.eval()
+    heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    heads = [m for m in heads if m.out_features == classes]
+    seen: list[torch.Tensor] = []
+    hook = None
+    if heads:
+        hook = heads[-1].register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    parts = []
+    try:
+        for rows in split.chunks():
+            inputs, _ = split.gather(rows)
+            seen.clear()
+            logits = model(inputs)
+            head_input = seen[-1] if seen else None
+            if head_input is None or head_input.dim() < 2 or len(head_input) != len(rows):
+                head_input = logits  # no head found, or not one row per example: the logits
+            parts.append(head_input.flatten(1).float().cpu().numpy())
+    finally:
+        if hook is not None:
+            hook.remove()
+        model.train(was_training)
+    return np.concatenate(parts)
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
