@@ -44,6 +44,8 @@ TARGETS = {
     "bank_build_scaling_2_over_1": (">=", 1.7),
     "sparse_bank_over_dense_student_throughput": (">=", 0.95),
     "sparse_bank_over_dense_student_throughput_cuda": (">=", 0.95),
+    "bandit_over_uniform_steps": ("<=", 0.7),
+    "bandit_over_best_mixture_steps": ("<=", 1.2),
 }
 
 

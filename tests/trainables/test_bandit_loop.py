@@ -10,11 +10,13 @@ from trainables.config import (
     BanditConfig,
     CurriculumConfig,
     DataConfig,
+    MixtureConfig,
     OptimConfig,
     StudentConfig,
     TeacherConfig,
 )
 from trainables.loops import build_student, repeated_loop, student_loop, teacher_loop, train_step
+from trainables.loops._common import load_data
 
 
 def _bank(home, data: DataConfig) -> str:
@@ -34,6 +36,7 @@ def digits_bank(tmp_path_factory):
 
 
 NOISY = DataConfig(noisy_source=0.5)
+_SOURCES = load_data(NOISY).source_train  # each training row's source: 0 clean, 1 noisy
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +57,7 @@ def _records(loop):
 
 
 BANDITS = [
-    BanditConfig(),
+    BanditConfig(reward="prediction_gain"),
     BanditConfig(policy="thompson", reward="self_prediction_gain"),
     BanditConfig(reward="target_prediction_gain", buckets=3),
 ]
@@ -131,3 +134,100 @@ def test_repeats_average_the_arm_probabilities(digits_bank):
 def test_other_curricula_report_no_arms(digits_bank):
     record = _records(student_loop(_student(digits_bank, CurriculumConfig(), steps=50)))[-1]
     assert "arm_probs" not in record and "arm_names" not in record
+
+
+@pytest.mark.parametrize("policy", ["exp3s", "thompson"])
+def test_a_bandit_over_sources_turns_away_from_the_random_label_source(noisy_bank, policy):
+    """Half the training rows are a source of random labels: with the default reward (the
+    self prediction gain), the probability of drawing it falls well below uniform (0.5)
+    within the run, for every seed."""
+    lowest = []
+    for seed in range(3):
+        cfg = _student(
+            noisy_bank,
+            CurriculumConfig(
+                kind="bandit", bandit=BanditConfig(policy=policy, arms_column="source")
+            ),
+            data=NOISY, steps=300, seed=seed,
+        )  # fmt: skip
+        records = _records(student_loop(cfg.model_copy(update={"eval_every": 25})))
+        assert records[0]["arm_names"] == ["clean", "noisy"]
+        lowest.append(min(r["arm_probs"][1] for r in records))
+    assert max(lowest) < 0.25, lowest
+
+
+def _mixture(noisy_bank, mixture, steps=200):
+    return _student(
+        noisy_bank, CurriculumConfig(kind="mixture", mixture=mixture), data=NOISY, steps=steps
+    )
+
+
+def _batches(cfg, steps):
+    run = build_student(cfg)
+    seen, original = [], run.sampler.next_batch
+
+    def spy(scorer=None):
+        batch = original(scorer)
+        seen.append(batch.indices)
+        return batch
+
+    run.sampler.next_batch = spy
+    for step in range(1, steps + 1):
+        train_step(run, step)
+    return run, seen
+
+
+def test_a_linear_mixture_reports_its_weights_at_each_evaluation(noisy_bank):
+    cfg = _mixture(
+        noisy_bank,
+        MixtureConfig(schedule="linear", weights={"clean": 1.0}, end_weights={"noisy": 3.0}),
+    )
+    records = _records(student_loop(cfg))
+    for record in records:  # after step s, the next batch's weights: progress s / 200
+        p = record["step"] / 200
+        assert record["arm_names"] == ["clean", "noisy"]
+        assert record["arm_probs"] == pytest.approx([1 - p, p])
+
+
+def test_a_constant_mixture_draws_its_sources_in_proportion(noisy_bank):
+    cfg = _mixture(noisy_bank, MixtureConfig(schedule="constant", weights={"clean": 4, "noisy": 1}))
+    _, seen = _batches(cfg, 100)
+    assert all(len(set(b)) == len(b) == 32 for b in seen)  # whole batches, no repeats
+    noisy = _SOURCES[np.concatenate(seen)] == 1
+    assert noisy.mean() == pytest.approx(0.2, abs=0.03)  # 3,200 rows: sd 0.007
+
+
+def test_a_source_without_weight_is_never_drawn(noisy_bank):
+    _, seen = _batches(
+        _mixture(noisy_bank, MixtureConfig(schedule="constant", weights={"clean": 1.0})), 60
+    )
+    assert (_SOURCES[np.concatenate(seen)] == 0).all()
+
+
+def test_unknown_source_names_are_refused_in_one_line(noisy_bank):
+    cfg = _mixture(noisy_bank, MixtureConfig(schedule="constant", weights={"clen": 1.0}))
+    with pytest.raises(
+        ValueError,
+        match=r"curriculum.mixture.weights: unknown source\(s\) 'clen'; the data's sources: clean, noisy",
+    ):
+        build_student(cfg)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["bandit", "mixture"])
+def test_on_a_gpu_bandit_and_mixture_curricula_learn_and_resume(noisy_bank, kind):
+    curriculum = CurriculumConfig(
+        kind=kind, bandit=BanditConfig(arms_column="source"),
+        mixture=MixtureConfig(schedule="linear", weights={"clean": 1}, end_weights={"noisy": 1}),
+    )  # fmt: skip
+    cfg = _student(noisy_bank, curriculum, data=NOISY, device="cuda")
+    whole = _records(student_loop(cfg))
+    assert whole[-1]["val_accuracy"] > 0.6
+    for record, run in student_loop(cfg):
+        if record["step"] == 100:
+            state = run.state_dict()
+            break
+    resumed = _records(student_loop(cfg, resume_from=state))
+    for got, want in zip(resumed, whole[2:], strict=True):  # GPU kernels: equal to rounding
+        assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-4)
+        assert got["arm_probs"] == pytest.approx(want["arm_probs"], rel=1e-4)
