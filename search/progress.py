@@ -164,7 +164,10 @@ def _leaf(path: str) -> str:
 
 def _number(value: Any) -> str:
     """Floats in three significant digits, in scientific notation where a temperature of
-    1e-4 would otherwise read 0.0001 (``2.5e-4``, ``1e-20``)."""
+    1e-4 would otherwise read 0.0001 (``2.5e-4``, ``1e-20``); a mapping (a mixture's source
+    weights) as ``{clean: 0.607, noisy: 0.846}``."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_number(v)}" for k, v in value.items()) + "}"
     if not isinstance(value, float):
         return str(value)
     if value == 0 or 1e-2 <= abs(value) < 1e4:

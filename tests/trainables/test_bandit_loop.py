@@ -231,3 +231,29 @@ def test_on_a_gpu_bandit_and_mixture_curricula_learn_and_resume(noisy_bank, kind
     for got, want in zip(resumed, whole[2:], strict=True):  # GPU kernels: equal to rounding
         assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-4)
         assert got["arm_probs"] == pytest.approx(want["arm_probs"], rel=1e-4)
+
+
+def test_a_bandit_state_carries_into_changed_settings_as_pbt_explores(digits_bank):
+    """PBT copies a donor's state into a trial with mutated settings: the policy's learned
+    weights come along, the new settings apply from there on, and the state round-trips
+    through the checkpoint format (``weights_only`` loading)."""
+    import torch
+
+    cfg = _student(digits_bank, CurriculumConfig(kind="bandit"))
+    for record, run in student_loop(cfg):
+        if record["step"] == 100:
+            state = run.state_dict()
+            break
+    weights = np.array(state["sampler"]["policy"]["weights"])
+    assert np.ptp(weights) > 0  # it learned
+    torch.save(state, digits_bank + "-state.pt")
+    state = torch.load(digits_bank + "-state.pt", weights_only=True)
+    explored = cfg.model_copy(
+        update={"curriculum": CurriculumConfig(kind="bandit", bandit=BanditConfig(exploration=0.3))}
+    )
+    run = build_student(explored)
+    run.load_state_dict(state)
+    softmax = np.exp(weights - weights.max()) / np.exp(weights - weights.max()).sum()
+    assert run.sampler.probabilities() == pytest.approx(0.7 * softmax + 0.3 / len(weights))
+    records = _records(student_loop(explored, resume_from=state))
+    assert [r["step"] for r in records] == [150, 200]
