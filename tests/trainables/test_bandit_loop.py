@@ -257,3 +257,50 @@ def test_a_bandit_state_carries_into_changed_settings_as_pbt_explores(digits_ban
     assert run.sampler.probabilities() == pytest.approx(0.7 * softmax + 0.3 / len(weights))
     records = _records(student_loop(explored, resume_from=state))
     assert [r["step"] for r in records] == [150, 200]
+
+
+_RANK = """
+import json, os, sys
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from trainables.config import StudentConfig
+from trainables.loops import student_loop
+
+rank, out = int(sys.argv[1]), sys.argv[2]
+dist.init_process_group("gloo", rank=rank, world_size=2)
+cfg = StudentConfig.model_validate_json(os.environ["CFG"])
+records = [r for r, _ in student_loop(cfg, rank=rank, world_size=2, wrap_model=DistributedDataParallel)]
+json.dump(records, open(f"{out}/{rank}.json", "w"))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.parametrize("reward", ["prediction_gain", "self_prediction_gain"])
+def test_two_workers_pick_the_same_arms_and_update_the_bandit_alike(noisy_bank, tmp_path, reward):
+    """Data-parallel: each rank trains on its shard, so the ranks' own gains differ; they
+    average them, so both draw the same arm every step and report the same probabilities."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    bandit = BanditConfig(arms_column="source", reward=reward)
+    cfg = _student(
+        noisy_bank, CurriculumConfig(kind="bandit", bandit=bandit), data=NOISY, steps=100
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "CFG": cfg.model_dump_json(), "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}  # fmt: skip
+    ranks = [
+        subprocess.Popen([sys.executable, "-c", _RANK, str(r), str(tmp_path)], env=env)
+        for r in (0, 1)
+    ]
+    assert [p.wait(timeout=300) for p in ranks] == [0, 0]
+    zero, one = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))
+    assert [r["arm_probs"] for r in zero] == [r["arm_probs"] for r in one]
+    assert [r["val_loss"] for r in zero] == [r["val_loss"] for r in one]  # same parameters
+    assert zero[-1]["arm_probs"] != zero[0]["arm_probs"]
+    assert zero[-1]["samples_seen"] == 2 * 32 * 100
