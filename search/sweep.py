@@ -458,6 +458,7 @@ def _run(
     if interrupts.requested:
         raise SweepInterrupted("teacher")
     _check_transition(spec, teacher_bank)  # before any student trial starts
+    _check_scores(spec, teacher_bank)
     interrupts.phase = "student"
     recovered = recover_curves(spec.sweep_dir)  # rows a killed run logged but never wrote
     if recovered:
@@ -515,6 +516,26 @@ def _check_transition(spec: SweepSpec, bank: Path) -> None:
     )  # fmt: skip
     if problem is not None:
         raise SweepInputError(problem)
+
+
+def _check_scores(spec: SweepSpec, bank: Path) -> None:
+    """:class:`SweepInputError` (one line) when the student or the space uses the
+    ``shapley`` score and the teacher bank has none: a teacher run reused from a version
+    before KNN-Shapley scores existed (teacher runs are keyed by their settings, not by the
+    code), whose trials would all fail."""
+    cur = spec.student.curriculum
+    wanted = cur.score == "shapley" or cur.prune_by == "shapley"
+    if spec.task.kind != "classify" or not (wanted or "shapley" in spec.space.scores):
+        return
+    if "shapley" in open_bank(bank).scores:
+        return
+    run = bank.parent / "teacher"
+    raise SweepInputError(
+        "student.curriculum.score / space.scores: 'shapley' is not in the teacher bank "
+        f"{str(bank)!r}, whose teacher ran before KNN-Shapley scores existed; remove "
+        f"{str(bank.parent)!r} to train the teacher again with them, or leave shapley out "
+        f"(space.scores) (teacher run: {str(run)!r})"
+    )
 
 
 def _check_writable(spec: SweepSpec) -> None:

@@ -58,3 +58,28 @@ def test_bandit_trials_write_arm_probabilities_and_the_report_plots_them(ray_ses
     assert curves.loc[curves["config.curriculum.kind"] == "none", "arm_probs"].isna().all()
     page = render_report(sweep, tmp_path / "report.html").read_text()
     assert 'alt="arms"' in page
+
+
+def test_a_teacher_bank_from_before_shapley_is_refused_in_one_line(monkeypatch, tmp_path):
+    """Teacher runs are keyed by their settings: one trained before KNN-Shapley scores
+    existed is reused without them; a sweep that uses the score refuses it up front."""
+    import types
+
+    import search.sweep as sweep
+    from search.errors import SweepInputError
+
+    old = types.SimpleNamespace(scores={"confidence": None, "loss": None})
+    monkeypatch.setattr(sweep, "open_bank", lambda bank: old)
+    spec = load_spec(
+        ROOT / "examples" / "quickstart.yaml",
+        [
+            f"storage={tmp_path}",
+            "student.curriculum.kind=paced",
+            "student.curriculum.score=shapley",
+        ],
+    )
+    bank = tmp_path / "_teachers" / "key" / "bank-x"
+    with pytest.raises(SweepInputError, match=r"'shapley' is not in the teacher bank .*remove"):
+        sweep._check_scores(spec, bank)
+    no_shapley = load_spec(ROOT / "examples" / "quickstart.yaml", [f"storage={tmp_path}"])
+    sweep._check_scores(no_shapley, bank)  # the quickstart's space lists confidence only
