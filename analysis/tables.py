@@ -443,7 +443,8 @@ def arrow_type(annotation: Any) -> pa.DataType:
 
     ``bool`` / ``int`` / ``float`` / ``str`` as themselves; ``X | None`` as ``X``; a
     ``Literal`` of one scalar type as that type; ``list[X]``, ``tuple[X, ...]`` and tuples of
-    one element type as ``list<X>``; a model (in a list) as a struct of its fields; anything
+    one element type as ``list<X>``; a model (in a list) as a struct of its fields, or the
+    whole list as JSON text where the model holds a mapping (a mix's stages); anything
     else, including unions such as ``int | Literal["transition"]``, as a string (non-string
     values written as JSON text).
     """
@@ -458,6 +459,8 @@ def arrow_type(annotation: Any) -> pa.DataType:
         return _SCALARS[kinds.pop()] if len(kinds) == 1 and kinds <= set(_SCALARS) else pa.string()
     if origin in (list, tuple, set, frozenset):
         items = [a for a in args if a is not Ellipsis]
+        if items and _is_model(items[0]) and _holds_mapping(items[0]):
+            return pa.string()  # a struct cannot hold a mapping: the list as JSON text
         if items and all(a == items[0] for a in items):
             return pa.list_(arrow_type(items[0]))
         return pa.string()
@@ -469,6 +472,18 @@ def arrow_type(annotation: Any) -> pa.DataType:
             ]
         )
     return _SCALARS.get(annotation, pa.string())
+
+
+def _holds_mapping(model: type) -> bool:
+    """Whether a model has a ``dict`` field (directly, or optional)."""
+    for info in model.model_fields.values():
+        annotation = info.annotation
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType) and options:
+            annotation = options[0]
+        if typing.get_origin(annotation) is dict or annotation is dict:
+            return True
+    return False
 
 
 def config_fields(model: type, prefix: str = "") -> list[pa.Field]:

@@ -54,7 +54,32 @@ def check_inputs(spec, *, own_code: bool = True) -> DataInfo | None:
     problems += _top_k_problems(spec, info)
     if problems:  # both models' problems at once, one line each
         raise ModelError("\n".join(problems))
+    _check_source_names(spec, info)
     return info
+
+
+def _check_source_names(spec, info: DataInfo) -> None:
+    """:class:`DataError` (one line) for a source name the student's mixture weights or the
+    space's ``mixture_sources`` give that the data's training rows do not have: every trial
+    using it would fail."""
+    if info.source_names is None:
+        return
+    mixture = spec.student.curriculum.mixture
+    named = {
+        "student.curriculum.mixture.weights": list(mixture.weights or {}),
+        "student.curriculum.mixture.end_weights": list(mixture.end_weights or {}),
+        **{f"student.curriculum.mixture.stages[{i}].weights": list(stage.weights)
+           for i, stage in enumerate(mixture.stages)},
+        "space.mixture_sources": list(spec.space.mixture_sources or []),
+    }  # fmt: skip
+    have = set(info.source_names)
+    for field, names in named.items():
+        unknown = [name for name in names if name not in have]
+        if unknown:
+            raise DataError(
+                f"{field}: unknown source(s) {', '.join(map(repr, unknown))}; the data's "
+                f"sources are {', '.join(info.source_names)}"
+            )
 
 
 def _top_k_problems(spec, info: DataInfo) -> list[str]:

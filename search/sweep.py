@@ -458,7 +458,7 @@ def _run(
     if interrupts.requested:
         raise SweepInterrupted("teacher")
     _check_transition(spec, teacher_bank)  # before any student trial starts
-    _check_scores(spec, teacher_bank)
+    spec = _check_scores(spec, teacher_bank)
     interrupts.phase = "student"
     recovered = recover_curves(spec.sweep_dir)  # rows a killed run logged but never wrote
     if recovered:
@@ -518,24 +518,32 @@ def _check_transition(spec: SweepSpec, bank: Path) -> None:
         raise SweepInputError(problem)
 
 
-def _check_scores(spec: SweepSpec, bank: Path) -> None:
-    """:class:`SweepInputError` (one line) when the student or the space uses the
-    ``shapley`` score and the teacher bank has none: a teacher run reused from a version
-    before KNN-Shapley scores existed (teacher runs are keyed by their settings, not by the
-    code), whose trials would all fail."""
+def _check_scores(spec: SweepSpec, bank: Path) -> SweepSpec:
+    """The spec the students run with, given the teacher bank's scores. A teacher run reused
+    from a version before KNN-Shapley scores existed has no ``shapley`` (teacher runs are
+    keyed by their settings, not by the code): a student or a space that names it is refused
+    in one line (:class:`SweepInputError`), since every such trial would fail; the ``all``
+    preset's default score list leaves it out, with a note."""
     cur = spec.student.curriculum
-    wanted = cur.score == "shapley" or cur.prune_by == "shapley"
-    if spec.task.kind != "classify" or not (wanted or "shapley" in spec.space.scores):
-        return
+    named = cur.score == "shapley" or cur.prune_by == "shapley"
+    listed = "scores" in spec.space.model_fields_set and "shapley" in spec.space.scores
+    drawn = "shapley" in spec.space.scores
+    if spec.task.kind != "classify" or not drawn and not named:
+        return spec
     if "shapley" in open_bank(bank).scores:
-        return
-    run = bank.parent / "teacher"
-    raise SweepInputError(
-        "student.curriculum.score / space.scores: 'shapley' is not in the teacher bank "
-        f"{str(bank)!r}, whose teacher ran before KNN-Shapley scores existed; remove "
-        f"{str(bank.parent)!r} to train the teacher again with them, or leave shapley out "
-        f"(space.scores) (teacher run: {str(run)!r})"
+        return spec
+    if named or listed:
+        raise SweepInputError(
+            "student.curriculum.score / space.scores: 'shapley' is not in the teacher bank "
+            f"{str(bank)!r}, whose teacher ran before KNN-Shapley scores existed; remove "
+            f"{str(bank.parent)!r} to train the teacher again with them, or leave shapley out"
+        )
+    print(
+        f"note: the teacher bank {str(bank)!r} was built before KNN-Shapley scores existed: "
+        f"the space leaves the shapley score out (remove {str(bank.parent)!r} to have it)"
     )
+    scores = [s for s in spec.space.scores if s != "shapley"]
+    return spec.model_copy(update={"space": spec.space.model_copy(update={"scores": scores})})
 
 
 def _check_writable(spec: SweepSpec) -> None:

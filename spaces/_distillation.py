@@ -105,6 +105,9 @@ NOT_SEARCHABLE = {
         "stage": "needs stage values",
     },
 }
+# Settings unset by default (their absence means something: a constant tau) that a search
+# draws wherever the config would use them once set.
+_UNSET_UNTIL_DRAWN = ("curriculum.mixture.tau_end",)
 # A range is checked by building the config at its ends, with these settings beside it.
 _RANGE_CONTEXT = {
     "distill.temperature_schedule.end": {"distill.temperature_schedule.kind": "linear"}
@@ -176,7 +179,9 @@ class SpaceBounds(StrictModel):
     bandit_exploration: Range = (0.01, 0.3)
     bandit_window: tuple[int, int] = (100, 1000)
     # linear needs weights to anneal between: drawn where mixture_sources names the sources
-    mixture_schedules: list[MixtureScheduleKind] = _choices(
+    # null: not searched, the student's own schedule stays (a hand-written linear or stages
+    # mix); linear and stages need weights of their own to anneal between
+    mixture_schedules: list[MixtureScheduleKind] | None = _choices(
         "curriculum.mixture.schedule", MixtureScheduleKind, only=["temperature", "constant"]
     )
     mixture_tau: Range = (0.5, 10.0)
@@ -234,6 +239,13 @@ class SpaceBounds(StrictModel):
     def _distinct_sources(cls, sources: list[str] | None) -> list[str] | None:
         if sources is not None and len(set(sources)) != len(sources):
             raise ValueError(f"has duplicates: {sources}")
+        dotted = [s for s in sources or () if "." in s or not s]
+        if dotted:
+            raise ValueError(
+                f"{dotted[0]!r}: a searched source's weight is the parameter "
+                "curriculum.mixture.weights.<source>, so its name cannot be empty or hold a "
+                "'.'; rename the source in the data"
+            )
         return sources
 
     def choices(self, parameter: Parameter) -> list[Any] | None:
@@ -293,6 +305,8 @@ def distillation_space(
             if bounds.mixture_sources is None:  # not searched: the base config's stay
                 continue
             probe = {parameter.path: dict.fromkeys(bounds.mixture_sources, 1.0)}
+        if parameter.path in _UNSET_UNTIL_DRAWN:  # used once it has a value
+            probe = {parameter.path: getattr(bounds, parameter.bounds)[0]}
         if not _used(parameter.path, {**fixed, **drawn, **probe}, base):
             continue
         if parameter.draw == "weights":

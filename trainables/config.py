@@ -759,10 +759,15 @@ class BanditConfig(StrictModel):
     ``reward``: the learning progress the step made (Graves et al.'s signals), rescaled to
     [-1, 1] by the 20th and 80th percentiles of the last ``window`` rewards:
 
-    - ``prediction_gain``: the loss of the batch before minus after the update (one more
-      forward pass a step);
-    - ``self_prediction_gain``: the same on a fresh batch of the arm's held-out rows;
-    - ``target_prediction_gain``: the same on a batch of all held-out rows (the target).
+    - ``prediction_gain``: the loss of the batch before minus after the update (two more
+      forward passes of the batch a step);
+    - ``self_prediction_gain``: the same on up to 4 batches of the arm's held-out rows
+      (two forwards of those a step);
+    - ``target_prediction_gain``: the same on up to 4 batches of all held-out rows (the
+      target).
+
+    Gains are measured in eval mode (no dropout; batch norm's statistics never see held-out
+    rows).
 
     The held-out rows (``holdout_fraction`` of the training split, or the data's own
     ``holdout`` rows) are never trained on; validation stays for selection. The default is
@@ -785,6 +790,15 @@ class BanditConfig(StrictModel):
     sharing: float | None = Field(default=None, ge=0.0, le=1.0)
     window: int = Field(default=1000, ge=2, le=1_000_000)
     holdout_fraction: float = Field(default=0.1, gt=0.0, le=0.5)
+
+    @model_validator(mode="after")
+    def _check_exploration(self) -> BanditConfig:
+        if self.policy == "exp3s" and self.exploration == 0:
+            raise ValueError(
+                "exploration: exp3s needs exploration > 0 (its importance-weighted update "
+                "divides by each arm's probability, which exploration keeps from 0); got 0"
+            )
+        return self
 
     def unused(self) -> set[str]:
         out = set()

@@ -82,4 +82,14 @@ def test_a_teacher_bank_from_before_shapley_is_refused_in_one_line(monkeypatch, 
     with pytest.raises(SweepInputError, match=r"'shapley' is not in the teacher bank .*remove"):
         sweep._check_scores(spec, bank)
     no_shapley = load_spec(ROOT / "examples" / "quickstart.yaml", [f"storage={tmp_path}"])
-    sweep._check_scores(no_shapley, bank)  # the quickstart's space lists confidence only
+    assert sweep._check_scores(no_shapley, bank) is no_shapley  # it lists confidence only
+    every = load_spec(ROOT / "examples" / "all_curricula.yaml", [f"storage={tmp_path}"])
+    assert "shapley" in every.space.scores  # the all preset's default list
+    kept = sweep._check_scores(every, bank)
+    assert kept.space.scores == [s for s in every.space.scores if s != "shapley"]
+    listed = load_spec(
+        ROOT / "examples" / "all_curricula.yaml",
+        [f"storage={tmp_path}", "space.scores=[confidence, shapley]"],
+    )
+    with pytest.raises(SweepInputError, match="leave shapley out"):
+        sweep._check_scores(listed, bank)

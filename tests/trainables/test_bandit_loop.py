@@ -304,3 +304,17 @@ def test_two_workers_pick_the_same_arms_and_update_the_bandit_alike(noisy_bank, 
     assert [r["val_loss"] for r in zero] == [r["val_loss"] for r in one]  # same parameters
     assert zero[-1]["arm_probs"] != zero[0]["arm_probs"]
     assert zero[-1]["samples_seen"] == 2 * 32 * 100
+
+
+def test_buckets_of_a_score_with_many_ties_each_hold_their_share_of_the_holdout(digits_bank):
+    """``forgetting`` counts take a few values shared by hundreds of rows: buckets are cut
+    over the pool and the holdout sorted together (ties in row order), so every bucket has
+    held-out rows for its self prediction gain."""
+    cfg = _student(digits_bank, CurriculumConfig(kind="bandit", score="forgetting"))
+    run = build_student(cfg)
+    forgetting = run.targets.teacher.scores["forgetting"]
+    assert np.unique(forgetting, return_counts=True)[1].max() > len(forgetting) / 5
+    sizes = [len(a) + len(h) for a, h in zip(run.sampler.arms, run.reward_rows, strict=True)]
+    assert max(sizes) - min(sizes) <= 1 and all(len(h) > 0 for h in run.reward_rows)
+    for easier, harder in zip(run.reward_rows, run.reward_rows[1:]):
+        assert forgetting[easier].max() <= forgetting[harder].min()

@@ -16,7 +16,6 @@ from trainables.curriculum import (
     RewardScaler,
     Thompson,
     bucket_arms,
-    bucket_of,
     source_arms,
 )
 
@@ -290,21 +289,15 @@ def test_bandit_concentrates_on_the_rewarding_arm(kind):
 # Arms from difficulty and source codes
 
 
-def test_bucket_arms_and_bucket_of_by_hand():
+def test_bucket_arms_by_hand():
     difficulty = np.array([0.5, 9.0, 0.1, 0.7, 9.0, 0.3, 0.7])
     pool = np.array([0, 2, 3, 5, 6])  # difficulties 0.5, 0.1, 0.7, 0.3, 0.7
     # sorted (stable): rows 2 (0.1), 5 (0.3), 0 (0.5), 3 (0.7), 6 (0.7)
     assert [a.tolist() for a in bucket_arms(pool, difficulty, 2)] == [[2, 5, 0], [3, 6]]
     assert [a.tolist() for a in bucket_arms(pool, difficulty, 3)] == [[2, 5], [0, 3], [6]]
     assert [a.tolist() for a in bucket_arms(pool, difficulty, 1)] == [[2, 5, 0, 3, 6]]
-    # buckets of 3: [0.1, 0.3], [0.5, 0.7], [0.7] -> boundaries 0.3 and 0.7
-    values = np.array([0.0, 0.3, 0.31, 0.7, 0.71, 5.0])
-    np.testing.assert_array_equal(bucket_of(values, difficulty[pool], 3), [0, 0, 1, 1, 2, 2])
-    np.testing.assert_array_equal(bucket_of(values, difficulty[pool], 1), [0] * 6)
     with pytest.raises(ValueError, match="buckets"):
         bucket_arms(pool, difficulty, 6)
-    with pytest.raises(ValueError, match="buckets"):
-        bucket_of(values, difficulty[pool], 0)
 
 
 def test_source_arms():

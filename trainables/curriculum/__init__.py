@@ -7,7 +7,6 @@ from trainables.curriculum._bandit import (
     RewardScaler,
     Thompson,
     bucket_arms,
-    bucket_of,
     source_arms,
 )
 from trainables.curriculum._mixture import MixtureSampler, MixtureSchedule
@@ -62,7 +61,6 @@ __all__ = [
     "RewardScaler",
     "Thompson",
     "bucket_arms",
-    "bucket_of",
     "source_arms",
     "PACING_KINDS",
     "SCORE_KINDS",

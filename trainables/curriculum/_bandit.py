@@ -12,7 +12,7 @@ feeds back (e.g. the student's loss drop, the "learning progress" of Graves et a
   Approach").
 - :class:`RewardScaler`: Graves et al.'s quantile rescaling of raw rewards to ``[-1, 1]``.
 - :class:`BanditSampler`: the sampler that draws each global batch from the chosen arm.
-- :func:`bucket_arms`, :func:`bucket_of`, :func:`source_arms`: arms from difficulty scores or
+- :func:`bucket_arms`, :func:`source_arms`: arms from difficulty scores or
   source codes.
 
 Every state is plain Python (lists, floats, ints, str, dicts), so ``torch.load(...,
@@ -333,24 +333,6 @@ def bucket_arms(pool: np.ndarray, difficulty: np.ndarray, buckets: int) -> list[
         raise ValueError(f"buckets must be in [1, {len(pool)}] (the pool size), got {buckets}")
     order = pool[np.argsort(np.asarray(difficulty)[pool], kind="stable")]
     return np.array_split(order, buckets)
-
-
-def bucket_of(values: np.ndarray, pool_values: np.ndarray, buckets: int) -> np.ndarray:
-    """The bucket of :func:`bucket_arms` whose difficulty range each of ``values`` falls in
-    (e.g. for held-out rows), given ``pool_values``, the difficulties of the pool's rows.
-
-    The boundaries are the largest difficulty of each bucket but the last; a value goes to the
-    first bucket whose boundary is ``>= value`` (``np.searchsorted(boundaries, values,
-    side="left")``), so a value equal to a boundary joins the easier bucket, values below the
-    pool's range bucket 0 and values above it the last bucket. (When tied difficulties straddle
-    a cut, ``bucket_arms`` splits them; here they all join the easier bucket.)"""
-    pool_values = np.sort(np.asarray(pool_values, dtype=np.float64), kind="stable")
-    if not 1 <= buckets <= len(pool_values):
-        raise ValueError(
-            f"buckets must be in [1, {len(pool_values)}] (the pool size), got {buckets}"
-        )
-    boundaries = [part[-1] for part in np.array_split(pool_values, buckets)[:-1]]
-    return np.searchsorted(np.asarray(boundaries), np.asarray(values), side="left")
 
 
 def source_arms(pool: np.ndarray, codes: np.ndarray, n_sources: int) -> list[np.ndarray]:

@@ -19,10 +19,8 @@ from torch import nn
 
 from trainables.config import CurriculumConfig, StageConfig, StudentConfig, TeacherConfig
 from trainables.curriculum import (
-    BanditSampler,
     Sampler,
     StageController,
-    bucket_of,
     confidence_difficulty,
     to_ranks,
 )
@@ -44,6 +42,7 @@ from trainables.loops._common import load_data, make_optimizer
 from trainables.loops._setup import (
     Weighting,
     band_ranks,
+    bandit_arms,
     batch_sampler,
     fit_irreducible_loss,
     make_checkpoint_schedule,
@@ -285,7 +284,7 @@ def build_student(
         world_size=world_size,
     )  # fmt: skip
     reward_rows = (
-        bandit_reward_rows(cur, sampler, holdout, train_difficulty(cur, teacher), sources)
+        bandit_reward_rows(cur, teacher, sampler.pool, holdout, sources)
         if cur.kind == "bandit"
         else None
     )
@@ -323,34 +322,30 @@ def build_student(
 
 def bandit_reward_rows(
     cfg: CurriculumConfig,
-    sampler: BanditSampler,
+    teacher: TeacherBank,
+    pool: np.ndarray,
     holdout: np.ndarray | None,
-    difficulty: np.ndarray,
     sources: tuple[np.ndarray, tuple[str, ...]] | None,
 ) -> list[np.ndarray] | None:
     """The held-out rows a bandit's reward is measured on: per arm for
-    ``self_prediction_gain`` (each held-out row in the bucket its difficulty falls in, or its
-    source), all of them for ``target_prediction_gain``; None for ``prediction_gain`` (the
-    step's own batch)."""
+    ``self_prediction_gain`` (the held-out rows of its bucket or source,
+    :func:`~trainables.loops._setup.bandit_arms`), all of them for
+    ``target_prediction_gain``; None for ``prediction_gain`` (the step's own batch)."""
     reward = cfg.bandit.reward
     if reward == "prediction_gain":
         return None
     assert holdout is not None, "the bandit's reward needs held-out rows"
     if reward == "target_prediction_gain":
         return [holdout]
-    if cfg.bandit.arms_column is None:
-        arm_of = bucket_of(difficulty[holdout], difficulty[sampler.pool], cfg.bandit.buckets)
-    else:
-        arm_of = sources[0][holdout]
-    rows = [holdout[arm_of == arm] for arm in range(len(sampler.names))]
-    empty = [name for name, r in zip(sampler.names, rows, strict=True) if len(r) == 0]
+    _, names, held = bandit_arms(cfg, train_difficulty(cfg, teacher), pool, sources, holdout)
+    empty = [name for name, rows in zip(names, held, strict=True) if len(rows) == 0]
     if empty:
         raise ValueError(
             f"curriculum.bandit.holdout_fraction: no held-out rows fall in arm(s) "
             f"{', '.join(map(repr, empty))}, so self_prediction_gain cannot be measured "
-            f"there ({len(holdout)} rows held out); raise it or use another reward"
+            f"there ({len(holdout)} rows held out); raise it, or use another reward"
         )
-    return rows
+    return held
 
 
 def make_model(cfg: StudentConfig | TeacherConfig, data: Splits, task: Task) -> nn.Module:

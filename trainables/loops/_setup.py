@@ -288,7 +288,7 @@ def batch_sampler(
         assert irreducible_loss is not None, "rho needs the irreducible loss"
         return RhoSampler(pool, irreducible_loss, batch_size, pool_factor=cfg.pool_factor, **common)
     if cfg.kind == "bandit":
-        arms, names = bandit_arms(cfg, difficulty, pool, sources)
+        arms, names, _ = bandit_arms(cfg, difficulty, pool, sources, holdout)
         b = cfg.bandit
         policy = (
             Exp3S(
@@ -332,28 +332,41 @@ def bandit_arms(
     difficulty: np.ndarray,
     pool: np.ndarray,
     sources: tuple[np.ndarray, tuple[str, ...]] | None,
-) -> tuple[list[np.ndarray], list[str]]:
-    """The bandit's arms over the training ``pool``: ``bandit.buckets`` equal-size difficulty
-    buckets (easiest first, named ``<score>:<i>/<n>``), or one arm per data source."""
+    holdout: np.ndarray | None = None,
+) -> tuple[list[np.ndarray], list[str], list[np.ndarray] | None]:
+    """The bandit's arms: for each, the rows of the training ``pool`` it draws from, its
+    name, and the ``holdout`` rows that belong to it (None without a holdout). Arms are
+    ``bandit.buckets`` equal-size difficulty buckets (easiest first, named
+    ``<score>:<i>/<n>``) or the data's sources.
+
+    Buckets are cut over the pool and the holdout together, sorted by difficulty with ties
+    in row order, so each bucket holds its share of both (its held-out rows measure the
+    self prediction gain) however many rows share one score (a ``forgetting`` count, a
+    ``column`` of few values)."""
     b = cfg.bandit
     if b.arms_column is None:
+        rows = pool if holdout is None else np.union1d(pool, holdout)
         if b.buckets > len(pool):
             raise ValueError(
                 f"curriculum.bandit.buckets: {b.buckets} buckets of {len(pool)} training rows; "
                 f"use at most {len(pool)}"
             )
-        arms = bucket_arms(pool, difficulty, b.buckets)
-        return arms, [f"{cfg.score}:{i + 1}/{b.buckets}" for i in range(b.buckets)]
-    assert sources is not None, "a bandit over sources needs the data's sources"
-    codes, names = sources
-    arms = source_arms(pool, codes, len(names))
+        groups = bucket_arms(rows, difficulty, b.buckets)
+        names = [f"{cfg.score}:{i + 1}/{b.buckets}" for i in range(b.buckets)]
+    else:
+        assert sources is not None, "a bandit over sources needs the data's sources"
+        codes, source_names = sources
+        rows = pool if holdout is None else np.union1d(pool, holdout)
+        groups, names = source_arms(rows, codes, len(source_names)), list(source_names)
+    arms = [np.intersect1d(group, pool) for group in groups]
+    held = None if holdout is None else [np.intersect1d(group, holdout) for group in groups]
     empty = [name for name, rows in zip(names, arms, strict=True) if len(rows) == 0]
     if empty:
         raise ValueError(
-            f"curriculum.bandit.arms_column: source(s) {', '.join(map(repr, empty))} have no "
-            "training rows left (after the holdout and prune_fraction)"
+            f"curriculum.bandit: arm(s) {', '.join(map(repr, empty))} have no training rows "
+            "left (after the holdout and prune_fraction)"
         )
-    return arms, list(names)
+    return arms, names, held
 
 
 def mixture_schedule(

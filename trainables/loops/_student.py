@@ -54,7 +54,7 @@ def train_step(run: StudentRun, step: int) -> None:
     loss = mean_loss(per.total * weights if weights is not None else per.total, counts)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    _update(run, step, loss.detach(), per.ce.detach(), x, targets, batch.indices)
+    _update(run, step, per.ce.detach(), x, targets, batch.indices)
     run.sums += torch.stack(
         [loss.detach(), mean_loss(per.ce.detach(), counts), mean_loss(per.kd.detach(), counts)]
     )
@@ -65,7 +65,6 @@ def train_step(run: StudentRun, step: int) -> None:
 def _update(
     run: StudentRun,
     step: int,
-    loss: torch.Tensor,
     ce: torch.Tensor,
     x: torch.Tensor,
     targets: torch.Tensor,
@@ -75,7 +74,7 @@ def _update(
     bandit its reward (:func:`_bandit_step`), the confidence sampler the student's mean
     probability of the true label on the batch (``ce`` per example; a host sync a step)."""
     if isinstance(run.sampler, BanditSampler):
-        _bandit_step(run, step, loss, x, targets, rows)
+        _bandit_step(run, step, x, targets, rows)
     else:
         run.optimizer.step()
     if isinstance(run.sampler, ConfidenceSampler):
@@ -92,21 +91,22 @@ REWARD_BATCHES = 4  # a held-out reward is measured on up to this many batches' 
 def _bandit_step(
     run: StudentRun,
     step: int,
-    loss: torch.Tensor,
     x: torch.Tensor,
     targets: torch.Tensor,
     rows: np.ndarray,
 ) -> None:
     """Update the model and feed the bandit the step's learning progress (Graves et al.
-    2017): the loss before minus after the update, on the step's own batch
-    (``prediction_gain``: its training loss, then one more forward) or on held-out rows, up
-    to :data:`REWARD_BATCHES` batches of them, so the gain is measured with less noise than
-    one batch gives (``self_prediction_gain``: the chosen arm's; ``target_prediction_gain``:
-    all of them; two more forwards). The held-out batch is drawn from ``(seed, step)`` alone, the
+    2017): the loss before minus after the update (both in eval mode, without gradient), on
+    the step's own batch (``prediction_gain``: two more forwards of the batch) or on
+    held-out rows, up to :data:`REWARD_BATCHES` batches of them, so the gain is measured
+    with less noise than one batch gives (``self_prediction_gain``: the chosen arm's;
+    ``target_prediction_gain``: all of them; two forwards of up to 4 batches: a step costs
+    about three times a plain one for a small model). Several workers each measure the same
+    held-out rows. The held-out batch is drawn from ``(seed, step)`` alone, the
     same on every rank and again on a resume; several workers average their gains, so every
     rank updates the bandit alike. One host sync a step."""
     if run.reward_rows is None:
-        before = loss
+        before = _mean_loss_of(run, x, targets, rows)
         run.optimizer.step()
         after = _mean_loss_of(run, x, targets, rows)
     else:
@@ -130,10 +130,15 @@ def _mean_loss_of(
     run: StudentRun, x: torch.Tensor, targets: torch.Tensor, rows: np.ndarray
 ) -> torch.Tensor:
     """The student's mean training loss (per token for the language-model tasks) of the
-    inputs ``x`` (training rows ``rows``), without gradient."""
-    with torch.no_grad(), run.autocast:
-        per, counts = kd_parts(run, run.model, x, targets, rows)
-        return mean_loss(per.total, counts).detach()
+    inputs ``x`` (training rows ``rows``), without gradient, in eval mode: dropout adds no
+    noise to a gain and batch norm's running statistics never see held-out rows."""
+    run.model.eval()
+    try:
+        with torch.no_grad(), run.autocast:
+            per, counts = kd_parts(run, run.model, x, targets, rows)
+            return mean_loss(per.total, counts).detach()
+    finally:
+        run.model.train()
 
 
 def kd_parts(
