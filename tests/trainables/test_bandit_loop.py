@@ -316,5 +316,5 @@ def test_buckets_of_a_score_with_many_ties_each_hold_their_share_of_the_holdout(
     assert np.unique(forgetting, return_counts=True)[1].max() > len(forgetting) / 5
     sizes = [len(a) + len(h) for a, h in zip(run.sampler.arms, run.reward_rows, strict=True)]
     assert max(sizes) - min(sizes) <= 1 and all(len(h) > 0 for h in run.reward_rows)
-    for easier, harder in zip(run.reward_rows, run.reward_rows[1:]):
+    for easier, harder in zip(run.reward_rows, run.reward_rows[1:], strict=False):
         assert forgetting[easier].max() <= forgetting[harder].min()
