@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from spaces import PARAMETER_PATHS, SpaceBounds
+from spaces import PARAMETER_PATHS, SpaceBounds, supported
 from trainables.config import (
     OOF_SCORES,
     SEQUENCE_SCORES,
@@ -292,25 +292,37 @@ class SweepSpec(StrictModel):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 
     def _check_space_needs(self) -> None:
-        """Choices the space lists explicitly that this data or task cannot run (from the
-        ``all`` preset's defaults they are left out instead)."""
-        listed = self.space.model_fields_set
-        if self.data.sources is None:
-            if "curricula" in listed and "mixture" in self.space.curricula:
-                raise ValueError(
-                    "space.curricula: 'mixture' needs data with sources: set data.source_column "
-                    "(kind file) or data.noisy_source, or leave mixture out"
-                )
-            if self.space.mixture_sources is not None:
-                raise ValueError(
-                    f"space.mixture_sources: {self.space.mixture_sources} but the data has no "
-                    "sources: set data.source_column (kind file) or data.noisy_source"
-                )
-        if self.task.kind != "classify" and "scores" in listed and "shapley" in self.space.scores:
+        """A space none of whose curriculum kinds (or difficulty scores) this data and task
+        can run is refused; otherwise the ones they cannot run are left out of the draws
+        (:func:`spaces.supported`: a ``mixture`` needs data with sources, ``shapley``
+        classification), with a note when the sweep starts."""
+        base = self.space_base
+        kinds = supported("curriculum.kind", self.space.curricula, {}, base)
+        if not any(k != "mixture" for k in kinds) and self.data.sources is None:
+            raise ValueError(
+                "space.curricula: 'mixture' needs data with sources: set data.source_column "
+                "(kind file) or data.noisy_source, or list other curricula"
+            )
+        if self.data.sources is None and self.space.mixture_sources is not None:
+            raise ValueError(
+                f"space.mixture_sources: {self.space.mixture_sources} but the data has no "
+                "sources: set data.source_column (kind file) or data.noisy_source"
+            )
+        if self.task.kind != "classify" and set(self.space.scores) == {"shapley"}:
             raise ValueError(
                 f"space.scores: 'shapley' (KNN-Shapley) values classification examples; "
-                f"task.kind is {self.task.kind!r}"
+                f"task.kind is {self.task.kind!r}: list other scores"
             )
+
+    def space_notes(self) -> list[str]:
+        """What the space leaves out because this data or task cannot run it."""
+        notes = []
+        if self.data.sources is None and "mixture" in self.space.curricula:
+            notes.append("the space leaves the mixture curriculum out: the data has no sources")
+        if self.task.kind != "classify" and "shapley" in self.space.scores:
+            notes.append("the space leaves the shapley score out: it values classification "
+                         "examples")  # fmt: skip
+        return notes
 
     @model_validator(mode="after")
     def _check_combinations(self) -> SweepSpec:

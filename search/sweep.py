@@ -470,6 +470,8 @@ def _run(
     manifest.begin()
     if plan.done:
         print(f"students: resuming, {plan.done} trials done, {plan.remaining} to go")
+    for note in spec.space_notes():
+        print(f"note: {note}")
     print(f"students: -> {spec.sweep_dir}")
     with interrupts.experiment():
         results = run_students(spec, teacher_bank, plan, storage=storage, verbose=verbose)

@@ -249,12 +249,15 @@ def test_rebuilt_configs_equal_the_originals_for_every_curriculum_kind(base):
     from spaces import SpaceBounds, suggest_config
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    base = StudentConfig.model_validate({**base, "teacher_bank": "/bank"}).model_dump()
+    # data with sources, so the space also draws mixtures and their per-source weights
+    base = {**base, "teacher_bank": "/bank", "data": {"kind": "digits", "noisy_source": 0.5}}
+    base = StudentConfig.model_validate(base).model_dump()
+    bounds = SpaceBounds(top_ks=[None, 4, 8], mixture_sources=["clean", "noisy"])
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     seen = set()
     for i in range(160):
         trial = study.ask()
-        config = suggest_config(trial, SpaceBounds(top_ks=[None, 4, 8]), base)
+        config = suggest_config(trial, bounds, base)
         study.tell(trial, 0.0)
         original = StudentConfig.model_validate(config)
         rebuilt = rebuild_config(_written(config, f"t{i}"), base)

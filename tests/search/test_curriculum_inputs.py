@@ -46,6 +46,8 @@ def _validate(*overrides, cwd):
          "exploration: exp3s needs exploration > 0"),
         (["data.noisy_source=null"],
          "student.curriculum.kind: 'mixture' needs data with sources"),
+        (["data.noisy_source=null", "student.curriculum.kind=none", "space.mixture_sources=null"],
+         "space.curricula: 'mixture' needs data with sources"),
         (["student.curriculum.mixture.weights={clean: -1}"],
          "source weights must be finite and >= 0"),
     ],
@@ -92,3 +94,13 @@ def test_a_staged_mix_round_trips_through_the_trials_table():
     assert row["config.curriculum.mixture.stages"] == '[{"at": 0.5, "weights": {"clean": 1.0}}]'
     rebuilt = rebuild_config({**row, "trial_id": "t"}, cfg.model_dump())
     assert rebuilt.curriculum.mixture == cfg.curriculum.mixture
+
+
+def test_what_the_space_leaves_out_is_noted():
+    from search.spec import load_spec
+
+    every = load_spec(ROOT / "examples" / "all_curricula.yaml")
+    assert every.space_notes() == [
+        "the space leaves the mixture curriculum out: the data has no sources"
+    ]
+    assert load_spec(MIX).space_notes() == []
