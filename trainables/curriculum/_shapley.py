@@ -6,11 +6,16 @@ Valuation for Nearest Neighbor Algorithms", VLDB, Theorem 1): one sort per test 
 model refits. :func:`shapley_values` cross-fits it over the training rows, so that no row is
 valued against itself; the teacher stores ``-shapley_values(features of its penultimate
 layer)`` as the ``shapley`` difficulty (a low value: a harmful or mislabelled example, hard).
-Features wider than 64 are randomly projected to 64 dimensions first (Johnson-Lindenstrauss);
-the values are then exact for the K-NN on the projection.
+Features wider than 256 are randomly projected to 256 dimensions first (Johnson-Lindenstrauss);
+the values are then exact for the K-NN on the projection. 256 keeps the common penultimate
+widths (up to 256) exact and halves a 512-wide one; the figures below are for a projection
+to 64, which costs ranking quality on wide features (measured below), so the default was
+raised to 256 after them: unprojected 512-wide features cost 17 s CPU and +627 MB per
+200,000 rows, so 256 costs less than that.
 
 Cost, measured on this project's development machine (2 CPU cores, shared with other jobs
-while measured, so the wall times vary; "CPU" is the process's time over all its threads)
+while measured, load average 6-11, so the wall times vary; "CPU" is the process's time
+over all its threads, about the wall time on an idle machine: the sorts run on one thread)
 with ``shapley_values``' defaults (K = 10, 2 folds, 1,000 test rows a fold), on synthetic
 float32 features (10 Gaussian classes, 10% of the labels flipped); the peak-RSS increase is
 ``ru_maxrss`` after less before (the features themselves excluded), the traced peak is
@@ -18,7 +23,7 @@ float32 features (10 Gaussian classes, 10% of the labels flipped); the peak-RSS 
 
 - 200,000 x 512 (projected to 64): 14 s CPU (17-42 s wall), +116 MB RSS (149 MB traced).
   The float64, unprojected version before it: 39 s CPU (117 s wall), +2.3 GB.
-- 100,000 x 64: 6-7 s CPU (15-18 s wall), +103 MB RSS (107 MB traced); before: 14 s CPU
+- 100,000 x 64: 6-7 s CPU (12-18 s wall), +103 MB RSS (107 MB traced); before: 14 s CPU
   (31 s wall), +465 MB.
 - digits (1,797 x 64 pixels): 0.14 s CPU, +6 MB; before: 0.27 s CPU, +41 MB.
 
@@ -170,7 +175,7 @@ def shapley_values(
     k: int = 10,
     folds: int = 2,
     max_test: int = 1000,
-    max_dims: int = 64,
+    max_dims: int = 256,
     seed: int = 0,
 ) -> np.ndarray:
     """Cross-fitted KNN-Shapley values (:func:`knn_shapley`) of every row (higher = more

@@ -59,8 +59,8 @@ def teacher_loop(cfg: TeacherConfig) -> Iterator[dict[str, Any]]:
     its trajectory of evaluations (EL2N, forgetting events), for the ``classify`` task the
     negated cross-fitted KNN-Shapley value of each row on the final teacher's penultimate
     features (``shapley``, :func:`penultimate_features`, :func:`shapley_values`: low-value
-    rows, e.g. mislabelled ones, are hard; features wider than 64 are randomly projected to
-    64 dimensions first, and the values are exact for the K-NN on that projection) and, for
+    rows, e.g. mislabelled ones, are hard; features wider than 256 are randomly projected to
+    256 dimensions first, and the values are exact for the K-NN on that projection) and, for
     token data, from the data (length, rarity).
 
     The phase transition (:func:`find_transition`) is detected on the teacher's mean
