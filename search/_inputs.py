@@ -62,7 +62,8 @@ def _check_source_names(spec, info: DataInfo) -> None:
     """:class:`DataError` (one line) for a source name the student's mixture weights or the
     space's ``mixture_sources`` give that the data's training rows do not have: every trial
     using it would fail."""
-    if info.source_names is None:
+    mixes = spec.student.curriculum.kind == "mixture" or "mixture" in spec.space.curricula
+    if info.source_names is None or not mixes:
         return
     mixture = spec.student.curriculum.mixture
     named = {

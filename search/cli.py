@@ -126,6 +126,8 @@ def _main(argv: list[str] | None) -> int:
         return 2
     if args.command == "validate":
         print(f"ok: {args.spec} is a valid sweep spec ({spec.num_samples} trials)")
+        for note in spec.space_notes():
+            print(f"note: {note}")
         return 0
     if args.command == "submit":
         return _submit(spec, args)

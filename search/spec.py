@@ -308,6 +308,20 @@ class SweepSpec(StrictModel):
                 f"space.mixture_sources: {self.space.mixture_sources} but the data has no "
                 "sources: set data.source_column (kind file) or data.noisy_source"
             )
+        linear = "linear" in (self.space.mixture_schedules or [])
+        mixture = self.student.curriculum.mixture
+        own = mixture.weights is not None and mixture.end_weights is not None
+        if linear and self.space.mixture_sources is None and not own:
+            raise ValueError(
+                "space.mixture_schedules: 'linear' anneals from weights to end_weights: list "
+                "the sources in space.mixture_sources (both searched), or set "
+                "student.curriculum.mixture.weights and end_weights"
+            )
+        if self.task.kind != "classify" and self.student.curriculum.prune_by == "shapley":
+            raise ValueError(
+                "student.curriculum.prune_by: 'shapley' (KNN-Shapley) values classification "
+                f"examples; task.kind is {self.task.kind!r}"
+            )
         if self.task.kind != "classify" and set(self.space.scores) == {"shapley"}:
             raise ValueError(
                 f"space.scores: 'shapley' (KNN-Shapley) values classification examples; "

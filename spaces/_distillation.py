@@ -179,11 +179,9 @@ class SpaceBounds(StrictModel):
     bandit_exploration: Range = (0.01, 0.3)
     bandit_window: tuple[int, int] = (100, 1000)
     # linear needs weights to anneal between: drawn where mixture_sources names the sources
-    # null: not searched, the student's own schedule stays (a hand-written linear or stages
-    # mix); linear and stages need weights of their own to anneal between
-    mixture_schedules: list[MixtureScheduleKind] | None = _choices(
-        "curriculum.mixture.schedule", MixtureScheduleKind, only=["temperature", "constant"]
-    )
+    # unset (null): not searched, the student's own schedule stays (a hand-written linear or
+    # stages mix keeps its weights); linear needs weights and end_weights to anneal between
+    mixture_schedules: list[MixtureScheduleKind] | None = None
     mixture_tau: Range = (0.5, 10.0)
     # The sources whose mixture weights are searched (the data's source names): each weight
     # is drawn log-uniformly in ``mixture_weight`` and the config normalises them (the point
@@ -233,6 +231,16 @@ class SpaceBounds(StrictModel):
         if not 0 < low <= high:
             raise ValueError(f"must be [low, high] with 0 < low <= high, got [{low}, {high}]")
         return bounds
+
+    @field_validator("mixture_sources", mode="before")
+    @classmethod
+    def _source_names(cls, sources: Any) -> Any:
+        """Integer sources (an integer source column) are named by their digits."""
+        if isinstance(sources, list):
+            return [
+                str(s) if isinstance(s, int) and not isinstance(s, bool) else s for s in sources
+            ]
+        return sources
 
     @field_validator("mixture_sources")
     @classmethod

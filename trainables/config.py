@@ -791,14 +791,15 @@ class BanditConfig(StrictModel):
     window: int = Field(default=1000, ge=2, le=1_000_000)
     holdout_fraction: float = Field(default=0.1, gt=0.0, le=0.5)
 
-    @model_validator(mode="after")
-    def _check_exploration(self) -> BanditConfig:
-        if self.policy == "exp3s" and self.exploration == 0:
+    @field_validator("exploration")
+    @classmethod
+    def _check_exploration(cls, exploration: float, info: ValidationInfo) -> float:
+        if info.data.get("policy") == "exp3s" and exploration == 0:
             raise ValueError(
-                "exploration: exp3s needs exploration > 0 (its importance-weighted update "
-                "divides by each arm's probability, which exploration keeps from 0); got 0"
+                "exp3s needs exploration > 0 (its importance-weighted update divides by each "
+                "arm's probability, which exploration keeps from 0); got 0"
             )
-        return self
+        return exploration
 
     def unused(self) -> set[str]:
         out = set()
@@ -818,10 +819,24 @@ class MixtureStage(StrictModel):
     at: float = Field(ge=0.0, lt=1.0)
     weights: dict[str, float]
 
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _names(cls, weights: Any) -> Any:
+        return _source_names(weights)
+
     @field_validator("weights")
     @classmethod
     def _check_weights(cls, weights: dict[str, float]) -> dict[str, float]:
         return _check_source_weights(weights)
+
+
+def _source_names(weights: Any) -> Any:
+    """Integer keys (``{0: 1}`` in YAML, an integer source column) as the names of sources,
+    which are their digits."""
+    if isinstance(weights, dict):
+        return {str(k) if isinstance(k, int) and not isinstance(k, bool) else k: v
+                for k, v in weights.items()}  # fmt: skip
+    return weights
 
 
 def _check_source_weights(weights: dict[str, float] | None) -> dict[str, float] | None:
@@ -865,6 +880,11 @@ class MixtureConfig(StrictModel):
     stages: list[MixtureStage] = Field(default_factory=list, max_length=16)
     tau: float = Field(default=1.0, gt=0.0, le=100.0)
     tau_end: float | None = Field(default=None, gt=0.0, le=100.0)
+
+    @field_validator("weights", "end_weights", mode="before")
+    @classmethod
+    def _names(cls, weights: Any) -> Any:
+        return _source_names(weights)
 
     @field_validator("weights", "end_weights")
     @classmethod

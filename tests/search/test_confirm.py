@@ -252,7 +252,10 @@ def test_rebuilt_configs_equal_the_originals_for_every_curriculum_kind(base):
     # data with sources, so the space also draws mixtures and their per-source weights
     base = {**base, "teacher_bank": "/bank", "data": {"kind": "digits", "noisy_source": 0.5}}
     base = StudentConfig.model_validate(base).model_dump()
-    bounds = SpaceBounds(top_ks=[None, 4, 8], mixture_sources=["clean", "noisy"])
+    bounds = SpaceBounds(
+        top_ks=[None, 4, 8], mixture_sources=["clean", "noisy"],
+        mixture_schedules=["constant", "temperature"],
+    )  # fmt: skip
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     seen = set()
     for i in range(160):
