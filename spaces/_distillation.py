@@ -178,7 +178,6 @@ class SpaceBounds(StrictModel):
     bandit_step_size: Range = (0.005, 0.5)
     bandit_exploration: Range = (0.01, 0.3)
     bandit_window: tuple[int, int] = (100, 1000)
-    # linear needs weights to anneal between: drawn where mixture_sources names the sources
     # unset (null): not searched, the student's own schedule stays (a hand-written linear or
     # stages mix keeps its weights); linear needs weights and end_weights to anneal between
     mixture_schedules: list[MixtureScheduleKind] | None = None
@@ -355,8 +354,8 @@ def supported(
     """The ``choices`` at ``path`` that the base config's data and task can run with the
     settings ``chosen`` so far (a ``mixture`` curriculum needs data with sources, the
     ``shapley`` score classification); all of them where the config does not validate
-    without them either. The sweep refuses such a choice listed explicitly
-    (:class:`search.spec.SweepSpec`); from the ``all`` preset it is left out."""
+    without them either. The sweep notes what its space leaves out, and refuses a space
+    with nothing runnable (:class:`search.spec.SweepSpec`)."""
     try:
         StudentConfig.model_validate(nest(chosen, into=base))
     except ValidationError:
